@@ -1,0 +1,146 @@
+"""The `ledger` command. Entry points read configuration here (options and LEDGER_* variables)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from deploy.health import check_endpoints
+from deploy.processes import EngineError, ProcessRecord
+from deploy.stack import LocalStack, StackSettings, load_state, save_state, stop_recorded
+from schemas.errors import LedgerError
+
+home_option = click.option(
+    "--home",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(".ledger"),
+    show_default=True,
+    envvar="LEDGER_HOME",
+    help="Download cache and local stack state. [env: LEDGER_HOME]",
+)
+
+
+def _sigterm_as_exit(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM unwinds like Ctrl-C does, so every `with LocalStack(...)` stops its engines.
+    raise SystemExit(128 + signum)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """A sharded double-entry ledger with saga-coordinated cross-shard transfers on Kafka."""
+
+
+@cli.group()
+def dev() -> None:
+    """A local stack on this machine: Kafka (from Maven jars) and a private PostgreSQL."""
+
+
+_STACK_OPTIONS = (
+    click.option(
+        "--shards", type=click.IntRange(1, 64), default=4, show_default=True, envvar="LEDGER_SHARDS",
+        help="Shards the stack serves. [env: LEDGER_SHARDS]",
+    ),
+    click.option(
+        "--brokers", type=click.Choice(["1", "3"]), default="1", show_default=True,
+        envvar="LEDGER_BROKERS", help="Kafka nodes (3: RF=3, min ISR 2). [env: LEDGER_BROKERS]",
+    ),
+    click.option(
+        "--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+        envvar="LEDGER_DATA_DIR", help="Engine data and logs (default: a new temp dir).",
+    ),
+    home_option,
+)  # fmt: skip
+
+
+def _stack_options(fn: Any) -> Any:
+    for option in _STACK_OPTIONS:
+        fn = option(fn)
+    return fn
+
+
+def _settings(home: Path, brokers: str, shards: int, data_dir: Path | None) -> StackSettings:
+    return StackSettings.from_env(
+        os.environ, home=home, brokers=int(brokers), shards=shards, data_dir=data_dir
+    )
+
+
+@dev.command("up")
+@_stack_options
+def dev_up(home: Path, brokers: str, shards: int, data_dir: Path | None) -> None:
+    """Start a local stack in the background and record its endpoints in HOME/stack.json.
+
+    Kafka and PostgreSQL are not started when KAFKA_BOOTSTRAP_SERVERS or LEDGER_DATABASE_URL name
+    servers to use instead.
+    """
+    state = load_state(home)
+    if state is not None and any(ProcessRecord.from_json(p).alive() for p in state["processes"]):
+        click.echo(f"a local stack is already up ({home / 'stack.json'}); `ledger dev down` stops it")
+        click.echo(json.dumps(state["endpoints"], indent=2))
+        return
+    stack = LocalStack(_settings(home, brokers, shards, data_dir), tie_to_owner=False)
+    stack.start()
+    path = save_state(home, stack)
+    click.echo(json.dumps(asdict(stack.endpoints), indent=2))
+    click.echo(f"state: {path}; logs under {stack.root}", err=True)
+
+
+@dev.command("status")
+@home_option
+def dev_status(home: Path) -> None:
+    """Show the recorded stack: endpoints, processes and a live health check.
+
+    Exit 0 healthy, 1 unhealthy, 3 when no stack is recorded.
+    """
+    state = load_state(home)
+    if state is None:
+        click.echo(f"no local stack is recorded in {home / 'stack.json'}")
+        sys.exit(3)
+    processes = [ProcessRecord.from_json(p) for p in state["processes"]]
+    health = check_endpoints(state["endpoints"])
+    report = {
+        "endpoints": state["endpoints"],
+        "processes": {p.name: {"pid": p.pid, "alive": p.alive(), "log": p.log_path} for p in processes},
+        "health": health,
+    }
+    click.echo(json.dumps(report, indent=2))
+    healthy = all(p.alive() for p in processes) and all(v == "ok" for v in health.values())
+    sys.exit(0 if healthy else 1)
+
+
+@dev.command("down")
+@home_option
+def dev_down(home: Path) -> None:
+    """Stop the recorded stack and delete its temporary data. Harmless when nothing runs."""
+    stopped = stop_recorded(home)
+    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@cli.command()
+@_stack_options
+def demo(home: Path, brokers: str, shards: int, data_dir: Path | None) -> None:
+    """Bring up a local stack, show it healthy, and bring it down again."""
+    with LocalStack(_settings(home, brokers, shards, data_dir)) as stack:
+        endpoints = asdict(stack.endpoints)
+        click.echo(json.dumps(endpoints, indent=2))
+        health = check_endpoints(endpoints)
+        click.echo(f"health: {json.dumps(health)}")
+        if any(v != "ok" for v in health.values()):
+            raise EngineError(f"the stack started but is not healthy: {health}")
+    click.echo("stack stopped")
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _sigterm_as_exit)
+    try:
+        cli(standalone_mode=True)
+    except LedgerError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2 if not e.retriable else 75)  # 75 = EX_TEMPFAIL: worth trying again

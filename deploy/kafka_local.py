@@ -1,0 +1,287 @@
+"""Apache Kafka from Maven Central jars, in KRaft mode, on loopback: one node or a 3-node quorum.
+
+The jars are fetched once by `mvn dependency:copy-dependencies` from deploy/kafka/pom.xml into a
+cache directory. Each node is a combined broker + controller in its own process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from deploy.processes import EngineError, ProcessRecord, free_port, run_checked, spawn, tail
+
+POM = Path(__file__).parent / "kafka" / "pom.xml"
+
+# The flags Kafka's own kafka-run-class.sh uses, with a small heap: the brokers here hold test data.
+_JVM_FLAGS = (
+    "-server",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-Djava.awt.headless=true",
+)
+
+_LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache.kafka
+logger.apache.level = INFO
+"""
+
+
+def kafka_version() -> str:
+    """The Kafka release pinned in deploy/kafka/pom.xml (the one place it is written)."""
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    pom = ET.parse(POM)  # noqa: S314 - the project's own file, not input
+    node = pom.getroot().find("m:properties/m:kafka.version", ns)
+    if node is None or not node.text:
+        raise EngineError(f"{POM} has no <kafka.version> property")
+    return node.text.strip()
+
+
+def _require_java17() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise EngineError("Java 17+ is needed to run Kafka: apt-get install openjdk-17-jre-headless")
+    done = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)  # noqa: S603
+    match = re.search(r'version "(\d+)', done.stderr)
+    if match is None or int(match.group(1)) < 17:
+        raise EngineError(
+            f"Kafka 4 needs Java 17+, found: {done.stderr.splitlines()[:1]}: "
+            "apt-get install openjdk-17-jre-headless"
+        )
+    return java
+
+
+def fetch_kafka(cache_dir: Path) -> Path:
+    """Return a directory holding every jar the broker needs; download them on first use."""
+    target = cache_dir.resolve() / f"kafka-{kafka_version()}"
+    done_marker = target / ".complete"
+    if done_marker.exists():
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise EngineError("Maven is needed once to fetch Kafka's jars: apt-get install maven")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".fetch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs fetching at once must not interleave
+        if done_marker.exists():
+            return target
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        run_checked(
+            [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+             "-DincludeScope=runtime", f"-DoutputDirectory={partial}"],
+            "fetching Kafka jars with Maven",
+        )  # fmt: skip
+        if not any(partial.glob("kafka_2.13-*.jar")):
+            raise EngineError(f"Maven finished but {partial} holds no kafka_2.13 jar")
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+        done_marker.touch()
+    return target
+
+
+@dataclass
+class KafkaNode:
+    """One combined broker + controller."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    root: Path
+    process: ProcessRecord | None = None
+
+    @property
+    def properties_path(self) -> Path:
+        return self.root / "server.properties"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "server.log"
+
+
+@dataclass
+class LocalKafka:
+    """A local Kafka cluster of `brokers` nodes (1, or 3 for fault tests) under `root`."""
+
+    root: Path
+    jars: Path
+    brokers: int = 1
+    heap_mb: int = 384
+    tie_to_owner: bool = True
+    nodes: list[KafkaNode] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.brokers not in (1, 3):
+            raise EngineError(f"brokers must be 1 or 3, not {self.brokers}")
+        if not self.nodes:
+            self.nodes = [
+                KafkaNode(i, free_port(), free_port(), self.root / f"kafka-{i}")
+                for i in range(1, self.brokers + 1)
+            ]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    @property
+    def processes(self) -> list[ProcessRecord]:
+        return [n.process for n in self.nodes if n.process is not None]
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Format every node's storage, start them all, and wait until the cluster serves."""
+        java = _require_java17()
+        cluster_id = run_checked(self._java(java, "kafka.tools.StorageTool", "random-uuid"), "kafka-storage")
+        for node in self.nodes:
+            self._configure(node)
+            # One node bootstraps its own quorum; three share a static voter set (no flag).
+            flag = ["--standalone"] if self.brokers == 1 else []
+            run_checked(
+                self._java(java, "kafka.tools.StorageTool", "format", *flag, "-t",
+                           cluster_id.strip(), "-c", str(node.properties_path)),
+                f"formatting Kafka node {node.node_id} storage",
+            )  # fmt: skip
+        for node in self.nodes:
+            self.start_node(node.node_id, wait=False)
+        self.wait_healthy(timeout)
+
+    def start_node(self, node_id: int, *, wait: bool = True, timeout: float = 90.0) -> None:
+        """(Re)start one formatted node, keeping its data, ports and log."""
+        node = self._node(node_id)
+        java = _require_java17()
+        log4j = node.root / "log4j2.properties"
+        argv = [
+            java, f"-Xmx{self.heap_mb}M", f"-Xms{self.heap_mb}M", *_JVM_FLAGS,
+            f"-Dkafka.logs.dir={node.root}", f"-Dlog4j2.configurationFile={log4j}",
+            "-cp", f"{self.jars}/*", "kafka.Kafka", str(node.properties_path),
+        ]  # fmt: skip
+        node.process = spawn(
+            f"kafka-{node_id}", argv, node.root / "stdout.log", tie_to_owner=self.tie_to_owner
+        )
+        if wait:
+            self.wait_healthy(timeout)
+
+    def kill_node(self, node_id: int) -> None:
+        """SIGKILL one node, as a crash would."""
+        node = self._node(node_id)
+        if node.process is not None:
+            node.process.stop(signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop every node (controlled shutdown, then SIGKILL after a timeout). Idempotent."""
+        for node in self.nodes:
+            if node.process is not None:
+                node.process.send(signal.SIGTERM)
+        for node in self.nodes:
+            if node.process is not None:
+                node.process.stop(signal.SIGTERM, timeout=30)
+
+    def wait_healthy(self, timeout: float = 90.0) -> None:
+        """Wait until a metadata request sees every running node and an active controller."""
+        expected = sum(1 for n in self.nodes if n.process is not None and n.process.alive())
+        deadline = time.monotonic() + timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if node.process is not None and not node.process.alive():
+                    raise EngineError(self._failure(f"Kafka node {node.node_id} exited", node))
+            if not any(_port_open(n.port) for n in self.nodes):
+                time.sleep(0.3)  # asking aiokafka now would only log connection errors
+                continue
+            try:
+                seen = asyncio.run(_count_brokers(self.bootstrap_servers))
+                if seen >= expected:
+                    return
+                last_error = f"{seen} of {expected} brokers registered"
+            except Exception as e:  # noqa: BLE001 - any client error means "not ready yet"
+                last_error = f"{type(e).__name__}: {e}"
+            time.sleep(0.5)
+        raise EngineError(self._failure(f"Kafka not healthy after {timeout:.0f}s ({last_error})", None))
+
+    def _node(self, node_id: int) -> KafkaNode:
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        raise EngineError(f"no Kafka node {node_id}")
+
+    def _java(self, java: str, main: str, *args: str) -> list[str]:
+        return [java, "-Xmx128M", "-cp", f"{self.jars}/*", main, *args]
+
+    def _failure(self, what: str, node: KafkaNode | None) -> str:
+        nodes = [node] if node is not None else self.nodes
+        logs = "\n".join(f"--- {n.log_path} (last lines)\n{tail(n.log_path, 15)}" for n in nodes)
+        return f"{what}\n{logs}"
+
+    def _configure(self, node: KafkaNode) -> None:
+        node.root.mkdir(parents=True, exist_ok=True)
+        (node.root / "log4j2.properties").write_text(_LOG4J2.format(log=node.log_path))
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": str(node.node_id),
+            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(node.root / "data"),
+            "group.initial.rebalance.delay.ms": "0",  # the 3 s default only slows tests
+            "auto.create.topics.enable": "false",  # topics are created on purpose, with their settings
+            "num.partitions": "1",
+        }
+        rf, isr = (1, 1) if self.brokers == 1 else (3, 2)
+        for key in ("offsets.topic", "transaction.state.log", "share.coordinator.state.topic"):
+            props[f"{key}.replication.factor"] = str(rf)
+        for key in ("transaction.state.log", "share.coordinator.state.topic"):
+            props[f"{key}.min.isr"] = str(isr)
+        props |= {
+            "default.replication.factor": str(rf),
+            "min.insync.replicas": str(isr),
+            "unclean.leader.election.enable": "false",
+        }
+        if self.brokers == 1:
+            props["controller.quorum.bootstrap.servers"] = f"127.0.0.1:{node.controller_port}"
+        else:
+            props["controller.quorum.voters"] = ",".join(
+                f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes
+            )
+        node.properties_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def _count_brokers(bootstrap_servers: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+        if cluster.get("controller_id", -1) < 0:
+            return 0
+        return len(cluster["brokers"])
+    finally:
+        await admin.close()

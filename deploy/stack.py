@@ -1,0 +1,210 @@
+"""A local stack: Kafka and PostgreSQL started here, or servers given from outside, and its state.
+
+Tests and the demo own their stack (engines die with them). `ledger dev up` starts a detached one
+and records it in a JSON file so that `ledger dev status` and `ledger dev down` can find it later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from deploy.kafka_local import LocalKafka, fetch_kafka
+from deploy.postgres_local import LocalPostgres, find_pg_bin
+from deploy.processes import EngineError, ProcessRecord, unprivileged_user
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """What a local stack is made of. Built at an entry point (CLI, test session), never on import."""
+
+    brokers: int = 1
+    """Kafka nodes: 1, or 3 (RF=3, min.insync.replicas=2) for fault tests."""
+    shards: int = 4
+    """Shard workers the stack is meant for (recorded for the commands that start them)."""
+    home: Path = Path(".ledger")
+    """Where downloads are cached and `ledger dev up` writes its state file."""
+    data_dir: Path | None = None
+    """Engine data and logs; a fresh temporary directory when None."""
+    kafka_heap_mb: int = 384
+    kafka_bootstrap_servers: str | None = None
+    """An existing Kafka cluster to use instead of starting one."""
+    database_url: str | None = None
+    """An existing PostgreSQL database to use instead of starting one."""
+    pg_bin: str | None = None
+    """PostgreSQL server binaries; the newest under /usr/lib/postgresql when None."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> StackSettings:
+        """Read KAFKA_BOOTSTRAP_SERVERS, LEDGER_DATABASE_URL, LEDGER_HOME, LEDGER_PG_BIN."""
+        values: dict[str, Any] = {
+            "kafka_bootstrap_servers": env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+            "database_url": env.get("LEDGER_DATABASE_URL") or None,
+            "home": Path(env.get("LEDGER_HOME", ".ledger")),
+            "pg_bin": env.get("LEDGER_PG_BIN") or None,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a running stack answers. Written to the state file and printed by `ledger dev`."""
+
+    kafka_bootstrap_servers: str
+    database_url: str
+    brokers: int
+    shards: int
+    status_api_url: str | None = None
+
+
+@dataclass
+class LocalStack:
+    """Start, expose and stop the engines of one stack. Use it as a context manager."""
+
+    settings: StackSettings
+    tie_to_owner: bool = True
+    kafka: LocalKafka | None = None
+    postgres: LocalPostgres | None = None
+    root: Path | None = None
+    owns_root: bool = False
+    extra_processes: list[ProcessRecord] = field(default_factory=list)
+
+    def start(self) -> Endpoints:
+        """Start whatever is not given from outside. On failure, stop what started and re-raise."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Endpoints:
+        s = self.settings
+        self._make_root()
+        assert self.root is not None
+        if s.database_url is None:
+            self.postgres = LocalPostgres(
+                self.root / "postgres", find_pg_bin(s.pg_bin), unprivileged_user(), self.tie_to_owner
+            )
+            self.postgres.init()
+            self.postgres.spawn()  # starts while Kafka formats its storage
+        if s.kafka_bootstrap_servers is None:
+            self.kafka = LocalKafka(
+                self.root, fetch_kafka(s.home / "cache"), s.brokers, s.kafka_heap_mb, self.tie_to_owner
+            )
+            self.kafka.start()
+        if self.postgres is not None:
+            self.postgres.wait_healthy()
+            self.postgres.create_database()
+        return self.endpoints
+
+    @property
+    def endpoints(self) -> Endpoints:
+        s = self.settings
+        kafka = s.kafka_bootstrap_servers or (self.kafka.bootstrap_servers if self.kafka else None)
+        database = s.database_url or (self.postgres.dsn if self.postgres else None)
+        if kafka is None or database is None:
+            raise EngineError("the stack is not started")
+        return Endpoints(kafka, database, s.brokers, s.shards)
+
+    @property
+    def processes(self) -> list[ProcessRecord]:
+        """In start order: the database, the brokers, then what runs on them."""
+        found = []
+        if self.postgres is not None and self.postgres.process is not None:
+            found.append(self.postgres.process)
+        if self.kafka is not None:
+            found += self.kafka.processes
+        return found + self.extra_processes
+
+    def stop(self) -> None:
+        """Stop everything this stack started and delete its temporary data. Idempotent."""
+        for proc in reversed(self.extra_processes):
+            proc.stop()
+        if self.kafka is not None:
+            self.kafka.stop()
+        if self.postgres is not None:
+            self.postgres.stop("fast")
+        if self.owns_root and self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _make_root(self) -> None:
+        if self.settings.data_dir is not None:
+            self.root = self.settings.data_dir.resolve()
+            self.root.mkdir(parents=True, exist_ok=True)
+        else:
+            self.root = Path(tempfile.mkdtemp(prefix="ledger-stack-"))
+            self.owns_root = True
+        # PostgreSQL runs as an unprivileged account when we are root; it must traverse here.
+        self.root.chmod(0o711)
+
+
+# --- the state file of a detached stack (`ledger dev up` / `status` / `down`) ------------------
+
+
+def state_path(home: Path) -> Path:
+    return home / "stack.json"
+
+
+def save_state(home: Path, stack: LocalStack) -> Path:
+    path = state_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "endpoints": asdict(stack.endpoints),
+        "processes": [p.to_json() for p in stack.processes],
+        "data_dir": str(stack.root) if stack.root else None,
+        "owns_data_dir": stack.owns_root,
+        "started_at": time.time(),
+    }
+    # The DSN holds the private cluster's password: readable by its owner only.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(state, out, indent=2)
+    return path
+
+
+def load_state(home: Path) -> dict[str, Any] | None:
+    path = state_path(home)
+    try:
+        loaded: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise EngineError(f"cannot read {path}: {e}; remove it if no stack is running") from e
+    return loaded
+
+
+def stop_recorded(home: Path) -> list[str]:
+    """Stop every process a state file records and delete it. Returns what was stopped."""
+    state = load_state(home)
+    if state is None:
+        return []
+    stopped = []
+    # Recorded in start order; stop the last started first (workers before brokers, brokers
+    # before the database they do not need).
+    for raw in reversed(state.get("processes", [])):
+        record = ProcessRecord.from_json(raw)
+        if record.alive():
+            record.stop()
+            stopped.append(record.name)
+    if state.get("owns_data_dir") and state.get("data_dir"):
+        shutil.rmtree(state["data_dir"], ignore_errors=True)
+    state_path(home).unlink(missing_ok=True)
+    return stopped

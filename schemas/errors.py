@@ -1,0 +1,19 @@
+"""The one root of every error the ledger raises on purpose.
+
+Each error says whether retrying the same operation can succeed. Business rejections are never
+retriable; infrastructure errors usually are.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of all ledger errors."""
+
+    retriable: bool = False
+
+
+class ConfigurationError(LedgerError):
+    """A setting is missing or malformed; fix the configuration, do not retry."""
+
+    retriable = False
