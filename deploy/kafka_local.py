@@ -168,7 +168,10 @@ class LocalKafka:
         self.wait_healthy(timeout)
 
     def start_node(self, node_id: int, *, wait: bool = True, timeout: float = 90.0) -> None:
-        """(Re)start one formatted node, keeping its data, ports and log."""
+        """(Re)start one formatted node, keeping its data, ports and log.
+
+        From async code pass `wait=False` and await `wait_ready()`.
+        """
         node = self._node(node_id)
         java = _require_java17()
         log4j = node.root / "log4j2.properties"
@@ -199,26 +202,30 @@ class LocalKafka:
                 node.process.stop(signal.SIGTERM, timeout=30)
 
     def wait_healthy(self, timeout: float = 90.0) -> None:
+        """Block until the cluster serves; from async code, await `wait_ready` instead."""
+        asyncio.run(self.wait_ready(within_s=timeout))
+
+    async def wait_ready(self, within_s: float = 90.0) -> None:
         """Wait until a metadata request sees every running node and an active controller."""
         expected = sum(1 for n in self.nodes if n.process is not None and n.process.alive())
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within_s
         last_error = "no answer yet"
         while time.monotonic() < deadline:
             for node in self.nodes:
                 if node.process is not None and not node.process.alive():
                     raise EngineError(self._failure(f"Kafka node {node.node_id} exited", node))
             if not any(_port_open(n.port) for n in self.nodes):
-                time.sleep(0.3)  # asking aiokafka now would only log connection errors
+                await asyncio.sleep(0.3)  # asking aiokafka now would only log connection errors
                 continue
             try:
-                seen = asyncio.run(_count_brokers(self.bootstrap_servers))
+                seen = await _count_brokers(self.bootstrap_servers)
                 if seen >= expected:
                     return
                 last_error = f"{seen} of {expected} brokers registered"
             except Exception as e:  # noqa: BLE001 - any client error means "not ready yet"
                 last_error = f"{type(e).__name__}: {e}"
-            time.sleep(0.5)
-        raise EngineError(self._failure(f"Kafka not healthy after {timeout:.0f}s ({last_error})", None))
+            await asyncio.sleep(0.5)
+        raise EngineError(self._failure(f"Kafka not healthy after {within_s:.0f}s ({last_error})", None))
 
     def _node(self, node_id: int) -> KafkaNode:
         for node in self.nodes:

@@ -75,6 +75,11 @@ class LocalPostgres:
     def dsn(self) -> str:
         return f"postgresql://{USER}:{self.password}@127.0.0.1:{self.port}/{DATABASE}"
 
+    @property
+    def admin_dsn(self) -> str:
+        # The `postgres` database exists from initdb on, before ours is created.
+        return f"postgresql://{USER}:{self.password}@127.0.0.1:{self.port}/postgres"
+
     def init(self) -> None:
         """initdb with a password-protected superuser and durable settings."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -131,19 +136,23 @@ class LocalPostgres:
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
+        """Block until the server answers; from async code, await `wait_ready` instead."""
+        asyncio.run(self.wait_ready(within_s=timeout))
+
+    async def wait_ready(self, within_s: float = 60.0) -> None:
+        deadline = time.monotonic() + within_s
         last_error = "no answer yet"
         while time.monotonic() < deadline:
             if self.process is None or not self.process.alive():
                 raise EngineError(f"PostgreSQL exited; see {self.log_path}:\n{self._log_tail()}")
             try:
-                asyncio.run(_ping(self.dsn.rsplit("/", 1)[0] + "/postgres"))
+                await _ping(self.admin_dsn)
                 return
             except (TimeoutError, OSError, asyncpg.PostgresError) as e:
                 last_error = f"{type(e).__name__}: {e}"
-            time.sleep(0.2)
+            await asyncio.sleep(0.2)
         raise EngineError(
-            f"PostgreSQL not healthy after {timeout:.0f}s ({last_error}); see {self.log_path}:\n"
+            f"PostgreSQL not healthy after {within_s:.0f}s ({last_error}); see {self.log_path}:\n"
             f"{self._log_tail()}"
         )
 
@@ -155,7 +164,7 @@ class LocalPostgres:
         asyncio.run(self._create_database())
 
     async def _create_database(self) -> None:
-        conn = await asyncpg.connect(self.dsn.rsplit("/", 1)[0] + "/postgres")
+        conn = await asyncpg.connect(self.admin_dsn)
         try:
             exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
             if not exists:

@@ -31,7 +31,9 @@ class StackSettings:
     shards: int = 4
     """Shard workers the stack is meant for (recorded for the commands that start them)."""
     home: Path = Path(".ledger")
-    """Where downloads are cached and `ledger dev up` writes its state file."""
+    """Where `ledger dev up` writes its state file (and, by default, the download cache)."""
+    cache_dir: Path | None = None
+    """Where Kafka's jars are kept once fetched; HOME/cache when None."""
     data_dir: Path | None = None
     """Engine data and logs; a fresh temporary directory when None."""
     kafka_heap_mb: int = 384
@@ -44,11 +46,12 @@ class StackSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> StackSettings:
-        """Read KAFKA_BOOTSTRAP_SERVERS, LEDGER_DATABASE_URL, LEDGER_HOME, LEDGER_PG_BIN."""
+        """Read KAFKA_BOOTSTRAP_SERVERS, LEDGER_DATABASE_URL, LEDGER_HOME, LEDGER_CACHE_DIR, LEDGER_PG_BIN."""
         values: dict[str, Any] = {
             "kafka_bootstrap_servers": env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
             "database_url": env.get("LEDGER_DATABASE_URL") or None,
             "home": Path(env.get("LEDGER_HOME", ".ledger")),
+            "cache_dir": Path(env["LEDGER_CACHE_DIR"]) if env.get("LEDGER_CACHE_DIR") else None,
             "pg_bin": env.get("LEDGER_PG_BIN") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -87,24 +90,38 @@ class LocalStack:
             raise
 
     def _start(self) -> Endpoints:
-        s = self.settings
-        self._make_root()
-        assert self.root is not None
-        if s.database_url is None:
+        if self.settings.database_url is None:
+            self.start_postgres(wait=False)  # it starts while Kafka formats its storage
+        if self.settings.kafka_bootstrap_servers is None:
+            self.start_kafka()
+        if self.postgres is not None:
+            self.start_postgres()
+        return self.endpoints
+
+    def start_postgres(self, *, wait: bool = True) -> str:
+        """Start the private PostgreSQL (once) and return its DSN; with `wait`, when it serves."""
+        if self.postgres is None:
             self.postgres = LocalPostgres(
-                self.root / "postgres", find_pg_bin(s.pg_bin), unprivileged_user(), self.tie_to_owner
+                self._root() / "postgres",
+                find_pg_bin(self.settings.pg_bin),
+                unprivileged_user(),
+                self.tie_to_owner,
             )
             self.postgres.init()
-            self.postgres.spawn()  # starts while Kafka formats its storage
-        if s.kafka_bootstrap_servers is None:
-            self.kafka = LocalKafka(
-                self.root, fetch_kafka(s.home / "cache"), s.brokers, s.kafka_heap_mb, self.tie_to_owner
-            )
-            self.kafka.start()
-        if self.postgres is not None:
+            self.postgres.spawn()
+        if wait:
             self.postgres.wait_healthy()
             self.postgres.create_database()
-        return self.endpoints
+        return self.postgres.dsn
+
+    def start_kafka(self) -> str:
+        """Start the local Kafka cluster (once) and return its bootstrap servers."""
+        if self.kafka is None:
+            s = self.settings
+            jars = fetch_kafka(s.cache_dir or s.home / "cache")
+            self.kafka = LocalKafka(self._root(), jars, s.brokers, s.kafka_heap_mb, self.tie_to_owner)
+            self.kafka.start()
+        return self.kafka.bootstrap_servers
 
     @property
     def endpoints(self) -> Endpoints:
@@ -145,7 +162,9 @@ class LocalStack:
     ) -> None:
         self.stop()
 
-    def _make_root(self) -> None:
+    def _root(self) -> Path:
+        if self.root is not None:
+            return self.root
         if self.settings.data_dir is not None:
             self.root = self.settings.data_dir.resolve()
             self.root.mkdir(parents=True, exist_ok=True)
@@ -154,6 +173,7 @@ class LocalStack:
             self.owns_root = True
         # PostgreSQL runs as an unprivileged account when we are root; it must traverse here.
         self.root.chmod(0o711)
+        return self.root
 
 
 # --- the state file of a detached stack (`ledger dev up` / `status` / `down`) ------------------
