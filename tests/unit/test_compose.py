@@ -1,0 +1,61 @@
+"""docker-compose.yml stays in step with the CLI: every ledger service runs a real subcommand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from deploy.cli import cli
+from deploy.kafka_local import kafka_version
+
+COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+
+
+def _ledger_services() -> dict[str, list[str]]:
+    spec: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return {
+        name: list(service["command"])
+        for name, service in spec["services"].items()
+        if service.get("build", {}).get("dockerfile") == "deploy/Dockerfile"
+    }
+
+
+def _resolves(argv: list[str]) -> bool:
+    """True when click accepts argv: each word names a subcommand and the options parse."""
+    group: click.Command = cli
+    ctx = click.Context(cli, info_name="ledger")
+    args = list(argv)
+    while isinstance(group, click.Group) and args and not args[0].startswith("-"):
+        sub = group.get_command(ctx, args.pop(0))
+        if sub is None:
+            return False
+        group = sub
+    try:
+        group.make_context("ledger", args, resilient_parsing=False)
+    except click.exceptions.Exit:
+        return True  # --help
+    except click.ClickException:
+        return False
+    return True
+
+
+def test_every_ledger_service_runs_a_real_subcommand() -> None:
+    services = _ledger_services()
+    assert {"shard-0", "coordinator", "status-api"} <= set(services)
+    bad = {name: argv for name, argv in services.items() if not _resolves(argv)}
+    assert not bad, f"compose services with commands the CLI does not have: {bad}"
+
+
+def test_the_check_itself_rejects_unknown_commands() -> None:
+    assert not _resolves(["no-such-command"])
+    assert not _resolves(["dev", "up", "--brokers", "7"])
+    assert _resolves(["dev", "status"])
+
+
+def test_engines_are_the_official_images() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    assert services["kafka"]["image"] == f"apache/kafka:{kafka_version()}"  # the pom's release
+    assert services["postgres"]["image"] == "postgres:15"
