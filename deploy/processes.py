@@ -99,8 +99,13 @@ class ProcessRecord:
         Stopping a process that is already gone is harmless.
         """
         proc = self._process()
-        if proc is None:
-            return
+        if proc is not None:
+            self._stop_group(proc, sig, timeout)
+        owned = _OWNED.pop(self.pid, None)
+        if owned is not None:
+            owned.poll()  # reap it, if psutil did not already
+
+    def _stop_group(self, proc: psutil.Process, sig: signal.Signals, timeout: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, sig)
         try:
@@ -114,9 +119,6 @@ class ProcessRecord:
         # Children that outlived the leader (PostgreSQL backends) share its group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        owned = _OWNED.pop(self.pid, None)
-        if owned is not None:
-            owned.poll()
 
     def log_tail(self, lines: int = 30) -> str:
         return tail(Path(self.log_path), lines)
