@@ -1,0 +1,310 @@
+"""The rules of one shard, applied in memory to the slice of state a batch touches.
+
+`ShardBook.apply` takes one command and returns exactly one reply; on success it also changes the
+in-memory accounts and operations and appends balanced journal entries. Applying a batch is applying
+its commands in order, so a batch ends exactly as one-at-a-time application would. Nothing here does
+I/O: the service loads the slice, applies the batch, and writes back what `ShardBook` recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from schemas.shard_messages import (
+    ChangeAccountStatus,
+    CommitReservation,
+    CreditFunds,
+    OpenAccount,
+    PostTransfer,
+    ReleaseReservation,
+    ReserveFunds,
+    ShardCommand,
+    ShardReply,
+    reply_id,
+)
+from shards.domain.model import (
+    ACTIVE,
+    CLOSED,
+    COMMITTED,
+    CREDIT,
+    FROZEN,
+    HELD,
+    HOLD,
+    MAX_BIGINT,
+    NO_CURRENCY,
+    RELEASED,
+    TRANSFER,
+    Account,
+    JournalEntry,
+    Operation,
+    entry_hash,
+    fits_bigint,
+    transit_account,
+)
+from shards.domain.partitioning import PartitionMap
+
+
+class Rejected(Exception):
+    """A business rejection, as control flow inside this module; never raised out of it."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class ShardBook:
+    """One batch's view of a shard: the accounts and operations it may touch, and its changes."""
+
+    def __init__(
+        self,
+        shard: int,
+        partition_map: PartitionMap,
+        accounts: Iterable[Account],
+        operations: Iterable[Operation],
+        last_seq: int,
+        last_hash: bytes,
+        now_us: int,
+    ) -> None:
+        self.shard = shard
+        self.partition_map = partition_map
+        self.accounts = {a.account_id: a for a in accounts}
+        self.operations = {op.key: op for op in operations}
+        self.last_seq = last_seq
+        self.last_hash = last_hash
+        self.now_us = now_us
+        # What the batch changed, for the adapter to write back.
+        self.new_accounts: list[str] = []
+        self.changed_accounts: set[str] = set()
+        self.changed_operations: set[tuple[str, str]] = set()
+        self.entries: list[JournalEntry] = []
+
+    # --- entry points ---------------------------------------------------------------------
+
+    def apply_batch(
+        self, commands: Iterable[ShardCommand], earlier: Mapping[str, ShardReply]
+    ) -> list[tuple[ShardReply, bool]]:
+        """Apply commands in order; (reply, first_time) for each.
+
+        A command whose message_id has a reply already (in `earlier`, the inbox, or earlier in this
+        batch) gets that reply again and changes nothing: at most one effect per message.
+        """
+        seen = dict(earlier)
+        results: list[tuple[ShardReply, bool]] = []
+        for command in commands:
+            prior = seen.get(command.message_id)
+            if prior is not None:
+                results.append((prior, False))
+                continue
+            reply = self.apply(command)
+            seen[command.message_id] = reply
+            results.append((reply, True))
+        return results
+
+    def apply(self, command: ShardCommand) -> ShardReply:
+        seq_before = self.last_seq
+        try:
+            outcome, note = self._dispatch(command)
+        except Rejected as rejection:
+            return self._reply(command, "rejected", rejection.reason, None)
+        return self._reply(command, outcome, note, self.last_seq if self.last_seq > seq_before else None)
+
+    def _dispatch(self, c: ShardCommand) -> tuple[str, str | None]:
+        match c:
+            case OpenAccount():
+                return self._open(c)
+            case ChangeAccountStatus():
+                return self._change_status(c)
+            case PostTransfer():
+                return self._post_transfer(c)
+            case ReserveFunds():
+                return self._reserve(c)
+            case CreditFunds():
+                return self._credit(c)
+            case CommitReservation():
+                return self._commit(c)
+            case ReleaseReservation():
+                return self._release(c)
+        raise AssertionError(f"unhandled command {c!r}")  # pragma: no cover - the match is exhaustive
+
+    # --- rules ----------------------------------------------------------------------------
+
+    def _open(self, c: OpenAccount) -> tuple[str, str | None]:
+        self._require_owned(c.account_id)
+        if c.account_id in self.accounts:
+            raise Rejected("account_exists")
+        self.accounts[c.account_id] = Account(
+            c.account_id, c.currency, ACTIVE, c.overdraft_limit, metadata=dict(c.metadata)
+        )
+        self.new_accounts.append(c.account_id)
+        return "account_opened", None
+
+    def _change_status(self, c: ChangeAccountStatus) -> tuple[str, str | None]:
+        account = self._account(c.account_id)
+        if account.status == CLOSED and c.status != CLOSED:
+            raise Rejected("account_closed")  # closing is final
+        if c.status == CLOSED and (account.posted != 0 or account.reserved != 0):
+            raise Rejected("account_not_empty")
+        account.status = c.status
+        self.changed_accounts.add(account.account_id)
+        return "account_status_changed", None
+
+    def _post_transfer(self, c: PostTransfer) -> tuple[str, str | None]:
+        if (c.transfer_id, TRANSFER) in self.operations:
+            return "transfer_posted", "already_applied"
+        if c.debit_account == c.credit_account:
+            raise Rejected("same_account")
+        debit = self._usable(c.debit_account, c.currency)
+        credit = self._usable(c.credit_account, c.currency)
+        if debit.available < c.amount:
+            raise Rejected("insufficient_funds")
+        self._post(c.transfer_id, TRANSFER, c.message_id, debit, credit, c.amount)
+        self._record(Operation(c.transfer_id, TRANSFER, c.debit_account, c.amount, c.currency, COMMITTED))
+        return "transfer_posted", None
+
+    def _reserve(self, c: ReserveFunds) -> tuple[str, str | None]:
+        hold = self.operations.get((c.transfer_id, HOLD))
+        if hold is not None:
+            if hold.state == RELEASED:
+                raise Rejected("reservation_released")  # compensated before this (late) reserve
+            if hold.account_id != c.account_id or hold.amount != c.amount:
+                raise Rejected("amount_mismatch")
+            return "funds_reserved", "already_applied"
+        account = self._usable(c.account_id, c.currency)
+        if account.available < c.amount:
+            raise Rejected("insufficient_funds")
+        if not fits_bigint(account.reserved + c.amount):
+            raise Rejected("amount_overflow")
+        account.reserved += c.amount
+        self.changed_accounts.add(account.account_id)
+        self._record(Operation(c.transfer_id, HOLD, c.account_id, c.amount, c.currency, HELD))
+        return "funds_reserved", None
+
+    def _credit(self, c: CreditFunds) -> tuple[str, str | None]:
+        if (c.transfer_id, CREDIT) in self.operations:
+            return "funds_credited", "already_applied"
+        account = self._usable(c.account_id, c.currency)
+        self._post(c.transfer_id, CREDIT, c.message_id, self._transit(c.currency), account, c.amount)
+        self._record(Operation(c.transfer_id, CREDIT, c.account_id, c.amount, c.currency, COMMITTED))
+        return "funds_credited", None
+
+    def _commit(self, c: CommitReservation) -> tuple[str, str | None]:
+        hold = self._hold(c.transfer_id, c.account_id)
+        if hold.state == COMMITTED:
+            return "reservation_committed", "already_applied"
+        if hold.state == RELEASED:
+            raise Rejected("reservation_released")
+        # No status check: the funds were already set aside when the hold was placed.
+        account = self._account(c.account_id)
+        self._post(c.transfer_id, "commit", c.message_id, account, self._transit(hold.currency), hold.amount)
+        account.reserved -= hold.amount  # after _post: a rejection there must leave nothing changed
+        hold.state = COMMITTED
+        self.changed_operations.add(hold.key)
+        return "reservation_committed", None
+
+    def _release(self, c: ReleaseReservation) -> tuple[str, str | None]:
+        hold = self.operations.get((c.transfer_id, HOLD))
+        if hold is None:
+            # A tombstone: a reserve that arrives after its compensation must not hold funds.
+            currency = self.accounts[c.account_id].currency if c.account_id in self.accounts else NO_CURRENCY
+            self._record(Operation(c.transfer_id, HOLD, c.account_id, 0, currency, RELEASED))
+            return "reservation_released", "reservation_not_found"
+        if hold.account_id != c.account_id:
+            raise Rejected("reservation_not_found")
+        if hold.state == RELEASED:
+            return "reservation_released", "already_applied"
+        if hold.state == COMMITTED:
+            raise Rejected("reservation_committed")
+        account = self._account(hold.account_id)
+        account.reserved -= hold.amount
+        self.changed_accounts.add(account.account_id)
+        hold.state = RELEASED
+        self.changed_operations.add(hold.key)
+        return "reservation_released", None
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _require_owned(self, account_id: str) -> None:
+        if self.partition_map.shard_for(account_id) != self.shard:
+            raise Rejected("wrong_shard")
+
+    def _account(self, account_id: str) -> Account:
+        self._require_owned(account_id)
+        account = self.accounts.get(account_id)
+        if account is None:
+            raise Rejected("account_not_found")
+        return account
+
+    def _usable(self, account_id: str, currency: str) -> Account:
+        """An account that may take part in a new movement of `currency`."""
+        account = self._account(account_id)
+        if account.status == FROZEN:
+            raise Rejected("account_frozen")
+        if account.status == CLOSED:
+            raise Rejected("account_closed")
+        if account.currency != currency:
+            raise Rejected("currency_mismatch")
+        return account
+
+    def _hold(self, transfer_id: str, account_id: str) -> Operation:
+        hold = self.operations.get((transfer_id, HOLD))
+        if hold is None or hold.account_id != account_id:
+            raise Rejected("reservation_not_found")
+        return hold
+
+    def _transit(self, currency: str) -> Account:
+        account_id = transit_account(currency)
+        account = self.accounts.get(account_id)
+        if account is None:
+            # Created on first use; it may go negative without bound (within BIGINT).
+            account = Account(account_id, currency, ACTIVE, overdraft_limit=MAX_BIGINT)
+            self.accounts[account_id] = account
+            self.new_accounts.append(account_id)
+        return account
+
+    def _record(self, op: Operation) -> None:
+        self.operations[op.key] = op
+        self.changed_operations.add(op.key)
+
+    def _post(
+        self, transfer_id: str, kind: str, message_id: str, debit: Account, credit: Account, amount: int
+    ) -> None:
+        """Move `amount` from `debit` to `credit`: two entries that sum to zero."""
+        if not (fits_bigint(debit.posted - amount) and fits_bigint(credit.posted + amount)):
+            raise Rejected("amount_overflow")
+        debit.posted -= amount
+        credit.posted += amount
+        self.changed_accounts.update((debit.account_id, credit.account_id))
+        self._append(transfer_id, "debit", kind, debit, -amount, message_id)
+        self._append(transfer_id, "credit", kind, credit, amount, message_id)
+
+    def _append(
+        self, transfer_id: str, leg: str, kind: str, account: Account, amount: int, message_id: str
+    ) -> None:
+        seq = self.last_seq + 1
+        digest = entry_hash(
+            self.last_hash, seq, transfer_id, leg, kind, account.account_id, amount,
+            account.currency, message_id, self.now_us,
+        )  # fmt: skip
+        self.entries.append(
+            JournalEntry(
+                seq, transfer_id, leg, kind, account.account_id, amount, account.currency,
+                message_id, self.now_us, self.last_hash, digest,
+            )
+        )  # fmt: skip
+        self.last_seq, self.last_hash = seq, digest
+
+    def _reply(
+        self, c: ShardCommand, outcome: str, reason: str | None, journal_seq: int | None
+    ) -> ShardReply:
+        account_id = c.debit_account if isinstance(c, PostTransfer) else c.account_id
+        transfer_id = getattr(c, "transfer_id", None)
+        return ShardReply(
+            message_id=reply_id(c.message_id),
+            in_reply_to=c.message_id,
+            command=type(c).__name__,
+            shard=self.shard,
+            account_id=account_id,
+            transfer_id=transfer_id,
+            outcome=outcome,
+            reason=reason,
+            journal_seq=journal_seq,
+        )
