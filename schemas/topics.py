@@ -1,18 +1,43 @@
-"""Kafka topic names: the one place they are spelled."""
+"""Names of one deployment's Kafka topics and PostgreSQL schemas: the one place they are spelled.
+
+Names come from configuration (a prefix), never from message content. Tests give every test its
+own prefix, so each gets fresh topics and schemas on the same servers.
+"""
 
 from __future__ import annotations
 
-from typing import Final
+import re
+from dataclasses import dataclass
 
-SHARD_REPLIES: Final = "ledger.shard-replies"
-SHARD_DEAD_LETTERS: Final = "ledger.shard-dead-letters"
+from schemas.errors import ConfigurationError
 
-
-def shard_commands(shard: int) -> str:
-    """Each shard consumes one single-partition topic: a total order of its commands."""
-    return f"ledger.shard.{shard:02d}.commands"
+_PREFIX = re.compile(r"^[a-z0-9_]{0,40}$")
 
 
-def shard_schema(shard: int) -> str:
-    """The PostgreSQL schema a shard owns (from its number, never from message content)."""
-    return f"shard_{shard:02d}"
+@dataclass(frozen=True)
+class Namespace:
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.match(self.prefix):
+            raise ConfigurationError(f"namespace prefix must match {_PREFIX.pattern}: {self.prefix!r}")
+
+    def shard_commands(self, shard: int) -> str:
+        """Each shard consumes one single-partition topic: a total order of its commands."""
+        return f"{self.prefix}ledger.shard.{shard:02d}.commands"
+
+    def shard_schema(self, shard: int) -> str:
+        """The PostgreSQL schema a shard owns."""
+        return f"{self.prefix}shard_{shard:02d}"
+
+    @property
+    def control_schema(self) -> str:
+        return f"{self.prefix}ledger_control"
+
+    @property
+    def shard_replies(self) -> str:
+        return f"{self.prefix}ledger.shard-replies"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}ledger.dead-letters"

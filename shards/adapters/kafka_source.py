@@ -1,0 +1,53 @@
+"""A shard's command topic, consumed in order with offsets committed only after the database commit."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from schemas.errors import LedgerError
+
+
+class SourceUnavailable(LedgerError):
+    retriable = True
+
+
+class KafkaCommandSource:
+    """Partition 0 of a single-partition topic, assigned (no rebalancing: one worker per shard)."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, group_id: str, max_records: int) -> None:
+        self.partition = TopicPartition(topic, 0)
+        self.max_records = max_records
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            enable_auto_commit=False,  # the offset moves only after PostgreSQL has committed
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=16 * 1024 * 1024,
+        )
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self.consumer.assign([self.partition])
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def poll(self, timeout_ms: int) -> list[ConsumerRecord[bytes, bytes]]:
+        try:
+            batch = await self.consumer.getmany(
+                self.partition, timeout_ms=timeout_ms, max_records=self.max_records
+            )
+        except KafkaError as e:
+            raise SourceUnavailable(f"polling {self.partition.topic}: {e}") from e
+        records: list[ConsumerRecord[bytes, bytes]] = batch.get(self.partition, [])
+        return records
+
+    async def commit(self, next_offset: int) -> None:
+        try:
+            await self.consumer.commit({self.partition: next_offset})
+        except KafkaError as e:
+            # Harmless to lose: a redelivered message finds its inbox row and changes nothing.
+            raise SourceUnavailable(f"committing offset {next_offset}: {e}") from e

@@ -1,0 +1,253 @@
+"""One shard's state in its PostgreSQL schema, read and written one batch transaction at a time.
+
+Inside `PostgresShardStore.batch(epoch)` the worker: checks its fence, reads the replies already
+given (inbox), loads and row-locks the accounts and operations the batch touches, and writes back
+the journal entries, changed balances and operations, inbox rows and outbox rows, all with
+set-based SQL in the same transaction. Either all of it commits or none of it does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+
+from schemas.errors import LedgerError
+from schemas.shard_messages import ShardReply, decode_reply
+from shards.domain.book import ShardBook
+from shards.domain.model import Account, JournalEntry, Operation, transit_account
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+class StoreUnavailable(LedgerError):
+    """PostgreSQL could not be reached or the transaction failed for a transient reason."""
+
+    retriable = True
+
+
+class FencedOut(LedgerError):
+    """Another worker has claimed this shard since we did: stop writing at once."""
+
+    retriable = False
+
+
+def to_datetime(micros: int) -> dt.datetime:
+    return EPOCH + micros * _MICROSECOND
+
+
+def to_micros(when: dt.datetime) -> int:
+    return (when - EPOCH) // _MICROSECOND
+
+
+# Errors after which retrying the same batch can succeed: the connection, the server, or a
+# concurrency conflict. Anything else (a constraint violated) is a bug and must stop the worker.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.QueryCanceledError,
+)
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    topic: str
+    key: bytes | None
+    payload: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Head:
+    journal_seq: int
+    journal_hash: bytes
+    outbox_seq: int
+
+
+class ShardTransaction:
+    """What one batch may do inside its transaction. Created by `PostgresShardStore.batch`."""
+
+    def __init__(self, conn: asyncpg.Connection, head: Head, epoch: int) -> None:
+        self.conn = conn
+        self.head = head
+        self.epoch = epoch
+        self._loaded_balances: dict[str, tuple[int, int, str]] = {}
+        self._loaded_states: dict[tuple[str, str], str] = {}
+
+    async def replies_for(self, message_ids: Sequence[str]) -> dict[str, bytes]:
+        """The stored reply (raw bytes) of every message id already processed."""
+        rows = await self.conn.fetch(
+            "SELECT message_id, reply FROM inbox WHERE message_id = ANY($1::text[])", message_ids
+        )
+        return {r["message_id"]: r["reply"] for r in rows}
+
+    async def load(
+        self, account_ids: Iterable[str], transfer_ids: Iterable[str], currencies: Iterable[str]
+    ) -> tuple[list[Account], list[Operation]]:
+        """Lock and read the accounts (with the transit accounts of `currencies` and of any hold
+        found) and the operations a batch may touch. Locks are taken in account-id order."""
+        op_rows = await self.conn.fetch(_LOAD_OPERATIONS, list(set(transfer_ids)))
+        operations = [Operation(*r) for r in op_rows]
+        wanted = set(account_ids) | {
+            transit_account(c) for c in {*currencies, *(o.currency for o in operations)}
+        }
+        rows = await self.conn.fetch(
+            "SELECT a.account_id, a.currency, a.status, a.overdraft_limit, b.posted, b.reserved, a.metadata"
+            " FROM accounts a JOIN balances b USING (account_id)"
+            " WHERE a.account_id = ANY($1::text[]) ORDER BY a.account_id FOR UPDATE OF b",
+            sorted(wanted),
+        )
+        accounts = [Account(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6])) for r in rows]
+        self._loaded_balances = {a.account_id: (a.posted, a.reserved, a.status) for a in accounts}
+        self._loaded_states = {op.key: op.state for op in operations}
+        return accounts, operations
+
+    async def write(
+        self, book: ShardBook, inbox: Sequence[tuple[str, bytes]], outbox: Sequence[OutboxMessage]
+    ) -> Head:
+        """Write back everything `book` changed plus the inbox and outbox rows; advance the heads."""
+        await self._write_accounts(book)
+        await self._write_operations(book)
+        if book.entries:
+            await self.conn.copy_records_to_table(
+                "journal", records=[_journal_row(e) for e in book.entries], columns=_JOURNAL_COLUMNS
+            )
+        if inbox:
+            await self.conn.copy_records_to_table("inbox", records=inbox, columns=["message_id", "reply"])
+        first = self.head.outbox_seq + 1
+        if outbox:
+            rows = [
+                (first + i, m.topic, m.key, m.payload, orjson.dumps(m.headers).decode())
+                for i, m in enumerate(outbox)
+            ]
+            await self.conn.copy_records_to_table("outbox", records=rows, columns=_OUTBOX_COLUMNS)
+        head = Head(book.last_seq, book.last_hash, self.head.outbox_seq + len(outbox))
+        await self.conn.execute(
+            _ADVANCE_HEADS, head.journal_seq, head.journal_hash, head.outbox_seq, self.epoch
+        )
+        return head
+
+    async def _write_accounts(self, book: ShardBook) -> None:
+        created = [book.accounts[a] for a in book.new_accounts]
+        if created:
+            await self.conn.execute(
+                _INSERT_ACCOUNTS,
+                [a.account_id for a in created], [a.currency for a in created],
+                [a.status for a in created], [a.overdraft_limit for a in created],
+                [orjson.dumps(a.metadata).decode() for a in created],
+            )  # fmt: skip
+        loaded = self._loaded_balances
+        moved = [
+            a
+            for a in book.accounts.values()
+            if a.account_id not in loaded or loaded[a.account_id][:2] != (a.posted, a.reserved)
+        ]
+        if moved:
+            await self.conn.execute(
+                _UPSERT_BALANCES,
+                [a.account_id for a in moved], [a.posted for a in moved], [a.reserved for a in moved],
+            )  # fmt: skip
+        restated = [
+            a
+            for a in book.accounts.values()
+            if a.account_id in loaded and loaded[a.account_id][2] != a.status
+        ]
+        if restated:
+            await self.conn.execute(
+                _UPDATE_STATUSES, [a.account_id for a in restated], [a.status for a in restated]
+            )
+
+    async def _write_operations(self, book: ShardBook) -> None:
+        changed = [op for key, op in book.operations.items() if self._loaded_states.get(key) != op.state]
+        if changed:
+            await self.conn.execute(
+                _UPSERT_OPERATIONS,
+                [o.transfer_id for o in changed], [o.kind for o in changed],
+                [o.account_id for o in changed], [o.amount for o in changed],
+                [o.currency for o in changed], [o.state for o in changed],
+            )  # fmt: skip
+
+
+_LOAD_OPERATIONS = """
+    SELECT transfer_id, kind, account_id, amount, currency, state FROM operations
+    WHERE transfer_id = ANY($1::text[]) ORDER BY transfer_id, kind FOR UPDATE"""
+_LOAD_ACCOUNTS = """
+    SELECT a.account_id, a.currency, a.status, a.overdraft_limit, b.posted, b.reserved, a.metadata
+    FROM accounts a JOIN balances b USING (account_id)
+    WHERE a.account_id = ANY($1::text[]) ORDER BY a.account_id FOR UPDATE OF b"""
+_JOURNAL_COLUMNS = [
+    "seq", "transfer_id", "leg", "kind", "account_id", "amount", "currency",
+    "message_id", "created_at", "prev_hash", "hash",
+]  # fmt: skip
+_OUTBOX_COLUMNS = ["seq", "topic", "key", "payload", "headers"]
+_INSERT_ACCOUNTS = """
+    INSERT INTO accounts (account_id, currency, status, overdraft_limit, metadata)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[])"""
+_UPSERT_BALANCES = """
+    INSERT INTO balances (account_id, posted, reserved)
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+    ON CONFLICT (account_id) DO UPDATE SET posted = EXCLUDED.posted, reserved = EXCLUDED.reserved"""
+_UPDATE_STATUSES = """
+    UPDATE accounts SET status = u.status FROM unnest($1::text[], $2::text[]) AS u(id, status)
+    WHERE accounts.account_id = u.id"""
+_UPSERT_OPERATIONS = """
+    INSERT INTO operations (transfer_id, kind, account_id, amount, currency, state)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
+    ON CONFLICT (transfer_id, kind) DO UPDATE SET state = EXCLUDED.state, updated_at = now()"""
+_ADVANCE_HEADS = """
+    UPDATE worker_state SET journal_seq = $1, journal_hash = $2, outbox_seq = $3 WHERE epoch = $4"""
+
+
+def _journal_row(e: JournalEntry) -> tuple[object, ...]:
+    return (
+        e.seq, e.transfer_id, e.leg, e.kind, e.account_id, e.amount, e.currency,
+        e.message_id, to_datetime(e.created_us), e.prev_hash, e.hash,
+    )  # fmt: skip
+
+
+class PostgresShardStore:
+    """The shard's schema, reached through a pool whose connections have its search_path."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def claim(self) -> int:
+        """Become the shard's only writer: a new epoch fences out any earlier worker."""
+        try:
+            epoch: int = await self.pool.fetchval(
+                "UPDATE worker_state SET epoch = epoch + 1, heartbeat_at = now() RETURNING epoch"
+            )
+        except TRANSIENT_ERRORS as e:
+            raise StoreUnavailable(f"cannot claim the shard: {e}") from e
+        return epoch
+
+    @asynccontextmanager
+    async def batch(self, epoch: int) -> AsyncIterator[ShardTransaction]:
+        """A transaction holding the fence; commits when the block ends without an exception."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    "UPDATE worker_state SET heartbeat_at = now() WHERE epoch = $1"
+                    " RETURNING journal_seq, journal_hash, outbox_seq",
+                    epoch,
+                )
+                if row is None:
+                    raise FencedOut(f"epoch {epoch} is no longer this shard's writer")
+                yield ShardTransaction(conn, Head(row[0], bytes(row[1]), row[2]), epoch)
+        except TRANSIENT_ERRORS as e:
+            raise StoreUnavailable(f"batch transaction failed: {type(e).__name__}: {e}") from e
+
+
+def decode_stored_replies(raw: dict[str, bytes]) -> dict[str, ShardReply]:
+    return {message_id: decode_reply(payload) for message_id, payload in raw.items()}

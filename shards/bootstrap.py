@@ -1,0 +1,113 @@
+"""Wiring for shard processes: pools, store, source, relay and worker, assembled once here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka.errors import KafkaError
+
+from deploy.config import LedgerConfig
+from deploy.kafka_admin import TopicSpec, create_topics
+from shards.adapters.kafka_source import KafkaCommandSource
+from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
+from shards.adapters.postgres_control import PostgresControl
+from shards.adapters.postgres_migrations import migrate
+from shards.adapters.postgres_shard_store import PostgresShardStore
+from shards.domain.partitioning import PartitionMap
+from shards.service.worker import ShardWorker, WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+async def open_pool(dsn: str, schema: str, max_size: int = 4) -> asyncpg.Pool:
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=max_size, server_settings={"search_path": schema}
+    )
+    return pool
+
+
+def ledger_topics(config: LedgerConfig, shard_count: int) -> list[TopicSpec]:
+    ns, rf = config.namespace, config.replication_factor
+    return [
+        *(TopicSpec(ns.shard_commands(s), 1, rf) for s in range(shard_count)),
+        TopicSpec(ns.shard_replies, config.reply_partitions, rf),
+        TopicSpec(ns.dead_letters, 1, rf),
+    ]
+
+
+async def init_ledger(config: LedgerConfig, shard_count: int) -> PartitionMap:
+    """Create (or check) the control schema, the partition map, every shard schema and topic."""
+    ns = config.namespace
+    conn = await asyncpg.connect(config.database_url)
+    try:
+        await migrate(conn, ns.control_schema, "control")
+    finally:
+        await conn.close()
+    pool = await open_pool(config.database_url, ns.control_schema, max_size=1)
+    try:
+        pmap = await PostgresControl(pool).ensure_partition_map(shard_count)
+    finally:
+        await pool.close()
+    for shard in range(shard_count):
+        conn = await asyncpg.connect(config.shard_database_url(shard))
+        try:
+            await migrate(conn, ns.shard_schema(shard), "shard")
+        finally:
+            await conn.close()
+    await create_topics(config.kafka_bootstrap_servers, ledger_topics(config, shard_count))
+    return pmap
+
+
+@dataclass
+class RunningShard:
+    worker: ShardWorker
+    relay: OutboxRelay | None
+
+
+async def run_shard(
+    config: LedgerConfig,
+    settings: WorkerSettings,
+    stop: asyncio.Event,
+    *,
+    with_relay: bool = True,
+    started: asyncio.Queue[RunningShard] | None = None,
+) -> None:
+    """Run one shard's worker (and its outbox relay) until `stop` is set."""
+    ns, shard = config.namespace, settings.shard
+    shard_pool = await open_pool(config.shard_database_url(shard), ns.shard_schema(shard), max_size=3)
+    control_pool = await open_pool(config.database_url, ns.control_schema, max_size=1)
+    source = KafkaCommandSource(
+        config.kafka_bootstrap_servers, ns.shard_commands(shard), f"{ns.prefix}ledger.shard.{shard:02d}",
+        settings.batch_max,
+    )  # fmt: skip
+    producer = idempotent_producer(config.kafka_bootstrap_servers) if with_relay else None
+    try:
+        control = PostgresControl(control_pool)
+        pmap = await control.load_partition_map()
+        await source.start()
+        relay = None
+        if producer is not None:
+            await producer.start()
+            relay = OutboxRelay(shard_pool, producer, lock_name=f"relay:{ns.shard_schema(shard)}")
+        worker = ShardWorker(
+            settings, ns, PostgresShardStore(shard_pool), source, control, pmap,
+            on_commit=relay.wake.set if relay else (lambda: None),
+        )  # fmt: skip
+        if started is not None:
+            started.put_nowait(RunningShard(worker, relay))
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(worker.run(stop))
+            if relay is not None:
+                tasks.create_task(relay.run(stop))
+    finally:
+        with contextlib.suppress(KafkaError, OSError):  # closing: nothing left to lose
+            await source.stop()
+        if producer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
+        await shard_pool.close()
+        await control_pool.close()

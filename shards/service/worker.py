@@ -1,0 +1,197 @@
+"""The shard worker: commands from Kafka, applied in batches, with exactly one effect each.
+
+For every batch, in this order:
+1. poll up to N records from the shard's command topic (offsets not committed yet);
+2. in ONE PostgreSQL transaction: check the fence, read the inbox for these message ids, lock and
+   load the rows they touch, apply the commands in offset order through the pure domain, then
+   write journal entries, balances, operations, inbox rows and outbox rows (replies);
+3. only after that commit, commit the Kafka offset and wake the outbox relay.
+A crash before 3 redelivers the batch: every message finds its inbox row, its stored reply is
+queued again, and nothing else changes. A crash inside 2 rolls everything back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from aiokafka import ConsumerRecord
+
+from schemas.dead_letters import DeadLetter
+from schemas.errors import LedgerError
+from schemas.shard_messages import (
+    InvalidMessage,
+    PostTransfer,
+    ShardCommand,
+    decode_command,
+    decode_reply,
+    encode,
+)
+from schemas.topics import Namespace
+from shards.adapters.kafka_source import KafkaCommandSource, SourceUnavailable
+from shards.adapters.postgres_control import PostgresControl
+from shards.adapters.postgres_shard_store import Head, OutboxMessage, PostgresShardStore, StoreUnavailable
+from shards.domain.book import ShardBook
+from shards.domain.partitioning import PartitionMap
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    shard: int
+    """The shard this worker owns."""
+    batch_max: int = 2000
+    """Most commands applied in one database transaction."""
+    poll_timeout_ms: int = 20
+    """How long a poll waits for the first record when the topic is idle."""
+    checkpoint_every_s: float = 1.0
+    """How often the journal chain head is published to the control schema."""
+    max_backoff_s: float = 5.0
+    """Longest wait between retries of a batch that failed for an infrastructure reason."""
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    commands: int = 0
+    dead_letters: int = 0
+    retries: int = 0
+
+
+class ShardWorker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        namespace: Namespace,
+        store: PostgresShardStore,
+        source: KafkaCommandSource,
+        control: PostgresControl,
+        partition_map: PartitionMap,
+        on_commit: Callable[[], None] = lambda: None,
+        clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+    ) -> None:
+        self.settings = settings
+        self.namespace = namespace
+        self.store = store
+        self.source = source
+        self.control = control
+        self.partition_map = partition_map
+        self.on_commit = on_commit
+        self.clock_us = clock_us
+        self.stats = WorkerStats()
+        self.epoch = 0
+        self.head: Head | None = None
+        self._checkpointed_seq = 0
+        self._last_checkpoint = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process batches until `stop` is set; the batch in progress is finished first."""
+        self.epoch = await self.store.claim()
+        log.info("shard %d: claimed as epoch %d", self.settings.shard, self.epoch)
+        while not stop.is_set():
+            try:
+                records = await self.source.poll(self.settings.poll_timeout_ms)
+            except SourceUnavailable as e:
+                log.warning("shard %d: %s", self.settings.shard, e)
+                await asyncio.sleep(0.5)
+                continue
+            if records:
+                await self.process(records, stop)
+            await self._maybe_checkpoint(force=False)
+        await self._maybe_checkpoint(force=True)
+
+    async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]], stop: asyncio.Event) -> None:
+        """Apply one polled batch, retrying it whole on infrastructure errors, then commit offsets."""
+        backoff = 0.05
+        while True:
+            try:
+                await self._apply(records)
+                break
+            except StoreUnavailable as e:
+                if stop.is_set():
+                    raise  # uncommitted: the next worker gets the batch again
+                self.stats.retries += 1
+                log.warning("shard %d: batch failed (%s); retrying in %.2fs", self.settings.shard, e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.max_backoff_s)
+        self.on_commit()
+        try:
+            await self.source.commit(records[-1].offset + 1)
+        except SourceUnavailable as e:
+            log.warning("shard %d: %s (the inbox absorbs the redelivery)", self.settings.shard, e)
+
+    async def _apply(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        commands, dead = self._decode(records)
+        async with self.store.batch(self.epoch) as tx:
+            stored = await tx.replies_for([c.message_id for c in commands] + [d.inbox_id for d in dead])
+            earlier = {
+                c.message_id: decode_reply(stored[c.message_id]) for c in commands if c.message_id in stored
+            }
+            accounts, operations = await tx.load(*_touched(commands))
+            book = ShardBook(
+                self.settings.shard, self.partition_map, accounts, operations,
+                tx.head.journal_seq, tx.head.journal_hash, self.clock_us(),
+            )  # fmt: skip
+            inbox: list[tuple[str, bytes]] = []
+            outbox: list[OutboxMessage] = []
+            for reply, first_time in book.apply_batch(commands, earlier):
+                payload = encode(reply)
+                if first_time:
+                    inbox.append((reply.in_reply_to, payload))
+                key = (reply.transfer_id or reply.account_id).encode()
+                outbox.append(OutboxMessage(self.namespace.shard_replies, key, payload, {}))
+            for letter in dead:
+                if letter.inbox_id not in stored:
+                    inbox.append((letter.inbox_id, letter.encode()))
+                    outbox.append(OutboxMessage(self.namespace.dead_letters, None, letter.encode(), {}))
+            self.head = await tx.write(book, inbox, outbox)
+        self.stats.batches += 1
+        self.stats.commands += len(commands)
+        self.stats.dead_letters += len(dead)
+
+    def _decode(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> tuple[list[ShardCommand], list[DeadLetter]]:
+        commands: list[ShardCommand] = []
+        dead: list[DeadLetter] = []
+        for r in records:
+            try:
+                commands.append(decode_command(r.value or b""))
+            except InvalidMessage as e:
+                dead.append(DeadLetter.of(r.topic, r.partition, r.offset, str(e), r.value or b"", r.key))
+        return commands, dead
+
+    async def _maybe_checkpoint(self, *, force: bool) -> None:
+        head = self.head
+        if head is None or head.journal_seq == self._checkpointed_seq:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_checkpoint < self.settings.checkpoint_every_s:
+            return
+        try:
+            await self.control.publish_checkpoint(self.settings.shard, head.journal_seq, head.journal_hash)
+        except (OSError, LedgerError) as e:
+            log.warning("shard %d: chain checkpoint not published yet: %s", self.settings.shard, e)
+            return
+        self._checkpointed_seq, self._last_checkpoint = head.journal_seq, now
+
+
+def _touched(commands: Sequence[ShardCommand]) -> tuple[set[str], set[str], set[str]]:
+    """Account ids, transfer ids and currencies a batch may read or change."""
+    accounts: set[str] = set()
+    transfers: set[str] = set()
+    currencies: set[str] = set()
+    for c in commands:
+        if isinstance(c, PostTransfer):
+            accounts.update((c.debit_account, c.credit_account))
+        else:
+            accounts.add(c.account_id)
+        if (transfer_id := getattr(c, "transfer_id", None)) is not None:
+            transfers.add(transfer_id)
+        if (currency := getattr(c, "currency", None)) is not None:
+            currencies.add(currency)
+    return accounts, transfers, currencies

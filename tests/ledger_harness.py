@@ -1,0 +1,117 @@
+"""Helpers for tests that drive real shard workers: a namespaced ledger, commands in, replies out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from deploy.config import LedgerConfig
+from schemas.shard_messages import ShardCommand, ShardReply, decode_reply, encode
+from schemas.topics import Namespace
+from shards.bootstrap import RunningShard, run_shard
+from shards.domain.partitioning import PartitionMap
+from shards.service.worker import WorkerSettings
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def fresh_config(kafka_bootstrap: str, database_url: str) -> LedgerConfig:
+    return LedgerConfig(database_url, kafka_bootstrap, Namespace(f"t{uuid.uuid4().hex[:10]}_"))
+
+
+def accounts_on(pmap: PartitionMap, shard: int, count: int, prefix: str = "acct") -> list[str]:
+    """`count` account ids that the partition map places on `shard`."""
+    names = (f"{prefix}-{i}" for i in itertools.count())
+    return list(itertools.islice((n for n in names if pmap.shard_for(n) == shard), count))
+
+
+async def send(config: LedgerConfig, shard: int, commands: Iterable[ShardCommand]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=config.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=5
+    )
+    await producer.start()
+    try:
+        topic = config.namespace.shard_commands(shard)
+        futures = [await producer.send(topic, encode(c)) for c in commands]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+class ReplyCollector:
+    """Reads the shard-replies topic from the start; `wait_for` returns the replies to given ids."""
+
+    def __init__(self, config: LedgerConfig) -> None:
+        self.consumer = AIOKafkaConsumer(
+            config.namespace.shard_replies, bootstrap_servers=config.kafka_bootstrap_servers,
+            auto_offset_reset="earliest", enable_auto_commit=False,
+        )  # fmt: skip
+        self.replies: dict[str, ShardReply] = {}
+        self.deliveries: dict[str, int] = {}
+
+    async def __aenter__(self) -> ReplyCollector:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def wait_for(self, message_ids: Sequence[str], within_s: float = 60) -> dict[str, ShardReply]:
+        deadline = time.monotonic() + within_s
+        while not all(m in self.replies for m in message_ids):
+            missing = len([m for m in message_ids if m not in self.replies])
+            assert time.monotonic() < deadline, f"{missing} replies missing after {within_s}s"
+            batch = await self.consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    reply = decode_reply(r.value or b"")
+                    self.replies.setdefault(reply.in_reply_to, reply)
+                    self.deliveries[reply.in_reply_to] = self.deliveries.get(reply.in_reply_to, 0) + 1
+        return {m: self.replies[m] for m in message_ids}
+
+
+@contextlib.asynccontextmanager
+async def running_shards(
+    config: LedgerConfig, shards: Sequence[int], batch_max: int = 2000
+) -> AsyncIterator[list[RunningShard]]:
+    """Shard workers (with relays) as tasks of this test; stopped cleanly at the end."""
+    stop = asyncio.Event()
+    started: asyncio.Queue[RunningShard] = asyncio.Queue()
+    tasks = [
+        asyncio.create_task(run_shard(config, WorkerSettings(s, batch_max=batch_max), stop, started=started))
+        for s in shards
+    ]
+    try:
+        running = []
+        for _ in shards:
+            getter = asyncio.create_task(started.get())
+            done, _pending = await asyncio.wait([getter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                for t in done:
+                    t.result()  # a worker that died on start: raise its error here
+            running.append(getter.result())
+        yield running
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+async def balances(config: LedgerConfig, shard: int) -> dict[str, tuple[int, int]]:
+    conn = await asyncpg.connect(config.shard_database_url(shard))
+    try:
+        rows = await conn.fetch(
+            f'SELECT account_id, posted, reserved FROM "{config.namespace.shard_schema(shard)}".balances'
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+    finally:
+        await conn.close()
