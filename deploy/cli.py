@@ -137,6 +137,16 @@ def demo(home: Path, brokers: str, shards: int, data_dir: Path | None) -> None:
     click.echo("stack stopped")
 
 
+def _register() -> None:
+    from shards.cli import COMMANDS as SHARD_COMMANDS  # noqa: PLC0415 - keeps `ledger dev` light
+
+    for command in SHARD_COMMANDS:
+        cli.add_command(command)
+
+
+_register()
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _sigterm_as_exit)
     try:

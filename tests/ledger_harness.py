@@ -52,9 +52,11 @@ class ReplyCollector:
 
     def __init__(self, config: LedgerConfig) -> None:
         self.consumer = AIOKafkaConsumer(
-            config.namespace.shard_replies, bootstrap_servers=config.kafka_bootstrap_servers,
-            auto_offset_reset="earliest", enable_auto_commit=False,
-        )  # fmt: skip
+            config.namespace.shard_replies,
+            bootstrap_servers=config.kafka_bootstrap_servers,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         self.replies: dict[str, ShardReply] = {}
         self.deliveries: dict[str, int] = {}
 

@@ -182,6 +182,8 @@ class ShardBook:
         if (c.transfer_id, CREDIT) in self.operations:
             return "funds_credited", "already_applied"
         account = self._usable(c.account_id, c.currency)
+        if not fits_bigint(account.posted + c.amount):
+            raise Rejected("amount_overflow")  # before _transit: a rejection must not create an account
         self._post(c.transfer_id, CREDIT, c.message_id, self._transit(c.currency), account, c.amount)
         self._record(Operation(c.transfer_id, CREDIT, c.account_id, c.amount, c.currency, COMMITTED))
         return "funds_credited", None
@@ -203,6 +205,8 @@ class ShardBook:
     def _release(self, c: ReleaseReservation) -> tuple[str, str | None]:
         hold = self.operations.get((c.transfer_id, HOLD))
         if hold is None:
+            # A misrouted release must not be acknowledged: the hold it means lives on another shard.
+            self._require_owned(c.account_id)
             # A tombstone: a reserve that arrives after its compensation must not hold funds.
             currency = self.accounts[c.account_id].currency if c.account_id in self.accounts else NO_CURRENCY
             self._record(Operation(c.transfer_id, HOLD, c.account_id, 0, currency, RELEASED))
@@ -215,7 +219,6 @@ class ShardBook:
             raise Rejected("reservation_committed")
         account = self._account(hold.account_id)
         account.reserved -= hold.amount
-        self.changed_accounts.add(account.account_id)
         hold.state = RELEASED
         self.changed_operations.add(hold.key)
         return "reservation_released", None

@@ -63,12 +63,17 @@ async def test_intra_shard_transfers_and_the_saga_legs(ledger: LedgerConfig) -> 
         got = await replies.wait_for([c.message_id for c in shard0 + shard1])
     outcomes = [(got[c.message_id].outcome, got[c.message_id].reason) for c in shard0]
     assert outcomes == [
-        ("account_opened", None), ("account_opened", None), ("account_opened", None),
-        ("transfer_posted", None), ("rejected", "insufficient_funds"),
-        ("funds_reserved", None), ("reservation_committed", None),
-        ("funds_reserved", None), ("reservation_released", None),
+        ("account_opened", None),
+        ("account_opened", None),
+        ("account_opened", None),
+        ("transfer_posted", None),
+        ("rejected", "insufficient_funds"),
+        ("funds_reserved", None),
+        ("reservation_committed", None),
+        ("funds_reserved", None),
+        ("reservation_released", None),
         ("rejected", "reservation_released"),
-    ]  # fmt: skip
+    ]
     b0, b1 = await balances(ledger, 0), await balances(ledger, 1)
     assert b0[alice] == (10_000 - 3_000, 0)
     assert b0[issuer] == (-10_000, 0)
