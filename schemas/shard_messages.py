@@ -137,11 +137,11 @@ def reply_id(command_message_id: str) -> str:
 
 
 def _uuid(value: object) -> bool:
-    return isinstance(value, str) and _UUID.match(value) is not None
+    return isinstance(value, str) and _UUID.fullmatch(value) is not None  # `$` alone allows a final \n
 
 
 def _account_id(value: object) -> bool:
-    return isinstance(value, str) and _ACCOUNT_ID.match(value) is not None
+    return isinstance(value, str) and _ACCOUNT_ID.fullmatch(value) is not None
 
 
 def _amount(value: object) -> bool:
@@ -203,7 +203,7 @@ def command_from_dict(data: Any) -> ShardCommand:
     cls = COMMAND_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise InvalidMessage(f"unknown command type {kind!r}")
-    if data.get("v") != VERSION:
+    if data.get("v") != VERSION or isinstance(data.get("v"), bool):  # True == 1 in Python, not in JSON
         raise InvalidMessage(f"unsupported version {data.get('v')!r} of {kind}")
     names = _FIELDS[cls.__name__]
     extra = data.keys() - {"type", "v", *names}

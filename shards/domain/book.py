@@ -219,6 +219,7 @@ class ShardBook:
             raise Rejected("reservation_committed")
         account = self._account(hold.account_id)
         account.reserved -= hold.amount
+        self.changed_accounts.add(account.account_id)
         hold.state = RELEASED
         self.changed_operations.add(hold.key)
         return "reservation_released", None

@@ -1,0 +1,78 @@
+"""The pure cores (shards/domain, coordinator/saga) import nothing that does I/O or reaches deploy/."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PURE_PACKAGES = ("shards/domain", "coordinator/saga")
+FORBIDDEN = frozenset(
+    {"asyncio", "asyncpg", "aiokafka", "faust", "opentelemetry", "socket", "subprocess", "deploy"}
+)
+
+
+def pure_files() -> list[Path]:
+    """Every module of the pure packages that exist yet (coordinator/saga may not)."""
+    return sorted(
+        p for package in PURE_PACKAGES if (ROOT / package).is_dir() for p in (ROOT / package).rglob("*.py")
+    )
+
+
+def imported_modules(source: str, package: str) -> set[str]:
+    """Absolute names of everything `source`, a module in `package`, imports (relative ones resolved)."""
+    names: set[str] = set()
+    parts = package.split(".")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = parts[: len(parts) - node.level + 1] if node.level else []
+            parent = ".".join([*base, *([node.module] if node.module else [])])
+            if parent:
+                names.add(parent)
+            # `from . import x` and `from pkg import x` may import a module x: count those too.
+            names.update(f"{parent}.{alias.name}" if parent else alias.name for alias in node.names)
+    return names
+
+
+def forbidden_in(source: str, package: str) -> set[str]:
+    return {name for name in imported_modules(source, package) if name.split(".")[0] in FORBIDDEN}
+
+
+def package_of(path: Path) -> str:
+    """The package a module's relative imports start from: its directory (for __init__.py too)."""
+    return ".".join(path.parent.relative_to(ROOT).parts)
+
+
+def test_the_domain_has_modules_to_check() -> None:
+    assert any(p.is_relative_to(ROOT / "shards/domain") for p in pure_files())
+
+
+@pytest.mark.parametrize("path", pure_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_pure_module_imports_no_io(path: Path) -> None:
+    assert forbidden_in(path.read_text(), package_of(path)) == set()
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("import asyncio", {"asyncio"}),
+        ("import asyncpg.pool as pool", {"asyncpg.pool"}),
+        ("from aiokafka import AIOKafkaProducer", {"aiokafka", "aiokafka.AIOKafkaProducer"}),
+        (
+            "from opentelemetry.trace import get_tracer",
+            {"opentelemetry.trace", "opentelemetry.trace.get_tracer"},
+        ),
+        ("import os, socket", {"socket"}),
+        ("def f() -> None:\n    import subprocess", {"subprocess"}),
+        ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import faust", {"faust"}),
+        ("from deploy.cli import main", {"deploy.cli", "deploy.cli.main"}),
+        ("from ... import deploy", {"deploy"}),  # from shards/domain: the top level
+        ("from .model import Account\nimport hashlib\nimport asyncio_compat", set()),
+    ],
+)
+def test_the_check_finds_forbidden_imports(source: str, found: set[str]) -> None:
+    assert forbidden_in(source, "shards.domain") == found
