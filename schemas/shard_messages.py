@@ -226,7 +226,13 @@ def decode_reply(raw: bytes) -> ShardReply:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise InvalidMessage(f"not JSON: {e}") from None
-    if not isinstance(data, dict) or data.get("type") != "ShardReply" or data.get("v") != VERSION:
+    version = data.get("v") if isinstance(data, dict) else None
+    if (
+        not isinstance(data, dict)
+        or data.get("type") != "ShardReply"
+        or version != VERSION
+        or version is True
+    ):
         raise InvalidMessage("not a ShardReply v1")
     try:
         return ShardReply(**{k: v for k, v in data.items() if k not in ("type", "v")})

@@ -67,17 +67,22 @@ class ReplyCollector:
     async def __aexit__(self, *exc: object) -> None:
         await self.consumer.stop()
 
+    async def poll(self, timeout_ms: int = 500) -> int:
+        """Read whatever arrives within `timeout_ms`; return how many replies were read."""
+        batch = await self.consumer.getmany(timeout_ms=timeout_ms)
+        records = [r for rs in batch.values() for r in rs]
+        for r in records:
+            reply = decode_reply(r.value or b"")
+            self.replies.setdefault(reply.in_reply_to, reply)
+            self.deliveries[reply.in_reply_to] = self.deliveries.get(reply.in_reply_to, 0) + 1
+        return len(records)
+
     async def wait_for(self, message_ids: Sequence[str], within_s: float = 60) -> dict[str, ShardReply]:
         deadline = time.monotonic() + within_s
         while not all(m in self.replies for m in message_ids):
             missing = len([m for m in message_ids if m not in self.replies])
             assert time.monotonic() < deadline, f"{missing} replies missing after {within_s}s"
-            batch = await self.consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for r in records:
-                    reply = decode_reply(r.value or b"")
-                    self.replies.setdefault(reply.in_reply_to, reply)
-                    self.deliveries[reply.in_reply_to] = self.deliveries.get(reply.in_reply_to, 0) + 1
+            await self.poll()
         return {m: self.replies[m] for m in message_ids}
 
 

@@ -148,8 +148,8 @@ class ShardBook:
         return "account_status_changed", None
 
     def _post_transfer(self, c: PostTransfer) -> tuple[str, str | None]:
-        if (c.transfer_id, TRANSFER) in self.operations:
-            return "transfer_posted", "already_applied"
+        if (done := self.operations.get((c.transfer_id, TRANSFER))) is not None:
+            return self._repeat(done, c.debit_account, c.amount, "transfer_posted")
         if c.debit_account == c.credit_account:
             raise Rejected("same_account")
         debit = self._usable(c.debit_account, c.currency)
@@ -165,9 +165,7 @@ class ShardBook:
         if hold is not None:
             if hold.state == RELEASED:
                 raise Rejected("reservation_released")  # compensated before this (late) reserve
-            if hold.account_id != c.account_id or hold.amount != c.amount:
-                raise Rejected("amount_mismatch")
-            return "funds_reserved", "already_applied"
+            return self._repeat(hold, c.account_id, c.amount, "funds_reserved")
         account = self._usable(c.account_id, c.currency)
         if account.available < c.amount:
             raise Rejected("insufficient_funds")
@@ -179,8 +177,8 @@ class ShardBook:
         return "funds_reserved", None
 
     def _credit(self, c: CreditFunds) -> tuple[str, str | None]:
-        if (c.transfer_id, CREDIT) in self.operations:
-            return "funds_credited", "already_applied"
+        if (done := self.operations.get((c.transfer_id, CREDIT))) is not None:
+            return self._repeat(done, c.account_id, c.amount, "funds_credited")
         account = self._usable(c.account_id, c.currency)
         if not fits_bigint(account.posted + c.amount):
             raise Rejected("amount_overflow")  # before _transit: a rejection must not create an account
@@ -189,6 +187,7 @@ class ShardBook:
         return "funds_credited", None
 
     def _commit(self, c: CommitReservation) -> tuple[str, str | None]:
+        self._require_owned(c.account_id)
         hold = self._hold(c.transfer_id, c.account_id)
         if hold.state == COMMITTED:
             return "reservation_committed", "already_applied"
@@ -225,6 +224,14 @@ class ShardBook:
         return "reservation_released", None
 
     # --- helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _repeat(done: Operation, account_id: str, amount: int, outcome: str) -> tuple[str, str | None]:
+        """A second command for an operation already done: the same terms are a harmless repeat,
+        other terms under the same transfer id are refused."""
+        if done.account_id != account_id or done.amount != amount:
+            raise Rejected("amount_mismatch")
+        return outcome, "already_applied"
 
     def _require_owned(self, account_id: str) -> None:
         if self.partition_map.shard_for(account_id) != self.shard:

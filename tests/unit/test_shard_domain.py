@@ -946,3 +946,23 @@ def test_one_batch_equals_one_command_at_a_time() -> None:
     assert journal_sums(batched.entries) == {"EUR": 0}
     assert all(batched.accounts[a].available >= 0 for a in hot)
     assert_chain(setup.entries + batched.entries)
+
+
+def test_a_second_credit_or_transfer_under_the_same_id_with_other_terms_is_refused() -> None:
+    book = new_book()
+    open_account(book, A, overdraft_limit=10_000)
+    open_account(book, B)
+    t = new_id()
+    accepted(book, PostTransfer(new_id(), t, A, B, 100, "EUR"), "transfer_posted")
+    accepted(book, PostTransfer(new_id(), t, A, B, 100, "EUR"), "transfer_posted", "already_applied")
+    accepted(book, PostTransfer(new_id(), t, A, B, 999, "EUR"), "rejected", "amount_mismatch")
+    c = new_id()
+    accepted(book, CreditFunds(new_id(), c, B, 50, "EUR"), "funds_credited")
+    accepted(book, CreditFunds(new_id(), c, B, 50, "EUR"), "funds_credited", "already_applied")
+    accepted(book, CreditFunds(new_id(), c, A, 50, "EUR"), "rejected", "amount_mismatch")
+    assert balances(book)[B] == (150, 0)
+
+
+def test_a_misrouted_commit_says_wrong_shard() -> None:
+    book = new_book()
+    accepted(book, CommitReservation(new_id(), new_id(), X), "rejected", "wrong_shard")
