@@ -65,7 +65,7 @@ def shard_group() -> None:
 @shard_group.command("run")
 @click.option("--shard", "shard_ids", type=click.IntRange(0, 1023), multiple=True, required=True,
               help="Shard to run; repeat to run several in one process.")  # fmt: skip
-@click.option("--batch-max", type=click.IntRange(1, 100_000), default=2000, show_default=True,
+@click.option("--batch-max", type=click.IntRange(1, 100_000), default=5000, show_default=True,
               envvar="LEDGER_BATCH_MAX",
               help="Commands per transaction, at most. [env: LEDGER_BATCH_MAX]")  # fmt: skip
 @click.option("--relay/--no-relay", default=True, show_default=True,

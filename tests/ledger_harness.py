@@ -88,7 +88,7 @@ class ReplyCollector:
 
 @contextlib.asynccontextmanager
 async def running_shards(
-    config: LedgerConfig, shards: Sequence[int], batch_max: int = 2000
+    config: LedgerConfig, shards: Sequence[int], batch_max: int = 5000
 ) -> AsyncIterator[list[RunningShard]]:
     """Shard workers (with relays) as tasks of this test; stopped cleanly at the end."""
     stop = asyncio.Event()

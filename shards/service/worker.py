@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 class WorkerSettings:
     shard: int
     """The shard this worker owns."""
-    batch_max: int = 2000
+    batch_max: int = 5000
     """Most commands applied in one database transaction."""
     poll_timeout_ms: int = 20
     """How long a poll waits for the first record when the topic is idle."""

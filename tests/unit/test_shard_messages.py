@@ -8,6 +8,7 @@ case is listed separately with the reason.
 from __future__ import annotations
 
 import json
+import uuid
 from collections import defaultdict
 from dataclasses import fields
 from typing import Any
@@ -40,6 +41,7 @@ from schemas.shard_messages import (
     decode_command,
     decode_reply,
     encode,
+    reply_id,
 )
 from shards.domain.book import ShardBook
 from shards.domain.model import GENESIS_HASH
@@ -355,3 +357,9 @@ def test_a_reply_with_fields_the_type_lacks_is_invalid() -> None:
         decode_reply(orjson.dumps({**payload, "extra": 1}))
     with pytest.raises(InvalidMessage):
         decode_reply(orjson.dumps({**payload, "v": 2}))
+
+
+def test_reply_id_is_the_rfc_4122_uuid5_of_the_command_id() -> None:
+    for command_id in ("0e8a4f8e-3b9b-4c1e-9a59-3b7d2a8f0c11", str(uuid.uuid4())):
+        expected = str(uuid.uuid5(uuid.NAMESPACE_URL, f"ledger:reply:{command_id}"))
+        assert reply_id(command_id) == expected
