@@ -74,7 +74,9 @@ def _settings(home: Path, brokers: str, shards: int, data_dir: Path | None) -> S
 
 @dev.command("up")
 @_stack_options
-def dev_up(home: Path, brokers: str, shards: int, data_dir: Path | None) -> None:
+@click.option("--workers/--no-workers", default=True, show_default=True,
+              help="Also create the ledger and start one shard worker per shard.")  # fmt: skip
+def dev_up(home: Path, brokers: str, shards: int, data_dir: Path | None, workers: bool) -> None:
     """Start a local stack in the background and record its endpoints in HOME/stack.json.
 
     Kafka and PostgreSQL are not started when KAFKA_BOOTSTRAP_SERVERS or LEDGER_DATABASE_URL name
@@ -87,6 +89,12 @@ def dev_up(home: Path, brokers: str, shards: int, data_dir: Path | None) -> None
         return
     stack = LocalStack(_settings(home, brokers, shards, data_dir), tie_to_owner=False)
     stack.start()
+    try:
+        if workers:
+            stack.start_shard_workers()
+    except BaseException:
+        stack.stop()
+        raise
     path = save_state(home, stack)
     click.echo(json.dumps(asdict(stack.endpoints), indent=2))
     click.echo(f"state: {path}; logs under {stack.root}", err=True)

@@ -93,32 +93,35 @@ class ProcessRecord:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)
 
-    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> None:
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         """Ask the group to stop with `sig`; SIGKILL whatever is left after `timeout`.
 
+        Returns the exit code when this process started it (negative: killed by that signal).
         Stopping a process that is already gone is harmless.
         """
         proc = self._process()
-        if proc is not None:
-            self._stop_group(proc, sig, timeout)
+        code = self._stop_group(proc, sig, timeout) if proc is not None else None
         owned = _OWNED.pop(self.pid, None)
         if owned is not None:
             owned.poll()  # reap it, if psutil did not already
+        return code
 
-    def _stop_group(self, proc: psutil.Process, sig: signal.Signals, timeout: float) -> None:
+    def _stop_group(self, proc: psutil.Process, sig: signal.Signals, timeout: float) -> int | None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, sig)
+        code: int | None = None
         try:
-            proc.wait(timeout=timeout)
+            code = proc.wait(timeout=timeout)
         except psutil.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            code = proc.wait(timeout=10)
         except psutil.NoSuchProcess:
             pass
         # Children that outlived the leader (PostgreSQL backends) share its group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
+        return code
 
     def log_tail(self, lines: int = 30) -> str:
         return tail(Path(self.log_path), lines)

@@ -6,9 +6,11 @@ and records it in a JSON file so that `ledger dev status` and `ledger dev down` 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -17,9 +19,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from deploy.config import LedgerConfig
 from deploy.kafka_local import LocalKafka, fetch_kafka
 from deploy.postgres_local import LocalPostgres, find_pg_bin
-from deploy.processes import EngineError, ProcessRecord, unprivileged_user
+from deploy.processes import EngineError, ProcessRecord, spawn, unprivileged_user
+from shards.bootstrap import init_ledger
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,25 @@ class LocalStack:
             self.kafka.start()
         return self.kafka.bootstrap_servers
 
+    def start_shard_workers(self) -> None:
+        """Create the ledger's schemas and topics, then start one `ledger shard run` per shard."""
+        e = self.endpoints
+        config = LedgerConfig(e.database_url, e.kafka_bootstrap_servers)
+        asyncio.run(init_ledger(config, self.settings.shards))
+        env = {
+            **os.environ,
+            "LEDGER_DATABASE_URL": e.database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": e.kafka_bootstrap_servers,
+        }
+        ledger = str(Path(sys.executable).with_name("ledger"))
+        for shard in range(self.settings.shards):
+            self.extra_processes.append(
+                spawn(
+                    f"shard-{shard}", [ledger, "shard", "run", "--shard", str(shard)],
+                    self._root() / "logs" / f"shard-{shard}.log", tie_to_owner=self.tie_to_owner, env=env,
+                )
+            )  # fmt: skip
+
     @property
     def endpoints(self) -> Endpoints:
         s = self.settings
@@ -145,7 +168,7 @@ class LocalStack:
     def stop(self) -> None:
         """Stop everything this stack started and delete its temporary data. Idempotent."""
         for proc in reversed(self.extra_processes):
-            proc.stop()
+            proc.stop(timeout=60)  # SIGTERM: a worker finishes its batch first
         if self.kafka is not None:
             self.kafka.stop()
         if self.postgres is not None:

@@ -36,7 +36,8 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
         state = json.loads((home / "stack.json").read_text())
         assert (home / "stack.json").stat().st_mode & 0o077 == 0, "the DSN holds a password"
         records = [ProcessRecord.from_json(p) for p in state["processes"]]
-        assert all(r.alive() for r in records), "dev up must leave its engines running"
+        assert [r.name for r in records] == ["postgres", "kafka-1", "shard-0", "shard-1"]
+        assert all(r.alive() for r in records), "dev up must leave its engines and workers running"
 
         status = _ledger(home, "dev", "status")
         assert status.returncode == 0, status.stdout + status.stderr
@@ -50,6 +51,8 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
     assert down.returncode == 0
     assert "kafka-1" in down.stdout
     assert "postgres" in down.stdout
+    assert "shard-0" in down.stdout
+    assert "shard-1" in down.stdout
     assert not any(r.alive() for r in records)
     assert not Path(state["data_dir"]).exists()
     assert _ledger(home, "dev", "down").stdout.strip() == "nothing was running"
@@ -59,9 +62,15 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
 def test_external_servers_are_used_instead_of_starting_any(
     tmp_path: Path, kafka_bootstrap: str, database_url: str
 ) -> None:
-    env = {**os.environ, "LEDGER_HOME": str(tmp_path), "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-           "LEDGER_DATABASE_URL": database_url}  # fmt: skip
-    up = subprocess.run([LEDGER, "dev", "up"], env=env, capture_output=True, text=True, check=False)
+    env = {
+        **os.environ,
+        "LEDGER_HOME": str(tmp_path),
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "LEDGER_DATABASE_URL": database_url,
+    }
+    up = subprocess.run(
+        [LEDGER, "dev", "up", "--no-workers"], env=env, capture_output=True, text=True, check=False
+    )
     assert up.returncode == 0, up.stderr
     assert json.loads(up.stdout)["kafka_bootstrap_servers"] == kafka_bootstrap
     assert json.loads((tmp_path / "stack.json").read_text())["processes"] == []

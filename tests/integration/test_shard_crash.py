@@ -88,8 +88,9 @@ async def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
         try:
             got = await replies.wait_for(ids, within_s=180)
         finally:
-            worker.stop(signal.SIGTERM)
+            exit_code = worker.stop(signal.SIGTERM)
     assert kills == 2
+    assert exit_code == 0, f"SIGTERM must stop the worker cleanly:\n{worker.log_tail()}"
 
     # The oracle: the same commands applied one at a time by the pure domain.
     oracle = ShardBook(0, pmap, [], [], 0, GENESIS_HASH, now_us=0)

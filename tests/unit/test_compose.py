@@ -44,7 +44,8 @@ def _resolves(argv: list[str]) -> bool:
 
 def test_every_ledger_service_runs_a_real_subcommand() -> None:
     services = _ledger_services()
-    assert {"shard-0", "coordinator", "status-api"} <= set(services)
+    assert {"init", "shard-0", "shard-1", "coordinator", "status-api"} <= set(services)
+    assert services["shard-1"] == ["shard", "run", "--shard", "1"]
     bad = {name: argv for name, argv in services.items() if not _resolves(argv)}
     assert not bad, f"compose services with commands the CLI does not have: {bad}"
 
@@ -53,6 +54,8 @@ def test_the_check_itself_rejects_unknown_commands() -> None:
     assert not _resolves(["no-such-command"])
     assert not _resolves(["dev", "up", "--brokers", "7"])
     assert _resolves(["dev", "status"])
+    assert not _resolves(["shard", "run"])  # --shard is required
+    assert not _resolves(["shard", "run", "--shard", "x"])
 
 
 def test_engines_are_the_official_images() -> None:
