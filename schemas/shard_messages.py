@@ -91,6 +91,13 @@ class ReleaseReservation:
     account_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class CancelCredit:
+    message_id: str
+    transfer_id: str
+    account_id: str
+
+
 ShardCommand = (
     OpenAccount
     | ChangeAccountStatus
@@ -99,13 +106,14 @@ ShardCommand = (
     | CreditFunds
     | CommitReservation
     | ReleaseReservation
+    | CancelCredit
 )
 
 COMMAND_TYPES: Final[dict[str, type[ShardCommand]]] = {
     cls.__name__: cls
     for cls in (
         OpenAccount, ChangeAccountStatus, PostTransfer, ReserveFunds, CreditFunds,
-        CommitReservation, ReleaseReservation,
+        CommitReservation, ReleaseReservation, CancelCredit,
     )
 }  # fmt: skip
 

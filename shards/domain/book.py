@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from schemas.shard_messages import (
+    CancelCredit,
     ChangeAccountStatus,
     CommitReservation,
     CreditFunds,
@@ -123,6 +124,8 @@ class ShardBook:
                 return self._commit(c)
             case ReleaseReservation():
                 return self._release(c)
+            case CancelCredit():
+                return self._cancel_credit(c)
         raise AssertionError(f"unhandled command {c!r}")  # pragma: no cover - the match is exhaustive
 
     # --- rules ----------------------------------------------------------------------------
@@ -178,6 +181,8 @@ class ShardBook:
 
     def _credit(self, c: CreditFunds) -> tuple[str, str | None]:
         if (done := self.operations.get((c.transfer_id, CREDIT))) is not None:
+            if done.state == RELEASED:
+                raise Rejected("credit_cancelled")  # the saga gave up on this credit first
             return self._repeat(done, c.account_id, c.amount, "funds_credited")
         account = self._usable(c.account_id, c.currency)
         if not fits_bigint(account.posted + c.amount):
@@ -222,6 +227,18 @@ class ShardBook:
         hold.state = RELEASED
         self.changed_operations.add(hold.key)
         return "reservation_released", None
+
+    def _cancel_credit(self, c: CancelCredit) -> tuple[str, str | None]:
+        self._require_owned(c.account_id)
+        done = self.operations.get((c.transfer_id, CREDIT))
+        if done is None:
+            # A tombstone: a credit that arrives after this must not be applied.
+            currency = self.accounts[c.account_id].currency if c.account_id in self.accounts else NO_CURRENCY
+            self._record(Operation(c.transfer_id, CREDIT, c.account_id, 0, currency, RELEASED))
+            return "credit_cancelled", None
+        if done.state == RELEASED:
+            return "credit_cancelled", "already_applied"
+        raise Rejected("credit_applied")  # too late to cancel: the saga must go forward
 
     # --- helpers --------------------------------------------------------------------------
 

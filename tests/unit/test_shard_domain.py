@@ -16,6 +16,7 @@ import pytest
 
 from schemas.currencies import JSON_DIR
 from schemas.shard_messages import (
+    CancelCredit,
     ChangeAccountStatus,
     CommitReservation,
     CreditFunds,
@@ -364,6 +365,20 @@ def _wrong_shard_credit(book: ShardBook) -> ShardCommand:
     return CreditFunds(new_id(), new_id(), Y, 1, "EUR")
 
 
+def _cancelled_late_credit(book: ShardBook) -> ShardCommand:
+    open_account(book, A)
+    transfer_id = new_id()
+    accepted(book, CancelCredit(new_id(), transfer_id, A), "credit_cancelled")
+    return CreditFunds(new_id(), transfer_id, A, 10, "EUR")
+
+
+def _cancel_an_applied_credit(book: ShardBook) -> ShardCommand:
+    open_account(book, A)
+    transfer_id = new_id()
+    accepted(book, CreditFunds(new_id(), transfer_id, A, 10, "EUR"), "funds_credited")
+    return CancelCredit(new_id(), transfer_id, A)
+
+
 def _wrong_shard_release(book: ShardBook) -> ShardCommand:
     # A misrouted compensation must not be acknowledged: the hold lives on the owning shard.
     return ReleaseReservation(new_id(), new_id(), X)
@@ -491,6 +506,8 @@ REJECTIONS: dict[str, tuple[Scenario, str]] = {
     "release a committed hold": (_committed_release, "reservation_committed"),
     "reserve again with another amount": (_mismatch_amount, "amount_mismatch"),
     "reserve again on another account": (_mismatch_account, "amount_mismatch"),
+    "late credit after its cancellation": (_cancelled_late_credit, "credit_cancelled"),
+    "cancel a credit already applied": (_cancel_an_applied_credit, "credit_applied"),
 }
 
 

@@ -27,6 +27,7 @@ from schemas.shard_messages import (
     FIELD_CHECKS,
     MAX_AMOUNT,
     VERSION,
+    CancelCredit,
     ChangeAccountStatus,
     CommitReservation,
     CreditFunds,
@@ -337,6 +338,7 @@ def _replies() -> list[ShardReply]:
         CreditFunds("00000000-0000-4000-8000-000000000008", t, b, 5, "EUR"),
         CommitReservation("00000000-0000-4000-8000-000000000009", t, a),
         ReleaseReservation("00000000-0000-4000-8000-00000000000a", MID, a),  # tombstone
+        CancelCredit("00000000-0000-4000-8000-00000000000b", MID, b),  # tombstone
     ]
     return [book.apply(c) for c in commands]
 
