@@ -1,0 +1,242 @@
+"""The transfer saga as a pure state machine: `decide(state, event, policy) -> (state, effects)`.
+
+Same-shard transfer:  posting --transfer_posted--> completed   (or rejected, with the shard's reason)
+Cross-shard transfer:
+    reserving  --funds_reserved-->        crediting --funds_credited--> committing --committed--> completed
+    reserving  --rejected-->              rejected  (nothing was held)
+    reserving  --timed out N times-->     releasing                       (reason reserve_timeout)
+    crediting  --rejected-->              releasing                       (reason: the credit shard's)
+    crediting  --timed out N times-->     cancelling_credit               (reason credit_timeout)
+    cancelling_credit --credit_cancelled--> releasing
+    cancelling_credit --credit_applied-->   committing                    (too late to undo: go forward)
+    releasing  --reservation_released-->  compensated
+
+Every step's command has a fixed id (derived from transfer id and step), so a re-sent command is
+deduplicated by the shard, and a reply counts only if it answers the current step's command: a
+stale or duplicate reply changes nothing. Forward steps that can be undone (reserve, credit) give
+up after `max_forward_attempts`; the others (post, commit, release, cancel) retry until answered,
+and a saga unfinished after `park_after_ms` is flagged `needs_attention` while it keeps retrying.
+Time is passed in; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from typing import Final
+
+from schemas.shard_messages import (
+    CancelCredit,
+    CommitReservation,
+    CreditFunds,
+    PostTransfer,
+    ReleaseReservation,
+    ReserveFunds,
+    ShardCommand,
+    ShardReply,
+)
+
+# Saga states: one of these until terminal.
+IN_FLIGHT: Final = "in_flight"
+COMPLETED: Final = "completed"
+REJECTED: Final = "rejected"
+COMPENSATED: Final = "compensated"
+TERMINAL: Final = frozenset({COMPLETED, REJECTED, COMPENSATED})
+
+# Steps.
+POSTING: Final = "posting"
+RESERVING: Final = "reserving"
+CREDITING: Final = "crediting"
+CANCELLING_CREDIT: Final = "cancelling_credit"
+COMMITTING: Final = "committing"
+RELEASING: Final = "releasing"
+DONE: Final = "done"
+
+# Forward steps that may give up, how they are undone, and the reason the result will carry.
+_UNDO: Final = {RESERVING: (RELEASING, "reserve_timeout"), CREDITING: (CANCELLING_CREDIT, "credit_timeout")}
+
+
+@dataclass(frozen=True)
+class SagaPolicy:
+    """Retry and escalation rules, chosen at the entry point."""
+
+    max_forward_attempts: int = 5
+    """Sends of ReserveFunds or CreditFunds before the saga compensates instead."""
+    base_backoff_ms: int = 1_000
+    """Wait before the first re-send of an unanswered command; doubles each time."""
+    max_backoff_ms: int = 30_000
+    park_after_ms: int = 120_000
+    """A saga not finished this long after it started is flagged needs_attention."""
+
+
+@dataclass(frozen=True)
+class Transfer:
+    transfer_id: str
+    debit_account: str
+    credit_account: str
+    amount: int
+    currency: str
+    debit_shard: int
+    credit_shard: int
+
+    @property
+    def cross_shard(self) -> bool:
+        return self.debit_shard != self.credit_shard
+
+
+@dataclass(frozen=True)
+class SagaState:
+    transfer: Transfer
+    status: str
+    step: str
+    reason: str | None
+    attempts: int  # sends of the current step's command
+    next_attempt_ms: int  # when an unanswered command is sent again
+    started_ms: int
+    parked: bool = False  # needs_attention: stuck past the policy's threshold
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class ReplyArrived:
+    reply: ShardReply
+    now_ms: int
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    now_ms: int
+
+
+Event = ReplyArrived | TimerFired
+
+
+@dataclass(frozen=True)
+class SendToShard:
+    shard: int
+    command: ShardCommand
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    transfer_id: str
+    status: str
+    reason: str | None
+
+
+Effect = SendToShard | PublishResult
+
+
+def command_id(transfer_id: str, step: str) -> str:
+    """The one id of a step's command: every re-send of it carries the same id."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ledger:saga:{transfer_id}:{step}"))
+
+
+def start(transfer: Transfer, now_ms: int, policy: SagaPolicy) -> tuple[SagaState, list[Effect]]:
+    step = RESERVING if transfer.cross_shard else POSTING
+    state = SagaState(transfer, IN_FLIGHT, step, None, 1, now_ms + policy.base_backoff_ms, now_ms)
+    return state, [command_for(state)]
+
+
+def decide(state: SagaState, event: Event, policy: SagaPolicy) -> tuple[SagaState, list[Effect]]:
+    """The next state and what to send. Events for a finished saga change nothing."""
+    if state.terminal:
+        return state, []
+    match event:
+        case ReplyArrived(reply=reply, now_ms=now):
+            if reply.in_reply_to != command_id(state.transfer.transfer_id, state.step):
+                return state, []  # stale, duplicate or foreign: not an answer to the current step
+            return _on_reply(state, reply, now, policy)
+        case TimerFired(now_ms=now):
+            if now < state.next_attempt_ms:
+                return state, []
+            return _on_timeout(state, now, policy)
+    raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover - the match is exhaustive
+
+
+def command_for(state: SagaState) -> SendToShard:
+    """The command of the saga's current step (the same every time it is sent)."""
+    t, step = state.transfer, state.step
+    cid = command_id(t.transfer_id, step)
+    if step == POSTING:
+        return SendToShard(
+            t.debit_shard,
+            PostTransfer(cid, t.transfer_id, t.debit_account, t.credit_account, t.amount, t.currency),
+        )
+    if step == RESERVING:
+        return SendToShard(
+            t.debit_shard, ReserveFunds(cid, t.transfer_id, t.debit_account, t.amount, t.currency)
+        )
+    if step == CREDITING:
+        return SendToShard(
+            t.credit_shard, CreditFunds(cid, t.transfer_id, t.credit_account, t.amount, t.currency)
+        )
+    if step == CANCELLING_CREDIT:
+        return SendToShard(t.credit_shard, CancelCredit(cid, t.transfer_id, t.credit_account))
+    if step == COMMITTING:
+        return SendToShard(t.debit_shard, CommitReservation(cid, t.transfer_id, t.debit_account))
+    if step == RELEASING:
+        return SendToShard(t.debit_shard, ReleaseReservation(cid, t.transfer_id, t.debit_account))
+    raise AssertionError(f"no command for step {step}")
+
+
+# (step, outcome of its reply) -> where the saga goes: a terminal status, or the next step.
+_FINISH: Final = {
+    (POSTING, "transfer_posted"): COMPLETED,
+    (COMMITTING, "reservation_committed"): COMPLETED,
+    (POSTING, "rejected"): REJECTED,
+    (RESERVING, "rejected"): REJECTED,
+    (RELEASING, "reservation_released"): COMPENSATED,
+}
+_ADVANCE: Final = {
+    (RESERVING, "funds_reserved"): CREDITING,
+    (CREDITING, "funds_credited"): COMMITTING,
+    (CREDITING, "rejected"): RELEASING,
+    (CANCELLING_CREDIT, "credit_cancelled"): RELEASING,
+}
+
+
+def _on_reply(
+    state: SagaState, reply: ShardReply, now: int, policy: SagaPolicy
+) -> tuple[SagaState, list[Effect]]:
+    key = (state.step, reply.outcome)
+    if key in _FINISH:
+        status = _FINISH[key]
+        # A rejection's reason is the shard's; a compensation keeps the reason it started with.
+        reason = reply.reason if status == REJECTED else state.reason if status == COMPENSATED else None
+        return _finish(state, status, reason)
+    if key in _ADVANCE:
+        # Leaving the forward path (a refused credit) records why; returning to it clears it.
+        reason = reply.reason if key == (CREDITING, "rejected") else state.reason
+        return _advance(state, _ADVANCE[key], None if _ADVANCE[key] == COMMITTING else reason, now, policy)
+    if key == (CANCELLING_CREDIT, "rejected") and reply.reason == "credit_applied":
+        return _advance(state, COMMITTING, None, now, policy)  # too late to undo: go forward
+    # A definite answer this step cannot accept (a commit or release refused): the ledger and the
+    # saga disagree. Park it for a person; re-sending stays harmless.
+    return replace(state, parked=True, reason=f"{state.step}: {reply.reason or reply.outcome}"), []
+
+
+def _on_timeout(state: SagaState, now: int, policy: SagaPolicy) -> tuple[SagaState, list[Effect]]:
+    if state.step in _UNDO and state.attempts >= policy.max_forward_attempts:
+        undo, reason = _UNDO[state.step]
+        return _advance(state, undo, reason, now, policy)
+    attempts = state.attempts + 1
+    backoff = min(policy.base_backoff_ms * 2 ** (attempts - 1), policy.max_backoff_ms)
+    parked = state.parked or now - state.started_ms >= policy.park_after_ms
+    resent = replace(state, attempts=attempts, next_attempt_ms=now + backoff, parked=parked)
+    return resent, [command_for(resent)]
+
+
+def _advance(
+    state: SagaState, step: str, reason: str | None, now: int, policy: SagaPolicy
+) -> tuple[SagaState, list[Effect]]:
+    moved = replace(state, step=step, reason=reason, attempts=1, next_attempt_ms=now + policy.base_backoff_ms)
+    return moved, [command_for(moved)]
+
+
+def _finish(state: SagaState, status: str, reason: str | None) -> tuple[SagaState, list[Effect]]:
+    done = replace(state, status=status, step=DONE, reason=reason, parked=False)
+    return done, [PublishResult(state.transfer.transfer_id, status, reason)]
