@@ -146,9 +146,10 @@ def demo(home: Path, brokers: str, shards: int, data_dir: Path | None) -> None:
 
 
 def _register() -> None:
-    from shards.cli import COMMANDS as SHARD_COMMANDS  # noqa: PLC0415 - keeps `ledger dev` light
+    from coordinator.cli import COMMANDS as COORDINATOR_COMMANDS  # noqa: PLC0415 - keeps `ledger dev` light
+    from shards.cli import COMMANDS as SHARD_COMMANDS  # noqa: PLC0415
 
-    for command in SHARD_COMMANDS:
+    for command in (*SHARD_COMMANDS, *COORDINATOR_COMMANDS):
         cli.add_command(command)
 
 

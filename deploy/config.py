@@ -23,8 +23,9 @@ class LedgerConfig:
     """Shards that live on another PostgreSQL server."""
     replication_factor: int = 1
     """Of every topic the ledger creates: 3 on a real cluster."""
-    reply_partitions: int = 8
-    """Partitions of the shard-replies topic (the coordinators' unit of parallelism)."""
+    partitions: int = 8
+    """Partitions of ledger.transfers and ledger.shard-replies, alike so that a saga's commands and
+    replies meet in the same coordinator; the coordinators' unit of parallelism."""
 
     def shard_database_url(self, shard: int) -> str:
         return self.shard_database_urls.get(shard, self.database_url)
@@ -32,7 +33,7 @@ class LedgerConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LedgerConfig:
         """LEDGER_DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, LEDGER_NAMESPACE, LEDGER_SHARD_<N>_DATABASE_URL,
-        LEDGER_REPLICATION_FACTOR, LEDGER_REPLY_PARTITIONS."""
+        LEDGER_REPLICATION_FACTOR, LEDGER_PARTITIONS."""
         missing = [k for k in ("LEDGER_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS") if not env.get(k)]
         if missing:
             raise ConfigurationError(
@@ -46,7 +47,7 @@ class LedgerConfig:
                 namespace=Namespace(env.get("LEDGER_NAMESPACE", "")),
                 shard_database_urls=shard_urls,
                 replication_factor=int(env.get("LEDGER_REPLICATION_FACTOR", "1")),
-                reply_partitions=int(env.get("LEDGER_REPLY_PARTITIONS", "8")),
+                partitions=int(env.get("LEDGER_PARTITIONS", "8")),
             )
         except ValueError as e:
             raise ConfigurationError(f"bad ledger setting: {e}") from None

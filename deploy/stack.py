@@ -21,9 +21,9 @@ from typing import Any
 
 from deploy.config import LedgerConfig
 from deploy.kafka_local import LocalKafka, fetch_kafka
+from deploy.ledger_init import init_ledger
 from deploy.postgres_local import LocalPostgres, find_pg_bin
 from deploy.processes import EngineError, ProcessRecord, spawn, unprivileged_user
-from shards.bootstrap import init_ledger
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,25 @@ class Namespace:
         return f"{self.prefix}ledger_control"
 
     @property
+    def coordinator_schema(self) -> str:
+        return f"{self.prefix}ledger_coordinator"
+
+    @property
+    def transfers(self) -> str:
+        """Public: transfer commands, keyed by transfer id."""
+        return f"{self.prefix}ledger.transfers"
+
+    @property
+    def account_commands(self) -> str:
+        """Public: open, freeze, unfreeze and close accounts, keyed by account id."""
+        return f"{self.prefix}ledger.account-commands"
+
+    @property
+    def results(self) -> str:
+        """Public: exactly one terminal result per transfer id (and account command results)."""
+        return f"{self.prefix}ledger.results"
+
+    @property
     def shard_replies(self) -> str:
         return f"{self.prefix}ledger.shard-replies"
 

@@ -11,13 +11,10 @@ import asyncpg
 from aiokafka.errors import KafkaError
 
 from deploy.config import LedgerConfig
-from deploy.kafka_admin import TopicSpec, create_topics
 from shards.adapters.kafka_source import KafkaCommandSource
 from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
 from shards.adapters.postgres_control import PostgresControl
-from shards.adapters.postgres_migrations import migrate
 from shards.adapters.postgres_shard_store import PostgresShardStore
-from shards.domain.partitioning import PartitionMap
 from shards.service.worker import ShardWorker, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -28,38 +25,6 @@ async def open_pool(dsn: str, schema: str, max_size: int = 4) -> asyncpg.Pool:
         dsn, min_size=1, max_size=max_size, server_settings={"search_path": schema}
     )
     return pool
-
-
-def ledger_topics(config: LedgerConfig, shard_count: int) -> list[TopicSpec]:
-    ns, rf = config.namespace, config.replication_factor
-    return [
-        *(TopicSpec(ns.shard_commands(s), 1, rf) for s in range(shard_count)),
-        TopicSpec(ns.shard_replies, config.reply_partitions, rf),
-        TopicSpec(ns.dead_letters, 1, rf),
-    ]
-
-
-async def init_ledger(config: LedgerConfig, shard_count: int) -> PartitionMap:
-    """Create (or check) the control schema, the partition map, every shard schema and topic."""
-    ns = config.namespace
-    conn = await asyncpg.connect(config.database_url)
-    try:
-        await migrate(conn, ns.control_schema, "control")
-    finally:
-        await conn.close()
-    pool = await open_pool(config.database_url, ns.control_schema, max_size=1)
-    try:
-        pmap = await PostgresControl(pool).ensure_partition_map(shard_count)
-    finally:
-        await pool.close()
-    for shard in range(shard_count):
-        conn = await asyncpg.connect(config.shard_database_url(shard))
-        try:
-            await migrate(conn, ns.shard_schema(shard), "shard")
-        finally:
-            await conn.close()
-    await create_topics(config.kafka_bootstrap_servers, ledger_topics(config, shard_count))
-    return pmap
 
 
 @dataclass

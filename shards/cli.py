@@ -17,9 +17,10 @@ import asyncpg
 import click
 
 from deploy.config import LedgerConfig
+from deploy.ledger_init import init_ledger
 from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
 from shards.adapters.postgres_control import PostgresControl
-from shards.bootstrap import init_ledger, open_pool, run_shard
+from shards.bootstrap import open_pool, run_shard
 from shards.domain.partitioning import PartitionMap
 from shards.service.audit import ChainReport, ReplayReport, balance_at, replay_shard, verify_chain
 from shards.service.worker import WorkerSettings
@@ -31,7 +32,7 @@ def _config() -> LedgerConfig:
     return LedgerConfig.from_env(os.environ)
 
 
-def _run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run `main(stop)`; SIGTERM or Ctrl-C sets `stop`, so the work in hand is finished cleanly."""
 
     async def runner() -> None:
@@ -81,7 +82,7 @@ def shard_run(shard_ids: tuple[int, ...], batch_max: int, relay: bool) -> None:
                     run_shard(config, WorkerSettings(shard, batch_max=batch_max), stop, with_relay=relay)
                 )
 
-    _run_until_signalled(main)
+    run_until_signalled(main)
 
 
 @shard_group.command("relay")
@@ -101,7 +102,7 @@ def shard_relay(shard: int) -> None:
             await producer.stop()
             await pool.close()
 
-    _run_until_signalled(main)
+    run_until_signalled(main)
 
 
 async def _shard_pool(config: LedgerConfig, shard: int) -> asyncpg.Pool:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.config import LedgerConfig
@@ -122,3 +123,74 @@ async def balances(config: LedgerConfig, shard: int) -> dict[str, tuple[int, int
         return {r[0]: (r[1], r[2]) for r in rows}
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def running_ledger(config: LedgerConfig, shards: Sequence[int]) -> AsyncIterator[None]:
+    """Shard workers and one coordinator, as tasks of this test; stopped cleanly at the end."""
+    from coordinator.bootstrap import RunSettings, run_coordinator  # noqa: PLC0415 - shard tests skip it
+    from coordinator.saga.transfer_saga import SagaPolicy  # noqa: PLC0415
+    from coordinator.service.coordinator import CoordinatorSettings  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    settings = CoordinatorSettings(
+        max_transfer_amount=10**12,
+        issuance_accounts=frozenset({"issuer"}),
+        policy=SagaPolicy(base_backoff_ms=500, max_forward_attempts=4, park_after_ms=30_000),
+    )
+    async with running_shards(config, shards):
+        task = asyncio.create_task(run_coordinator(config, settings, stop, RunSettings(sweep_every_s=0.1)))
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+
+class ResultCollector:
+    """Reads ledger.results from the start: TransferResult by transfer id, AccountResult by command id."""
+
+    def __init__(self, config: LedgerConfig) -> None:
+        self.consumer = AIOKafkaConsumer(
+            config.namespace.results,
+            bootstrap_servers=config.kafka_bootstrap_servers,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        self.by_id: dict[str, list[dict[str, object]]] = {}
+
+    async def __aenter__(self) -> ResultCollector:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def poll(self, timeout_ms: int = 500) -> None:
+        for records in (await self.consumer.getmany(timeout_ms=timeout_ms)).values():
+            for r in records:
+                result = orjson.loads(r.value or b"{}")
+                key = str(result.get("transfer_id") or result.get("command_id"))
+                self.by_id.setdefault(key, []).append(result)
+
+    async def wait_for(self, ids: Sequence[str], within_s: float = 60) -> dict[str, dict[str, object]]:
+        deadline = time.monotonic() + within_s
+        while not all(i in self.by_id for i in ids):
+            missing = [i for i in ids if i not in self.by_id]
+            assert time.monotonic() < deadline, (
+                f"{len(missing)} results missing after {within_s}s: {missing[:3]}"
+            )
+            await self.poll()
+        return {i: self.by_id[i][0] for i in ids}
+
+
+async def produce_raw(config: LedgerConfig, topic: str, items: Iterable[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=config.kafka_bootstrap_servers, enable_idempotence=True, acks="all"
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in items]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

@@ -215,8 +215,9 @@ def _on_reply(
     if key == (CANCELLING_CREDIT, "rejected") and reply.reason == "credit_applied":
         return _advance(state, COMMITTING, None, now, policy)  # too late to undo: go forward
     # A definite answer this step cannot accept (a commit or release refused): the ledger and the
-    # saga disagree. Park it for a person; re-sending stays harmless.
-    return replace(state, parked=True, reason=f"{state.step}: {reply.reason or reply.outcome}"), []
+    # saga disagree. Park it for a person (the refusal is in the step history); re-sending stays
+    # harmless, and the reason the result will carry is left as it was.
+    return replace(state, parked=True), []
 
 
 def _on_timeout(state: SagaState, now: int, policy: SagaPolicy) -> tuple[SagaState, list[Effect]]:

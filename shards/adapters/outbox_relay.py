@@ -1,8 +1,12 @@
 """Publishes a schema's outbox to Kafka: at least once, in outbox order, and never lost.
 
-Rows are read past the relay's cursor, sent with an idempotent producer (acks=all), and only when
-every send is acknowledged is the cursor moved past them. A crash in between re-sends them; every
-consumer dedupes by message id. One relay per schema holds an advisory lock; others wait.
+Rows are sent with an idempotent producer (acks=all), and only when every send is acknowledged
+are they marked sent, in the same transaction that claimed them. A crash in between re-sends them;
+every consumer dedupes by message id. Two ways to claim rows:
+- single writer (a shard): rows past the relay's cursor; the gapless seq makes the cursor exact.
+  One relay per schema holds an advisory lock; others wait.
+- many writers (coordinators): rows locked with SKIP LOCKED and deleted once acknowledged, so
+  several relays share the work and a row committed late is never skipped.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class OutboxRelay:
         self,
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
-        lock_name: str,
+        lock_name: str | None,
         batch_size: int = 5000,
         idle_poll_s: float = 0.05,
     ) -> None:
@@ -59,7 +63,9 @@ class OutboxRelay:
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop` is set, then publish what is already committed and return."""
         async with self.pool.acquire() as lock_conn:
-            while not await lock_conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self.lock_name):
+            while self.lock_name is not None and not await lock_conn.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext($1))", self.lock_name
+            ):
                 log.info("another relay holds %s; waiting", self.lock_name)
                 if await _wait(stop, 1.0):
                     return
@@ -81,17 +87,19 @@ class OutboxRelay:
                     while await self.publish_once():
                         pass
             finally:
-                await lock_conn.execute("SELECT pg_advisory_unlock(hashtext($1))", self.lock_name)
+                if self.lock_name is not None:
+                    await lock_conn.execute("SELECT pg_advisory_unlock(hashtext($1))", self.lock_name)
 
     async def publish_once(self) -> int:
         """Publish one batch of unsent rows; return how many."""
         try:
-            async with self.pool.acquire() as conn:
-                rows = await conn.fetch(
-                    "SELECT seq, topic, key, payload, headers FROM outbox"
-                    " WHERE seq > (SELECT published_seq FROM relay_state) ORDER BY seq LIMIT $1",
-                    self.batch_size,
-                )
+            async with self.pool.acquire() as conn, conn.transaction():
+                if self.lock_name is None:
+                    rows = sorted(
+                        await conn.fetch(_CLAIM_AND_DELETE, self.batch_size), key=lambda r: r["seq"]
+                    )
+                else:
+                    rows = await conn.fetch(_PAST_CURSOR, self.batch_size)
                 if not rows:
                     return 0
                 pending = [
@@ -101,11 +109,20 @@ class OutboxRelay:
                     for r in rows
                 ]
                 await asyncio.gather(*pending)
-                await conn.execute("UPDATE relay_state SET published_seq = $1", rows[-1]["seq"])
+                if self.lock_name is not None:
+                    await conn.execute("UPDATE relay_state SET published_seq = $1", rows[-1]["seq"])
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as e:
             raise RelayUnavailable(f"outbox relay: {type(e).__name__}: {e}") from e
         self.published += len(rows)
         return len(rows)
+
+
+_PAST_CURSOR = """
+    SELECT seq, topic, key, payload, headers FROM outbox
+    WHERE seq > (SELECT published_seq FROM relay_state) ORDER BY seq LIMIT $1"""
+_CLAIM_AND_DELETE = """
+    DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING id AS seq, topic, key, payload, headers"""
 
 
 def _headers(raw: str | None) -> list[tuple[str, bytes]]:

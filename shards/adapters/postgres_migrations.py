@@ -22,7 +22,9 @@ def quoted_schema(name: str) -> str:
     return f'"{name}"'
 
 
-async def migrate(conn: asyncpg.Connection, schema: str, kind: Literal["control", "shard"]) -> list[str]:
+async def migrate(
+    conn: asyncpg.Connection, schema: str, kind: Literal["control", "shard", "coordinator"]
+) -> list[str]:
     """Create `schema` if needed and apply its pending migrations; return the versions applied.
 
     Concurrent callers serialise on an advisory lock, so each migration runs exactly once.

@@ -25,11 +25,11 @@ import asyncpg
 import psutil
 
 from deploy.config import LedgerConfig
+from deploy.ledger_init import init_ledger
 from deploy.processes import spawn
 from deploy.stack import LocalStack, StackSettings
 from schemas.shard_messages import OpenAccount, PostTransfer, ShardCommand
 from schemas.topics import Namespace
-from shards.bootstrap import init_ledger
 from tests.ledger_harness import accounts_on, new_id, send
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))

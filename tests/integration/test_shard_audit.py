@@ -13,9 +13,9 @@ import asyncpg
 import pytest
 
 from deploy.config import LedgerConfig
+from deploy.ledger_init import init_ledger
 from schemas.shard_messages import OpenAccount, PostTransfer, ShardCommand
 from shards.adapters.postgres_shard_store import to_micros
-from shards.bootstrap import init_ledger
 from shards.domain.model import entry_hash
 from tests.ledger_harness import (
     ReplyCollector,

@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 
 from deploy.config import LedgerConfig
+from deploy.ledger_init import init_ledger
 from deploy.processes import ProcessRecord, spawn
 from schemas.shard_messages import (
     CommitReservation,
@@ -21,7 +22,6 @@ from schemas.shard_messages import (
     ReserveFunds,
     ShardCommand,
 )
-from shards.bootstrap import init_ledger
 from shards.domain.book import ShardBook
 from shards.domain.model import GENESIS_HASH
 from shards.domain.partitioning import PartitionMap

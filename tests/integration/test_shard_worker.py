@@ -7,6 +7,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.config import LedgerConfig
+from deploy.ledger_init import init_ledger
 from schemas.shard_messages import (
     ChangeAccountStatus,
     CommitReservation,
@@ -17,7 +18,6 @@ from schemas.shard_messages import (
     ReserveFunds,
     ShardCommand,
 )
-from shards.bootstrap import init_ledger
 from tests.ledger_harness import (
     ReplyCollector,
     accounts_on,

@@ -1,0 +1,62 @@
+"""Reads what reconciliation needs, in one snapshot when every schema lives on one server."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from coordinator.saga.reconciliation import OperationView, SagaView, ShardView
+from deploy.config import LedgerConfig
+from shards.adapters.postgres_migrations import quoted_schema
+
+
+async def read_views(
+    config: LedgerConfig, shards: list[int]
+) -> tuple[dict[str, SagaView], dict[int, ShardView], bool]:
+    """(sagas, shard views, one_snapshot). Without one snapshot, in-flight sagas may look torn."""
+    ns = config.namespace
+    one_server = all(config.shard_database_url(s) == config.database_url for s in shards)
+    conn = await asyncpg.connect(config.database_url)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            sagas = await _sagas(conn, quoted_schema(ns.coordinator_schema))
+            views = {}
+            for shard in shards:
+                if one_server:
+                    views[shard] = await _shard(conn, quoted_schema(ns.shard_schema(shard)))
+                else:
+                    other = await asyncpg.connect(config.shard_database_url(shard))
+                    try:
+                        views[shard] = await _shard(other, quoted_schema(ns.shard_schema(shard)))
+                    finally:
+                        await other.close()
+    finally:
+        await conn.close()
+    return sagas, views, one_server
+
+
+async def _sagas(conn: asyncpg.Connection, schema: str) -> dict[str, SagaView]:
+    rows = await conn.fetch(
+        "SELECT transfer_id, status, debit_account, credit_account, amount, currency, debit_shard,"
+        f" credit_shard FROM {schema}.transfers WHERE debit_shard IS NOT NULL"
+    )
+    return {r[0]: SagaView(*r) for r in rows}
+
+
+async def _shard(conn: asyncpg.Connection, schema: str) -> ShardView:
+    view = ShardView()
+    for r in await conn.fetch(f"SELECT currency, sum(amount) FROM {schema}.journal GROUP BY currency"):
+        view.journal_by_currency[r[0]] = int(r[1])
+    for r in await conn.fetch(
+        f"SELECT transfer_id, kind, account_id, amount, state FROM {schema}.operations"
+    ):
+        view.operations[(r[0], r[1])] = OperationView(r[2], r[3], r[4])
+    for r in await conn.fetch(
+        f"SELECT transfer_id, account_id, sum(amount) FROM {schema}.journal GROUP BY transfer_id, account_id"
+    ):
+        view.net[(r[0], r[1])] = int(r[2])
+    for r in await conn.fetch(
+        f"SELECT a.currency, b.posted FROM {schema}.accounts a JOIN {schema}.balances b USING (account_id)"
+        " WHERE a.account_id LIKE 'transit:%'"
+    ):
+        view.transit[r[0].strip()] = r[1]
+    return view

@@ -1,0 +1,186 @@
+"""The coordinator's schema: transfers with their saga state, step history, inbox and outbox.
+
+A batch locks the transfer rows it touches (in id order, so coordinators never deadlock), and
+writes them back with an optimistic version check: a row another coordinator changed since it
+was read fails the batch, which is then retried from a fresh read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+
+from coordinator.saga.transfer_saga import SagaState, Transfer
+from schemas.errors import LedgerError
+from shards.adapters.postgres_shard_store import TRANSIENT_ERRORS, OutboxMessage
+
+
+class VersionConflict(LedgerError):
+    """Another coordinator changed a saga since this batch read it: retry the batch."""
+
+    retriable = True
+
+
+class SagaStoreUnavailable(LedgerError):
+    retriable = True
+
+
+@dataclass
+class TransferRecord:
+    """A transfers row. `state` is None for a command rejected before it could be routed."""
+
+    transfer_id: str
+    fingerprint: str
+    partition: int
+    state: SagaState | None
+    status: str
+    reason: str | None
+    version: int  # as read; 0 for a row this batch creates
+
+    @property
+    def terminal(self) -> bool:
+        return self.status != "in_flight"
+
+
+@dataclass(frozen=True)
+class StepUpdate:
+    transfer_id: str
+    step: str
+    shard: int
+    command_id: str
+    outcome: str | None = None  # set when this update records the step's answer
+    reason: str | None = None
+
+
+_COLUMNS = """transfer_id, fingerprint, partition, debit_account, credit_account, amount, currency,
+    debit_shard, credit_shard, status, step, reason, attempts, next_attempt_ms, started_ms, parked, version"""
+
+
+def _record(r: asyncpg.Record) -> TransferRecord:
+    state = None
+    if r["debit_shard"] is not None:
+        transfer = Transfer(
+            r["transfer_id"], r["debit_account"], r["credit_account"], r["amount"], r["currency"],
+            r["debit_shard"], r["credit_shard"],
+        )  # fmt: skip
+        state = SagaState(
+            transfer, r["status"], r["step"], r["reason"], r["attempts"], r["next_attempt_ms"],
+            r["started_ms"], r["parked"],
+        )  # fmt: skip
+    return TransferRecord(
+        r["transfer_id"], r["fingerprint"], r["partition"], state, r["status"], r["reason"], r["version"]
+    )
+
+
+def _row(rec: TransferRecord) -> tuple[object, ...]:
+    s, t = rec.state, rec.state.transfer if rec.state else None
+    return (
+        rec.transfer_id, rec.fingerprint, rec.partition,
+        t.debit_account if t else None, t.credit_account if t else None, t.amount if t else None,
+        t.currency if t else None, t.debit_shard if t else None, t.credit_shard if t else None,
+        rec.status, s.step if s else "done", rec.reason, s.attempts if s else 0,
+        s.next_attempt_ms if s else 0, s.started_ms if s else 0, s.parked if s else False, rec.version + 1,
+    )  # fmt: skip
+
+
+class SagaTransaction:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def seen(self, message_ids: Sequence[str]) -> set[str]:
+        rows = await self.conn.fetch(
+            "SELECT message_id FROM inbox WHERE message_id = ANY($1::text[])", message_ids
+        )
+        return {r[0] for r in rows}
+
+    async def load(self, transfer_ids: Iterable[str]) -> dict[str, TransferRecord]:
+        rows = await self.conn.fetch(_LOAD, sorted(set(transfer_ids)))
+        return {r["transfer_id"]: _record(r) for r in rows}
+
+    async def due(self, partitions: Sequence[int], now_ms: int, limit: int) -> list[TransferRecord]:
+        """In-flight sagas of these partitions whose current command is due to be sent again."""
+        rows = await self.conn.fetch(_DUE, list(partitions), now_ms, limit)
+        return [_record(r) for r in rows]
+
+    async def write(
+        self,
+        changed: Sequence[TransferRecord],
+        steps: Sequence[StepUpdate],
+        inbox: Sequence[str],
+        outbox: Sequence[OutboxMessage],
+    ) -> None:
+        new = [_row(r) for r in changed if r.version == 0]
+        old = [r for r in changed if r.version > 0]
+        if new:
+            await self.conn.copy_records_to_table(
+                "transfers", records=new, columns=[c.strip() for c in _COLUMNS.split(",")]
+            )
+        if old:
+            rows = [_row(r) for r in old]
+            updated = await self.conn.fetch(_UPDATE_TRANSFERS, *zip(*rows, strict=True))
+            if len(updated) != len(old):
+                raise VersionConflict(f"{len(old) - len(updated)} sagas changed under this batch")
+        if steps:
+            await self.conn.execute(
+                _UPSERT_STEPS,
+                [s.transfer_id for s in steps], [s.step for s in steps], [s.shard for s in steps],
+                [s.command_id for s in steps], [s.outcome for s in steps], [s.reason for s in steps],
+            )  # fmt: skip
+        if inbox:
+            await self.conn.copy_records_to_table(
+                "inbox", records=[(m,) for m in inbox], columns=["message_id"]
+            )
+        if outbox:
+            await self.conn.copy_records_to_table(
+                "outbox",
+                records=[(m.topic, m.key, m.payload, orjson.dumps(m.headers).decode()) for m in outbox],
+                columns=["topic", "key", "payload", "headers"],
+            )
+
+
+# Locked in id order, so that two coordinators touching the same sagas never deadlock.
+_LOAD = (
+    f"SELECT {_COLUMNS} FROM transfers WHERE transfer_id = ANY($1::text[]) ORDER BY transfer_id FOR UPDATE"
+)
+_DUE = f"""
+    SELECT {_COLUMNS} FROM transfers WHERE status = 'in_flight' AND partition = ANY($1::int[])
+    AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3 FOR UPDATE SKIP LOCKED"""
+_UPDATE_TRANSFERS = """
+    UPDATE transfers t SET status = u.status, step = u.step, reason = u.reason, attempts = u.attempts,
+        next_attempt_ms = u.next_attempt_ms, parked = u.parked, version = u.version,
+        finished_at = CASE WHEN u.status <> 'in_flight' THEN coalesce(t.finished_at, now()) END
+    FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::text[],
+                $8::int[], $9::int[], $10::text[], $11::text[], $12::text[], $13::int[], $14::bigint[],
+                $15::bigint[], $16::bool[], $17::int[])
+        AS u(transfer_id, fingerprint, partition, debit_account, credit_account, amount, currency,
+             debit_shard, credit_shard, status, step, reason, attempts, next_attempt_ms, started_ms,
+             parked, version)
+    WHERE t.transfer_id = u.transfer_id AND t.version = u.version - 1
+    RETURNING t.transfer_id"""
+_UPSERT_STEPS = """
+    INSERT INTO saga_steps AS s (transfer_id, step, shard, command_id, outcome, reason, answered_at)
+    SELECT u.*, CASE WHEN u.outcome IS NULL THEN NULL ELSE now() END
+    FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[])
+        AS u(transfer_id, step, shard, command_id, outcome, reason)
+    ON CONFLICT (transfer_id, step) DO UPDATE SET
+        sends = s.sends + CASE WHEN EXCLUDED.outcome IS NULL THEN 1 ELSE 0 END,
+        last_sent_at = CASE WHEN EXCLUDED.outcome IS NULL THEN now() ELSE s.last_sent_at END,
+        outcome = coalesce(EXCLUDED.outcome, s.outcome), reason = coalesce(EXCLUDED.reason, s.reason),
+        answered_at = coalesce(s.answered_at, EXCLUDED.answered_at)"""
+
+
+class PostgresSagaStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[SagaTransaction]:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                yield SagaTransaction(conn)
+        except TRANSIENT_ERRORS as e:
+            raise SagaStoreUnavailable(f"coordinator transaction failed: {type(e).__name__}: {e}") from e

@@ -1,0 +1,56 @@
+"""Read-side queries for the status API and the CLI: transfers with their steps, balances."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import asyncpg
+
+STATES = frozenset({"in_flight", "needs_attention", "completed", "rejected", "compensated"})
+
+
+def _jsonable(row: asyncpg.Record) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in dict(row).items()}
+
+
+async def transfer_status(pool: asyncpg.Pool, transfer_id: str) -> dict[str, Any] | None:
+    """A transfer's state, reason and every saga step with its shard and timestamps."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT transfer_id, CASE WHEN parked THEN 'needs_attention' ELSE status END AS state, status,"
+            " step, reason, debit_account, credit_account, amount, currency, debit_shard, credit_shard,"
+            " attempts, created_at, finished_at FROM transfers WHERE transfer_id = $1",
+            transfer_id,
+        )
+        if row is None:
+            return None
+        steps = await conn.fetch(
+            "SELECT step, shard, command_id, sends, first_sent_at, last_sent_at, outcome, reason, answered_at"
+            " FROM saga_steps WHERE transfer_id = $1 ORDER BY first_sent_at, step",
+            transfer_id,
+        )
+    return _jsonable(row) | {"steps": [_jsonable(s) for s in steps]}
+
+
+async def list_transfers(pool: asyncpg.Pool, state: str, limit: int) -> list[dict[str, Any]]:
+    """Transfers in a state (`needs_attention`: parked sagas), newest first."""
+    where = "parked" if state == "needs_attention" else "status = $1 AND NOT parked"
+    args: list[object] = [] if state == "needs_attention" else [state]
+    rows = await pool.fetch(
+        "SELECT transfer_id, CASE WHEN parked THEN 'needs_attention' ELSE status END AS state, step, reason,"
+        f" amount, currency, created_at FROM transfers WHERE {where} ORDER BY created_at DESC"
+        f" LIMIT {int(limit)}",
+        *args,
+    )
+    return [_jsonable(r) for r in rows]
+
+
+async def account_balance(shard_pool: asyncpg.Pool, account_id: str) -> dict[str, Any] | None:
+    row = await shard_pool.fetchrow(
+        "SELECT a.account_id, a.currency, a.status, a.overdraft_limit, b.posted, b.reserved,"
+        " b.posted - b.reserved + a.overdraft_limit AS available"
+        " FROM accounts a JOIN balances b USING (account_id) WHERE a.account_id = $1",
+        account_id,
+    )
+    return dict(row) if row else None

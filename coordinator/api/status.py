@@ -1,0 +1,105 @@
+"""The status API (HTTP, JSON): where a transfer stands, which sagas need a person, balances.
+
+Served with aiohttp straight from PostgreSQL, the source of truth (see the issue note on faust).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from coordinator.adapters.postgres_status import STATES, account_balance, list_transfers, transfer_status
+from deploy.config import LedgerConfig
+from shards.adapters.postgres_control import PostgresControl
+from shards.bootstrap import open_pool
+from shards.domain.partitioning import PartitionMap
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+POOLS = web.AppKey("pools", dict)
+CONFIG = web.AppKey("config", LedgerConfig)
+PMAP = web.AppKey("pmap", PartitionMap)
+
+
+def _error(status: int, code: str, detail: str) -> web.Response:
+    return web.json_response({"error": code, "detail": detail}, status=status)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    pools: dict[str, Any] = request.app[POOLS]
+    try:
+        await pools["coordinator"].fetchval("SELECT 1")
+    except (OSError, asyncpg.PostgresError) as e:
+        return _error(503, "database_unavailable", str(e))
+    return web.json_response({"status": "ok"})
+
+
+async def get_transfer(request: web.Request) -> web.Response:
+    transfer_id = request.match_info["transfer_id"]
+    if not _UUID.fullmatch(transfer_id):
+        return _error(400, "invalid_transfer_id", "a transfer id is a lower-case UUID")
+    found = await transfer_status(request.app[POOLS]["coordinator"], transfer_id)
+    if found is None:
+        return _error(404, "transfer_not_found", transfer_id)
+    return web.json_response(found)
+
+
+async def get_transfers(request: web.Request) -> web.Response:
+    state = request.query.get("state", "in_flight")
+    if state not in STATES:
+        return _error(400, "invalid_state", f"state must be one of {sorted(STATES)}")
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        return _error(400, "invalid_limit", "limit is a whole number")
+    if not 1 <= limit <= 1000:
+        return _error(400, "invalid_limit", "limit is 1..1000")
+    rows = await list_transfers(request.app[POOLS]["coordinator"], state, limit)
+    return web.json_response({"state": state, "transfers": rows})
+
+
+async def get_account(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    if not _ACCOUNT.fullmatch(account_id):
+        return _error(400, "invalid_account_id", "1-64 of A-Z a-z 0-9 _ . -")
+    shard = request.app[PMAP].shard_for(account_id)
+    found = await account_balance(await _shard_pool(request.app, shard), account_id)
+    if found is None:
+        return _error(404, "account_not_found", account_id)
+    return web.json_response(found | {"shard": shard})
+
+
+async def _shard_pool(app: web.Application, shard: int) -> asyncpg.Pool:
+    pools: dict[Any, asyncpg.Pool] = app[POOLS]
+    if shard not in pools:
+        config = app[CONFIG]
+        pools[shard] = await open_pool(
+            config.shard_database_url(shard), config.namespace.shard_schema(shard), 2
+        )
+    return pools[shard]
+
+
+async def make_app(config: LedgerConfig) -> web.Application:
+    app = web.Application()
+    app[CONFIG] = config
+    control = await open_pool(config.database_url, config.namespace.control_schema, max_size=1)
+    try:
+        app[PMAP] = await PostgresControl(control).load_partition_map()
+    finally:
+        await control.close()
+    app[POOLS] = {"coordinator": await open_pool(config.database_url, config.namespace.coordinator_schema, 4)}
+
+    async def close_pools(app: web.Application) -> None:
+        for pool in app[POOLS].values():
+            await pool.close()
+
+    app.on_cleanup.append(close_pools)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/transfers/{transfer_id}", get_transfer)
+    app.router.add_get("/transfers", get_transfers)
+    app.router.add_get("/accounts/{account_id}", get_account)
+    return app

@@ -1,0 +1,147 @@
+"""Wiring for a coordinator process: consumer, saga store, sweeper and outbox relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import KafkaError
+
+from coordinator.adapters.postgres_sagas import PostgresSagaStore, SagaStoreUnavailable, VersionConflict
+from coordinator.service.coordinator import Coordinator, CoordinatorSettings
+from deploy.config import LedgerConfig
+from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
+from shards.adapters.postgres_control import PostgresControl
+from shards.bootstrap import open_pool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    batch_max: int = 2000
+    """Most records handled in one transaction."""
+    sweep_every_s: float = 0.2
+    """How often overdue sagas are looked for."""
+    max_backoff_s: float = 5.0
+
+
+async def run_coordinator(
+    config: LedgerConfig,
+    settings: CoordinatorSettings,
+    stop: asyncio.Event,
+    run: RunSettings | None = None,
+) -> None:
+    """Drive sagas until `stop` is set. Several instances may run: they share one consumer group."""
+    run = run or RunSettings()
+    ns = config.namespace
+    pool = await open_pool(config.database_url, ns.coordinator_schema, max_size=4)
+    control_pool = await open_pool(config.database_url, ns.control_schema, max_size=1)
+    consumer = AIOKafkaConsumer(
+        ns.transfers, ns.account_commands, ns.shard_replies,
+        bootstrap_servers=config.kafka_bootstrap_servers, group_id=f"{ns.prefix}ledger.coordinator",
+        enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
+        max_poll_interval_ms=60_000, session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
+    )  # fmt: skip
+    producer = idempotent_producer(config.kafka_bootstrap_servers)
+    try:
+        pmap = await PostgresControl(control_pool).load_partition_map()
+        coordinator = Coordinator(settings, ns, pmap, clock_ms=lambda: time.time_ns() // 1_000_000)
+        store = PostgresSagaStore(pool)
+        await producer.start()
+        await consumer.start()
+        relay = OutboxRelay(pool, producer, lock_name=None)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(_consume(consumer, store, coordinator, relay, stop, run))
+            tasks.create_task(_sweep(consumer, store, coordinator, relay, ns.transfers, stop, run))
+            tasks.create_task(relay.run(stop))
+    finally:
+        with contextlib.suppress(KafkaError, OSError):
+            await consumer.stop()
+        with contextlib.suppress(KafkaError, OSError):
+            await producer.stop()
+        await pool.close()
+        await control_pool.close()
+
+
+async def _consume(
+    consumer: AIOKafkaConsumer,
+    store: PostgresSagaStore,
+    coordinator: Coordinator,
+    relay: OutboxRelay,
+    stop: asyncio.Event,
+    run: RunSettings,
+) -> None:
+    while not stop.is_set():
+        try:
+            batch = await consumer.getmany(timeout_ms=50, max_records=run.batch_max)
+        except KafkaError as e:
+            log.warning("coordinator poll failed: %s", e)
+            await asyncio.sleep(0.5)
+            continue
+        records = [r for rs in batch.values() for r in rs]
+        if not records:
+            continue
+        await _with_retries(functools.partial(_handle, store, coordinator, records), stop, run)
+        relay.wake.set()
+        offsets = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as e:  # a redelivery is absorbed by the inbox and the fingerprints
+            log.warning("coordinator offset commit failed: %s", e)
+
+
+async def _handle(
+    store: PostgresSagaStore, coordinator: Coordinator, records: list[ConsumerRecord[bytes, bytes]]
+) -> None:
+    async with store.batch() as tx:
+        await coordinator.handle(tx, records)
+
+
+async def _sweep(
+    consumer: AIOKafkaConsumer,
+    store: PostgresSagaStore,
+    coordinator: Coordinator,
+    relay: OutboxRelay,
+    transfers_topic: str,
+    stop: asyncio.Event,
+    run: RunSettings,
+) -> None:
+    """Time out overdue steps of the sagas whose transfers partition this instance owns."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), run.sweep_every_s)
+        owned = sorted(tp.partition for tp in consumer.assignment() if tp.topic == transfers_topic)
+        if not owned or stop.is_set():
+            continue
+        swept = 0
+
+        async def once(partitions: list[int] = owned) -> None:
+            nonlocal swept
+            async with store.batch() as tx:
+                swept = await coordinator.sweep(tx, partitions)
+
+        await _with_retries(once, stop, run)
+        if swept:
+            relay.wake.set()
+
+
+async def _with_retries(work: Callable[[], Awaitable[None]], stop: asyncio.Event, run: RunSettings) -> None:
+    """Run `work()` until it commits; infrastructure errors and version conflicts retry it whole."""
+    backoff = 0.05
+    while True:
+        try:
+            await work()
+            return
+        except (SagaStoreUnavailable, VersionConflict) as e:
+            if stop.is_set():
+                raise
+            log.warning("coordinator batch failed (%s); retrying in %.2fs", e, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, run.max_backoff_s)

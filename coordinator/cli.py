@@ -1,0 +1,243 @@
+"""`ledger coordinator run`, `ledger api run`, and the client commands: transfer, open-account, status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+import click
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from coordinator.adapters.postgres_reconcile import read_views
+from coordinator.adapters.postgres_status import STATES, list_transfers, transfer_status
+from coordinator.api.status import make_app
+from coordinator.bootstrap import RunSettings, run_coordinator
+from coordinator.saga.reconciliation import Violation, reconcile
+from coordinator.service.coordinator import CoordinatorSettings
+from deploy.config import LedgerConfig
+from schemas.public import OpenAccountRequest, TransferFunds, encode_public
+from shards.adapters.postgres_control import PostgresControl
+from shards.bootstrap import open_pool
+from shards.cli import run_until_signalled
+
+# Exit codes of `--wait`: the transfer's outcome, or 75 (EX_TEMPFAIL) when no result came in time.
+EXIT_CODES = {"completed": 0, "done": 0, "rejected": 3, "compensated": 4}
+
+
+def _config() -> LedgerConfig:
+    return LedgerConfig.from_env(os.environ)
+
+
+@click.group("coordinator")
+def coordinator_group() -> None:
+    """The saga coordinator."""
+
+
+@coordinator_group.command("run")
+@click.option("--batch-max", type=click.IntRange(1, 100_000), default=2000, show_default=True,
+              envvar="LEDGER_COORDINATOR_BATCH_MAX", help="Records per transaction, at most.")  # fmt: skip
+@click.option("--max-transfer-amount", type=click.IntRange(1), default=10**12, show_default=True,
+              envvar="LEDGER_MAX_TRANSFER_AMOUNT", help="Per-transfer limit, in minor units.")  # fmt: skip
+@click.option("--issuance-account", "issuance", multiple=True, envvar="LEDGER_ISSUANCE_ACCOUNTS",
+              help="May be opened with an overdraft: where money enters. Repeatable.")  # fmt: skip
+def coordinator_run(batch_max: int, max_transfer_amount: int, issuance: tuple[str, ...]) -> None:
+    """Drive transfers and sagas until SIGTERM. Run several for availability (one consumer group)."""
+    config = _config()
+    settings = CoordinatorSettings(
+        max_transfer_amount=max_transfer_amount, issuance_accounts=frozenset(issuance)
+    )
+    run_until_signalled(
+        lambda stop: run_coordinator(config, settings, stop, RunSettings(batch_max=batch_max))
+    )
+
+
+@click.group("api")
+def api_group() -> None:
+    """The status API."""
+
+
+@api_group.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="LEDGER_API_HOST")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8080, show_default=True, envvar="LEDGER_API_PORT"
+)
+def api_run(host: str, port: int) -> None:
+    """Serve GET /transfers/{id}, /transfers?state=, /accounts/{id}, /healthz until SIGTERM."""
+    config = _config()
+
+    async def serve(stop: asyncio.Event) -> None:
+        runner = web.AppRunner(await make_app(config))
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        click.echo(f"status API on http://{host}:{port}", err=True)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    run_until_signalled(serve)
+
+
+async def _produce_and_wait(
+    config: LedgerConfig, topic: str, key: str, payload: bytes, match: tuple[str, str], wait_s: float | None
+) -> dict[str, Any] | None:
+    """Produce one command; with `wait_s`, return the first result whose field `match[0]` is `match[1]`."""
+    results = config.namespace.results
+    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka_bootstrap_servers, enable_auto_commit=False)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=config.kafka_bootstrap_servers, enable_idempotence=True, acks="all"
+    )
+    await producer.start()
+    await consumer.start()
+    try:
+        if wait_s is not None:
+            partitions = [p for p in (await consumer.partitions_for_topic(results) or ())]
+            from aiokafka import TopicPartition  # noqa: PLC0415 - only the waiting path needs it
+
+            consumer.assign([TopicPartition(results, p) for p in partitions])
+            await consumer.seek_to_end()
+            for tp in consumer.assignment():
+                await consumer.position(tp)  # pin the start before the command exists
+        await producer.send_and_wait(topic, payload, key=key.encode())
+        if wait_s is None:
+            return None
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    result: dict[str, Any] = json.loads(r.value or b"{}")
+                    if result.get(match[0]) == match[1]:
+                        return result
+        return None
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def _finish(result: dict[str, Any] | None, what: str) -> None:
+    if result is None:
+        click.echo(f"no result for {what} yet (it may still complete)", err=True)
+        sys.exit(75)
+    click.echo(json.dumps(result, indent=2))
+    sys.exit(EXIT_CODES.get(str(result.get("state", result.get("outcome"))), 1))
+
+
+@click.command("transfer")
+@click.option("--from", "debit", required=True, help="Debit account.")
+@click.option("--to", "credit", required=True, help="Credit account.")
+@click.option("--amount", type=click.IntRange(1), required=True, help="Minor units (cents): an integer.")
+@click.option("--currency", required=True, help="ISO 4217 code, e.g. EUR.")
+@click.option("--id", "transfer_id", default=None, help="Transfer id (UUID); new when omitted.")
+@click.option("--wait", is_flag=True, help="Wait for the terminal result and exit with its outcome.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait with --wait.")
+def transfer_command(
+    debit: str, credit: str, amount: int, currency: str, transfer_id: str | None, wait: bool, timeout: float
+) -> None:
+    """Put a transfer command on ledger.transfers (exit 0 completed, 3 rejected, 4 compensated)."""
+    config = _config()
+    tid = transfer_id or str(uuid.uuid4())
+    payload = encode_public(TransferFunds(tid, debit, credit, amount, currency, {}))
+    result = asyncio.run(
+        _produce_and_wait(
+            config, config.namespace.transfers, tid, payload, ("transfer_id", tid), timeout if wait else None
+        )
+    )
+    if not wait:
+        click.echo(json.dumps({"transfer_id": tid, "sent": True}))
+        return
+    _finish(result, f"transfer {tid}")
+
+
+@click.command("open-account")
+@click.argument("account_id")
+@click.option("--currency", required=True)
+@click.option("--overdraft-limit", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+def open_account_command(account_id: str, currency: str, overdraft_limit: int, timeout: float) -> None:
+    """Open an account (through ledger.account-commands) and wait for the answer."""
+    config = _config()
+    command_id = str(uuid.uuid4())
+    payload = encode_public(OpenAccountRequest(command_id, account_id, currency, overdraft_limit, {}))
+    topic = config.namespace.account_commands
+    match = ("command_id", command_id)
+    _finish(
+        asyncio.run(_produce_and_wait(config, topic, account_id, payload, match, timeout)),
+        f"account {account_id}",
+    )
+
+
+async def _query_status(config: LedgerConfig, transfer_id: str | None, state: str, limit: int) -> Any:
+    pool = await open_pool(config.database_url, config.namespace.coordinator_schema, max_size=1)
+    try:
+        if transfer_id is not None:
+            return await transfer_status(pool, transfer_id)
+        return await list_transfers(pool, state, limit)
+    finally:
+        await pool.close()
+
+
+@click.command("status")
+@click.argument("transfer_id")
+def status_command(transfer_id: str) -> None:
+    """Where a transfer stands: state, reason, and each saga step (exit 1 when unknown)."""
+    found = asyncio.run(_query_status(_config(), transfer_id, "", 0))
+    if found is None:
+        click.echo(f"no transfer {transfer_id}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(found, indent=2, default=str))
+
+
+@click.command("transfers")
+@click.option("--state", type=click.Choice(sorted(STATES)), default="in_flight", show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+def transfers_command(state: str, limit: int) -> None:
+    """List transfers in a state; `needs_attention` lists parked sagas."""
+    click.echo(json.dumps(asyncio.run(_query_status(_config(), None, state, limit)), indent=2, default=str))
+
+
+async def _reconcile(config: LedgerConfig) -> tuple[list[Violation], int, int, bool]:
+    pool = await open_pool(config.database_url, config.namespace.control_schema, max_size=1)
+    try:
+        pmap = await PostgresControl(pool).load_partition_map()
+    finally:
+        await pool.close()
+    sagas, views, one_snapshot = await read_views(config, sorted(set(pmap.shards)))
+    return reconcile(sagas, views), len(sagas), len(views), one_snapshot
+
+
+@click.command("reconcile")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def reconcile_command(as_json: bool) -> None:
+    """Check, without stopping anything, that every shard's journal agrees with every saga (exit 1)."""
+    violations, sagas, shards, one_snapshot = asyncio.run(_reconcile(_config()))
+    if as_json:
+        report = {
+            "sagas": sagas,
+            "shards": shards,
+            "one_snapshot": one_snapshot,
+            "ok": not violations,
+            "violations": [asdict(v) for v in violations],
+        }
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(f"reconciled {sagas} sagas across {shards} shards: {len(violations)} violations")
+        for v in violations[:50]:
+            click.echo(f"  {v.check}: {v.subject}: {v.detail}")
+    sys.exit(1 if violations else 0)
+
+
+COMMANDS = (
+    reconcile_command,
+    coordinator_group,
+    api_group,
+    transfer_command,
+    open_account_command,
+    status_command,
+    transfers_command,
+)

@@ -1,0 +1,319 @@
+"""The coordinator: public commands in, saga steps out, one terminal result per transfer.
+
+Each polled batch (transfer commands, account commands, shard replies) is handled in ONE
+PostgreSQL transaction: the sagas it touches are locked and loaded, every message is applied in
+offset order through the pure saga, and the new states, step history, inbox rows and outbox
+messages are written back; only then are the Kafka offsets committed. A sweeper re-sends the
+current command of sagas whose answer is overdue, for the partitions this instance owns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import ConsumerRecord
+
+from coordinator.adapters.postgres_sagas import SagaTransaction, StepUpdate, TransferRecord
+from coordinator.saga.transfer_saga import (
+    TERMINAL,
+    Effect,
+    PublishResult,
+    ReplyArrived,
+    SagaPolicy,
+    SagaState,
+    SendToShard,
+    TimerFired,
+    Transfer,
+    command_id,
+    decide,
+    start,
+)
+from schemas.dead_letters import DeadLetter
+from schemas.public import (
+    AccountResult,
+    CloseAccount,
+    FreezeAccount,
+    OpenAccountRequest,
+    PublicRejection,
+    TransferFunds,
+    TransferResult,
+    UnfreezeAccount,
+    encode_public,
+    parse_account_command,
+    parse_transfer,
+    request_fingerprint,
+)
+from schemas.shard_messages import (
+    ChangeAccountStatus,
+    InvalidMessage,
+    OpenAccount,
+    ShardCommand,
+    ShardReply,
+    decode_reply,
+    encode,
+)
+from schemas.topics import Namespace
+from shards.adapters.postgres_shard_store import OutboxMessage
+from shards.domain.partitioning import PartitionMap
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CoordinatorSettings:
+    max_transfer_amount: int = 10**12
+    """Largest amount one transfer may move, in minor units."""
+    issuance_accounts: frozenset[str] = frozenset()
+    """Accounts that may be opened with an overdraft limit: where money enters the ledger."""
+    max_customer_overdraft: int = 0
+    """Largest overdraft limit any other account may be opened with."""
+    policy: SagaPolicy = field(default_factory=SagaPolicy)
+
+
+@dataclass
+class BatchChanges:
+    """What handling a batch decided, for the store to write in one transaction."""
+
+    records: dict[str, TransferRecord]
+    changed: dict[str, TransferRecord] = field(default_factory=dict)
+    steps: list[StepUpdate] = field(default_factory=list)
+    inbox: list[str] = field(default_factory=list)
+    outbox: list[OutboxMessage] = field(default_factory=list)
+
+
+def result_id(transfer_id: str, fingerprint: str) -> str:
+    """A result's id: the same request always gets the same result message."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ledger:result:{transfer_id}:{fingerprint}"))
+
+
+class Coordinator:
+    def __init__(
+        self,
+        settings: CoordinatorSettings,
+        namespace: Namespace,
+        partition_map: PartitionMap,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self.settings = settings
+        self.ns = namespace
+        self.pmap = partition_map
+        self.clock_ms = clock_ms
+
+    # --- a polled batch ----------------------------------------------------------------------
+
+    async def handle(self, tx: SagaTransaction, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        replies: list[ShardReply] = []
+        transfer_ids: set[str] = set()
+        decoded: list[tuple[ConsumerRecord[bytes, bytes], object]] = []
+        for r in records:
+            item = self._decode(r)
+            decoded.append((r, item))
+            if isinstance(item, ShardReply):
+                replies.append(item)
+                if item.transfer_id:
+                    transfer_ids.add(item.transfer_id)
+            elif isinstance(item, (TransferFunds, PublicRejection)) and (tid := _transfer_id_of(item)):
+                transfer_ids.add(tid)
+        seen = await tx.seen([m.message_id for m in replies] + [_dlq_id(r) for r, i in decoded if i is None])
+        changes = BatchChanges(await tx.load(transfer_ids))
+        now = self.clock_ms()
+        for record, item in decoded:
+            match item:
+                case ShardReply() if item.message_id not in seen:
+                    seen.add(item.message_id)
+                    changes.inbox.append(item.message_id)
+                    self._on_reply(changes, item, now)
+                case TransferFunds():
+                    self._on_transfer(changes, item, record.partition, now)
+                case PublicRejection():
+                    self._on_invalid(changes, item, record)
+                case OpenAccountRequest() | FreezeAccount() | UnfreezeAccount() | CloseAccount():
+                    self._on_account_command(changes, item)
+                case None if _dlq_id(record) not in seen:
+                    seen.add(_dlq_id(record))
+                    changes.inbox.append(_dlq_id(record))
+                    letter = DeadLetter.of(record.topic, record.partition, record.offset, "undecodable",
+                                           record.value or b"", record.key)  # fmt: skip
+                    changes.outbox.append(OutboxMessage(self.ns.dead_letters, None, letter.encode(), {}))
+        await tx.write(list(changes.changed.values()), changes.steps, changes.inbox, changes.outbox)
+
+    async def sweep(self, tx: SagaTransaction, partitions: Sequence[int], limit: int = 1000) -> int:
+        """Fire the timer of every overdue saga these partitions own; return how many."""
+        now = self.clock_ms()
+        due = await tx.due(partitions, now, limit)
+        changes = BatchChanges({r.transfer_id: r for r in due})
+        for rec in due:
+            assert rec.state is not None
+            self._apply(changes, rec, *decide(rec.state, TimerFired(now), self.settings.policy))
+        await tx.write(list(changes.changed.values()), changes.steps, changes.inbox, changes.outbox)
+        return len(due)
+
+    # --- handlers ----------------------------------------------------------------------------
+
+    def _decode(self, r: ConsumerRecord[bytes, bytes]) -> object:
+        raw = r.value or b""
+        try:
+            if r.topic == self.ns.shard_replies:
+                return decode_reply(raw)
+            if r.topic == self.ns.transfers:
+                return parse_transfer(raw, max_amount=self.settings.max_transfer_amount)
+            if r.topic == self.ns.account_commands:
+                return parse_account_command(raw)
+        except PublicRejection as rejection:
+            return rejection if (rejection.transfer_id or rejection.command_id) else None
+        except InvalidMessage:
+            return None
+        return None
+
+    def _on_transfer(self, changes: BatchChanges, cmd: TransferFunds, partition: int, now: int) -> None:
+        fingerprint = request_fingerprint(cmd)
+        if self._answered_before(changes, cmd.transfer_id, fingerprint):
+            return
+        transfer = Transfer(
+            cmd.transfer_id, cmd.debit_account, cmd.credit_account, cmd.amount, cmd.currency,
+            self.pmap.shard_for(cmd.debit_account), self.pmap.shard_for(cmd.credit_account),
+        )  # fmt: skip
+        state, effects = start(transfer, now, self.settings.policy)
+        rec = TransferRecord(cmd.transfer_id, fingerprint, partition, None, "in_flight", None, 0)
+        changes.records[cmd.transfer_id] = rec
+        self._apply(changes, rec, state, effects)
+
+    def _on_invalid(
+        self, changes: BatchChanges, rejection: PublicRejection, record: ConsumerRecord[bytes, bytes]
+    ) -> None:
+        if record.topic == self.ns.account_commands:
+            assert rejection.command_id is not None  # else it was dead-lettered
+            self._account_result(changes, rejection.command_id, rejection.account_id, rejection.reason)
+            return
+        transfer_id = rejection.transfer_id
+        assert transfer_id is not None
+        fingerprint = hashlib.sha256(record.value or b"").hexdigest()
+        if self._answered_before(changes, transfer_id, fingerprint):
+            return
+        rec = TransferRecord(
+            transfer_id, fingerprint, record.partition, None, "rejected", rejection.reason, 0
+        )
+        changes.records[transfer_id] = rec
+        changes.changed[transfer_id] = rec
+        self._publish(changes, rec, None)
+
+    def _answered_before(self, changes: BatchChanges, transfer_id: str, fingerprint: str) -> bool:
+        """Idempotency: the same request again gets its result again; another body is refused."""
+        rec = changes.records.get(transfer_id)
+        if rec is None:
+            return False
+        if rec.fingerprint == fingerprint:
+            if rec.terminal:
+                self._publish(changes, rec, rec.state.transfer if rec.state else None)
+            return True
+        reused = TransferResult(
+            message_id=result_id(transfer_id, fingerprint), transfer_id=transfer_id, state="rejected",
+            reason="transfer_id_reused", request_fingerprint=fingerprint, debit_account=None,
+            credit_account=None, amount=None, currency=None, finished_at=_now_iso(),
+        )  # fmt: skip
+        changes.outbox.append(OutboxMessage(self.ns.results, transfer_id.encode(), encode_public(reused), {}))
+        return True
+
+    def _on_reply(self, changes: BatchChanges, reply: ShardReply, now: int) -> None:
+        if reply.transfer_id is None:
+            self._on_account_reply(changes, reply)
+            return
+        rec = changes.records.get(reply.transfer_id)
+        if rec is None or rec.state is None:
+            log.warning("reply %s for unknown saga %s ignored", reply.message_id, reply.transfer_id)
+            return
+        state = rec.state
+        if reply.in_reply_to == command_id(reply.transfer_id, state.step) and not state.terminal:
+            changes.steps.append(
+                StepUpdate(
+                    rec.transfer_id, state.step, reply.shard, reply.in_reply_to, reply.outcome, reply.reason
+                )
+            )
+        self._apply(changes, rec, *decide(state, ReplyArrived(reply, now), self.settings.policy))
+
+    def _on_account_command(
+        self, changes: BatchChanges, cmd: OpenAccountRequest | FreezeAccount | UnfreezeAccount | CloseAccount
+    ) -> None:
+        shard_command: ShardCommand
+        if isinstance(cmd, OpenAccountRequest):
+            limit_allowed = (
+                cmd.account_id in self.settings.issuance_accounts
+                or cmd.overdraft_limit <= self.settings.max_customer_overdraft
+            )
+            if not limit_allowed:
+                self._account_result(changes, cmd.command_id, cmd.account_id, "overdraft_not_allowed")
+                return
+            shard_command = OpenAccount(
+                cmd.command_id, cmd.account_id, cmd.currency, cmd.overdraft_limit, cmd.metadata
+            )
+        else:
+            status = {FreezeAccount: "frozen", UnfreezeAccount: "active", CloseAccount: "closed"}[type(cmd)]
+            shard_command = ChangeAccountStatus(cmd.command_id, cmd.account_id, status)
+        shard = self.pmap.shard_for(cmd.account_id)
+        changes.outbox.append(
+            OutboxMessage(self.ns.shard_commands(shard), cmd.account_id.encode(), encode(shard_command), {})
+        )
+
+    def _on_account_reply(self, changes: BatchChanges, reply: ShardReply) -> None:
+        rejected = reply.outcome == "rejected"
+        self._account_result(changes, reply.in_reply_to, reply.account_id, reply.reason if rejected else None)
+
+    def _account_result(
+        self, changes: BatchChanges, command: str, account_id: str | None, reason: str | None
+    ) -> None:
+        """An account command's answer: `done`, or `rejected` with `reason`."""
+        result = AccountResult(
+            str(uuid.uuid5(uuid.NAMESPACE_URL, f"ledger:account-result:{command}")),
+            command, account_id, "rejected" if reason else "done", reason,
+        )  # fmt: skip
+        changes.outbox.append(OutboxMessage(self.ns.results, command.encode(), encode_public(result), {}))
+
+    # --- effects -----------------------------------------------------------------------------
+
+    def _apply(
+        self, changes: BatchChanges, rec: TransferRecord, state: SagaState, effects: list[Effect]
+    ) -> None:
+        if state == rec.state and not effects:
+            return
+        rec.state, rec.status, rec.reason = state, state.status, state.reason
+        changes.changed[rec.transfer_id] = rec
+        for effect in effects:
+            if isinstance(effect, SendToShard):
+                cmd = effect.command
+                changes.outbox.append(
+                    OutboxMessage(
+                        self.ns.shard_commands(effect.shard), rec.transfer_id.encode(), encode(cmd), {}
+                    )
+                )
+                changes.steps.append(StepUpdate(rec.transfer_id, state.step, effect.shard, cmd.message_id))
+            elif isinstance(effect, PublishResult):
+                self._publish(changes, rec, state.transfer)
+
+    def _publish(self, changes: BatchChanges, rec: TransferRecord, t: Transfer | None) -> None:
+        assert rec.status in TERMINAL
+        result = TransferResult(
+            message_id=result_id(rec.transfer_id, rec.fingerprint), transfer_id=rec.transfer_id,
+            state=rec.status, reason=rec.reason, request_fingerprint=rec.fingerprint,
+            debit_account=t.debit_account if t else None, credit_account=t.credit_account if t else None,
+            amount=t.amount if t else None, currency=t.currency if t else None, finished_at=_now_iso(),
+        )  # fmt: skip
+        changes.outbox.append(
+            OutboxMessage(self.ns.results, rec.transfer_id.encode(), encode_public(result), {})
+        )
+
+
+def _transfer_id_of(item: TransferFunds | PublicRejection) -> str | None:
+    return item.transfer_id
+
+
+def _dlq_id(r: ConsumerRecord[bytes, bytes]) -> str:
+    return f"dlq:{r.topic}:{r.partition}:{r.offset}"
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()

@@ -1,0 +1,53 @@
+"""`ledger init`: everything a ledger needs before its processes start, created or checked."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from deploy.config import LedgerConfig
+from deploy.kafka_admin import TopicSpec, create_topics
+from shards.adapters.postgres_control import PostgresControl
+from shards.adapters.postgres_migrations import migrate
+from shards.bootstrap import open_pool
+from shards.domain.partitioning import PartitionMap
+
+
+def ledger_topics(config: LedgerConfig, shard_count: int) -> list[TopicSpec]:
+    ns, rf = config.namespace, config.replication_factor
+    return [
+        *(TopicSpec(ns.shard_commands(s), 1, rf) for s in range(shard_count)),
+        TopicSpec(ns.shard_replies, config.partitions, rf),
+        TopicSpec(ns.transfers, config.partitions, rf),
+        TopicSpec(ns.account_commands, config.partitions, rf),
+        TopicSpec(ns.results, config.partitions, rf),
+        TopicSpec(ns.dead_letters, 1, rf),
+    ]
+
+
+async def init_ledger(config: LedgerConfig, shard_count: int) -> PartitionMap:
+    """Create (or check) the control schema, the partition map, every shard schema, the
+    coordinator's schema and every topic. Safe to run again."""
+    ns = config.namespace
+    conn = await asyncpg.connect(config.database_url)
+    try:
+        await migrate(conn, ns.control_schema, "control")
+    finally:
+        await conn.close()
+    pool = await open_pool(config.database_url, ns.control_schema, max_size=1)
+    try:
+        pmap = await PostgresControl(pool).ensure_partition_map(shard_count)
+    finally:
+        await pool.close()
+    for shard in range(shard_count):
+        conn = await asyncpg.connect(config.shard_database_url(shard))
+        try:
+            await migrate(conn, ns.shard_schema(shard), "shard")
+        finally:
+            await conn.close()
+    conn = await asyncpg.connect(config.database_url)
+    try:
+        await migrate(conn, ns.coordinator_schema, "coordinator")
+    finally:
+        await conn.close()
+    await create_topics(config.kafka_bootstrap_servers, ledger_topics(config, shard_count))
+    return pmap

@@ -1,0 +1,513 @@
+"""Public commands and results: the Python side of transfer-command.json, account-command.json and
+transfer-result.json, the contract payment services produce and read.
+
+Anything may arrive on the public topics, so a payload is read in a fixed order, each step
+guarding the next: size (16 KiB) -> strict UTF-8 -> nesting depth (8) -> JSON (unique keys, no
+NaN/Infinity) -> a JSON object -> the JSON Schema (the first error, in the schema's keyword order,
+names the reason) -> what JSON Schema cannot say -> business rules. Each rejection carries one
+stable reason code from TRANSFER_REASONS or ACCOUNT_COMMAND_REASONS.
+
+Unlike the shard messages, public commands are checked by the JSON Schema validator itself: they
+arrive once per transfer (not once per saga step), and the contract is what other teams read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+import orjson
+from jsonschema import Draft202012Validator, ValidationError
+from referencing import Registry, Resource
+
+from schemas.currencies import JSON_DIR
+from schemas.errors import LedgerError
+
+VERSION: Final = 1
+MAX_PAYLOAD_BYTES: Final = 16 * 1024
+MAX_DEPTH: Final = 8
+"""The top-level object is depth 1, its metadata depth 2: a valid command never goes deeper."""
+
+TRANSFER_REASONS: Final = frozenset({
+    "payload_too_large", "malformed_json", "nesting_too_deep", "not_an_object",
+    "unknown_message_type", "unsupported_version", "missing_field", "unknown_field",
+    "invalid_transfer_id", "invalid_account_id", "invalid_amount", "amount_not_positive",
+    "amount_above_limit", "unknown_currency", "invalid_metadata", "same_account",
+})  # fmt: skip
+ACCOUNT_COMMAND_REASONS: Final = frozenset({
+    "payload_too_large", "malformed_json", "nesting_too_deep", "not_an_object",
+    "unknown_message_type", "unsupported_version", "missing_field", "unknown_field",
+    "invalid_command_id", "invalid_account_id", "unknown_currency", "invalid_overdraft_limit",
+    "invalid_metadata",
+})  # fmt: skip
+
+
+class PublicRejection(LedgerError):
+    """A public command that cannot be accepted as sent. Retrying the same bytes cannot help.
+
+    `transfer_id` (transfer commands) or `command_id` and `account_id` (account commands) are set
+    when the payload was read as a JSON object carrying a valid id, so the caller can publish a
+    rejected result for it; when they are None the caller dead-letters the raw bytes.
+    """
+
+    retriable = False
+
+    def __init__(
+        self,
+        reason: str,
+        transfer_id: str | None,
+        detail: str,
+        *,
+        command_id: str | None = None,
+        account_id: str | None = None,
+    ) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.transfer_id = transfer_id
+        self.detail = detail
+        self.command_id = command_id
+        self.account_id = account_id
+
+
+# --- the messages --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFunds:
+    transfer_id: str
+    debit_account: str
+    credit_account: str
+    amount: int
+    currency: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """An absent metadata object and an empty one are the same command."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAccountRequest:
+    """`OpenAccount` on the wire; named apart from the shard command it becomes."""
+
+    command_id: str
+    account_id: str
+    currency: str
+    overdraft_limit: int = 0
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeAccount:
+    command_id: str
+    account_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnfreezeAccount:
+    command_id: str
+    account_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAccount:
+    command_id: str
+    account_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    """The one final result of a transfer. Only `transfer_id` is known for a command rejected
+    before it could be read: the command's other fields are then None."""
+
+    message_id: str
+    transfer_id: str
+    state: str  # completed | rejected | compensated
+    reason: str | None
+    request_fingerprint: str
+    debit_account: str | None
+    credit_account: str | None
+    amount: int | None
+    currency: str | None
+    finished_at: str  # RFC 3339, e.g. datetime.now(UTC).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class AccountResult:
+    message_id: str
+    command_id: str
+    account_id: str | None
+    outcome: str  # done | rejected
+    reason: str | None
+
+
+AccountCommand = OpenAccountRequest | FreezeAccount | UnfreezeAccount | CloseAccount
+PublicMessage = TransferFunds | AccountCommand | TransferResult | AccountResult
+
+WIRE_TYPES: Final[dict[type[PublicMessage], str]] = {
+    TransferFunds: "TransferFunds",
+    OpenAccountRequest: "OpenAccount",
+    FreezeAccount: "FreezeAccount",
+    UnfreezeAccount: "UnfreezeAccount",
+    CloseAccount: "CloseAccount",
+    TransferResult: "TransferResult",
+    AccountResult: "AccountResult",
+}
+ACCOUNT_COMMAND_TYPES: Final[dict[str, type[AccountCommand]]] = {
+    "OpenAccount": OpenAccountRequest,
+    "FreezeAccount": FreezeAccount,
+    "UnfreezeAccount": UnfreezeAccount,
+    "CloseAccount": CloseAccount,
+}
+_FIELDS: Final = {cls: tuple(f.name for f in fields(cls)) for cls in WIRE_TYPES}
+
+
+def encode_public(message: PublicMessage) -> bytes:
+    """Every field is written, metadata included ({} when empty)."""
+    cls = type(message)
+    body = {name: getattr(message, name) for name in _FIELDS[cls]}
+    return orjson.dumps({"type": WIRE_TYPES[cls], "v": VERSION, **body}, default=_plain_dict)
+
+
+def request_fingerprint(command: TransferFunds) -> str:
+    """sha256 (hex) of the command's fields (not type and v) as compact JSON with sorted keys.
+
+    A command with the same fields always has the same fingerprint, whatever the key order, spacing
+    or escapes of the bytes it was read from; a change in any field, metadata included, changes it.
+    """
+    body = {name: getattr(command, name) for name in _FIELDS[TransferFunds]}
+    canonical = orjson.dumps(body, default=_plain_dict, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def _plain_dict(value: object) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+# --- the validators, compiled once ----------------------------------------------------------------
+
+
+def _load(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((JSON_DIR / name).read_text())
+    return schema
+
+
+PUBLIC_SCHEMAS: Final = {
+    name: _load(name)
+    for name in ("transfer-command.json", "account-command.json", "transfer-result.json", "currency.json")
+}
+REGISTRY: Final[Registry[Any]] = Registry().with_resources(
+    (name, Resource.from_contents(schema)) for name, schema in PUBLIC_SCHEMAS.items()
+)
+
+
+def _inline_defs(node: Any, document: dict[str, Any]) -> Any:
+    """A copy of a schema with each `$ref` into a `$defs` replaced by the definition it names.
+
+    The same verdicts and the same first error, for two thirds of the cost: the jsonschema package
+    looks a `$ref` up anew on every validation. currency.json, a whole document, stays a `$ref`.
+    """
+    if isinstance(node, list):
+        return [_inline_defs(item, document) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and "#/$defs/" in ref:
+        name, _, definition = ref.partition("#/$defs/")
+        target = PUBLIC_SCHEMAS[name] if name else document
+        siblings = {key: _inline_defs(value, document) for key, value in node.items() if key != "$ref"}
+        return {**_inline_defs(target["$defs"][definition], target), **siblings}
+    return {key: value if key == "$defs" else _inline_defs(value, document) for key, value in node.items()}
+
+
+def _validator(document: str, definition: str | None = None) -> Draft202012Validator:
+    schema = PUBLIC_SCHEMAS[document]
+    root = schema if definition is None else {"$ref": f"#/$defs/{definition}"}
+    return Draft202012Validator(_inline_defs(root, schema), registry=REGISTRY)
+
+
+_TRANSFER_VALIDATOR: Final = _validator("transfer-command.json")
+_ACCOUNT_VALIDATORS: Final = {
+    name: _validator("account-command.json", name) for name in ACCOUNT_COMMAND_TYPES
+}
+
+# The reason for an error in a field; `amount` says more, by the keyword that failed.
+_FIELD_REASONS: Final = {
+    "type": "unknown_message_type",
+    "v": "unsupported_version",
+    "transfer_id": "invalid_transfer_id",
+    "command_id": "invalid_command_id",
+    "account_id": "invalid_account_id",
+    "debit_account": "invalid_account_id",
+    "credit_account": "invalid_account_id",
+    "amount": "invalid_amount",
+    "overdraft_limit": "invalid_overdraft_limit",
+    "currency": "unknown_currency",
+    "metadata": "invalid_metadata",
+}
+_AMOUNT_REASONS: Final = {"minimum": "amount_not_positive", "maximum": "amount_above_limit"}
+_OBJECT_REASONS: Final = {"required": "missing_field", "additionalProperties": "unknown_field"}
+
+
+def _reason_for(error: ValidationError) -> str:
+    if not error.path:
+        return _OBJECT_REASONS.get(str(error.validator), "not_an_object")
+    name = str(error.path[0])
+    if name == "amount":
+        return _AMOUNT_REASONS.get(str(error.validator), "invalid_amount")
+    return _FIELD_REASONS[name]
+
+
+# --- what JSON Schema (as the jsonschema package runs it) lets through ---------------------------
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _uuid(value: object) -> bool:
+    # fullmatch: the schema's `$` is Python's here, which also matches before a final "\n"
+    return isinstance(value, str) and _UUID.fullmatch(value) is not None
+
+
+def _account_id(value: object) -> bool:
+    return isinstance(value, str) and _ACCOUNT_ID.fullmatch(value) is not None
+
+
+def _integer(value: object) -> bool:
+    # JSON Schema counts 1000.0 (and 1e3, read as 1000.0) as an integer; the contract does not
+    return type(value) is int
+
+
+def _storable(value: object) -> bool:
+    """Metadata must be text PostgreSQL can store (accounts keep theirs in a jsonb column): JSON
+    may write a lone surrogate ("\\ud800", which UTF-8 cannot carry) or NUL ("\\u0000", which
+    jsonb refuses), and a shard would then fail on the command instead of rejecting it."""
+    if not isinstance(value, dict):
+        return False
+    try:
+        for key, text in value.items():
+            if "\x00" in key or "\x00" in text:
+                return False
+            key.encode()
+            text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_STRICT_CHECKS: Final[dict[str, Callable[[object], bool]]] = {
+    "v": _integer,
+    "transfer_id": _uuid,
+    "command_id": _uuid,
+    "account_id": _account_id,
+    "debit_account": _account_id,
+    "credit_account": _account_id,
+    "amount": _integer,
+    "overdraft_limit": _integer,
+    "metadata": _storable,
+}
+
+
+def _strictly_invalid(data: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    """The first field, in contract order, that the schema accepted but the contract does not."""
+    for name in names:
+        check = _STRICT_CHECKS.get(name)  # none for currency: the enum compares exactly
+        if check is not None and name in data and not check(data[name]):
+            return name
+    return None
+
+
+# --- bytes to a JSON object ------------------------------------------------------------------------
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+class _NotANumber(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        counts = Counter(key for key, _ in pairs)
+        raise _DuplicateKey(sorted(key for key, n in counts.items() if n > 1))
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotANumber(name)
+
+
+def _bounded_int(digits: str) -> int:
+    """Integers longer than any BIGINT are read as ±10**20: invalid wherever an integer is allowed
+    (so the reason stays e.g. amount_above_limit), and no 4300-digit conversion is attempted."""
+    if len(digits) <= 20:
+        return int(digits)
+    return -(10**20) if digits.startswith("-") else 10**20
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """An object read without judging its keys, to find a readable id in a rejected payload."""
+
+
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_unique_keys, parse_constant=_reject_constant, parse_int=_bounded_int
+)
+_PAIRS_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_Pairs, parse_constant=_reject_constant, parse_int=_bounded_int
+)
+
+# A JSON string, or an unterminated one running to the end. Possessive, and matching from every
+# opening quote, so it reads 16 KiB of quotes and backslashes in one linear pass.
+_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*+\\?(?:"|\Z)', re.DOTALL)
+_NOT_BRACKET: Final = re.compile(rb"[^\[\]{}]++")
+
+
+def _too_deep(raw: bytes) -> bool:
+    """Nesting beyond MAX_DEPTH, found before the recursive json parser ever sees it."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return False  # every valid command: too few brackets to nest that deep
+    depth = 0
+    for byte in _NOT_BRACKET.sub(b"", _STRING.sub(b"", raw)):
+        if byte in b"[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+class _Unreadable(Exception):
+    """The bytes are not a JSON object the contract can read; `readable_id` as PublicRejection says."""
+
+    def __init__(self, reason: str, detail: str, readable_id: str | None = None) -> None:
+        super().__init__(reason, detail)
+        self.reason, self.detail, self.readable_id = reason, detail, readable_id
+
+
+def _read_object(raw: bytes, id_field: str) -> dict[str, Any]:
+    """Bytes -> a JSON object with unique keys, or _Unreadable (with no readable id, except for
+    duplicate keys in an object whose `id_field` is itself unique and valid)."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise _Unreadable("payload_too_large", f"{len(raw)} bytes, at most {MAX_PAYLOAD_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _Unreadable("malformed_json", f"not UTF-8: {e}") from None
+    if _too_deep(raw):
+        raise _Unreadable("nesting_too_deep", f"nested more than {MAX_DEPTH} deep")
+    try:
+        data = _DECODER.decode(text)
+    except _DuplicateKey as e:
+        raise _Unreadable(
+            "malformed_json", f"duplicate keys {e}", _id_despite_duplicates(text, id_field)
+        ) from None
+    except _NotANumber as e:
+        raise _Unreadable("malformed_json", f"{e} is not JSON") from None
+    except json.JSONDecodeError as e:
+        raise _Unreadable("malformed_json", str(e)) from None
+    except RecursionError:  # _too_deep should make this unreachable
+        raise _Unreadable("nesting_too_deep", "nested too deep to read") from None
+    if not isinstance(data, dict):
+        raise _Unreadable("not_an_object", f"a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _id_despite_duplicates(text: str, id_field: str) -> str | None:
+    pairs = _PAIRS_DECODER.decode(text)  # decoded once already: cannot fail but for keys
+    if not isinstance(pairs, _Pairs):
+        return None
+    ids = [value for key, value in pairs if key == id_field]
+    return ids[0] if len(ids) == 1 and _uuid(ids[0]) else None
+
+
+def _readable(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return value if _uuid(value) else None
+
+
+def _schema_reason(
+    validator: Draft202012Validator, data: dict[str, Any], names: tuple[str, ...]
+) -> tuple[str, str] | None:
+    error = next(validator.iter_errors(data), None)
+    if error is not None:
+        return _reason_for(error), error.message[:300]
+    name = _strictly_invalid(data, names)
+    if name is not None:
+        return _FIELD_REASONS[name], f"{name} is invalid: {data[name]!r:.200}"
+    return None
+
+
+# --- the parsers -----------------------------------------------------------------------------------
+
+_TRANSFER_FIELDS: Final = ("v", *_FIELDS[TransferFunds])
+
+
+def parse_transfer(raw: bytes, *, max_amount: int) -> TransferFunds:
+    """Bytes from ledger.transfers -> a TransferFunds, or PublicRejection with a stable reason.
+
+    `max_amount` is the per-transfer limit, at most 2**63-1 (which the schema enforces anyway).
+    """
+    try:
+        data = _read_object(raw, "transfer_id")
+    except _Unreadable as e:
+        raise PublicRejection(e.reason, e.readable_id, e.detail) from None
+    failure = _schema_reason(_TRANSFER_VALIDATOR, data, _TRANSFER_FIELDS)
+    if failure is not None:
+        raise PublicRejection(failure[0], _readable(data, "transfer_id"), failure[1])
+    command = TransferFunds(
+        transfer_id=data["transfer_id"],
+        debit_account=data["debit_account"],
+        credit_account=data["credit_account"],
+        amount=data["amount"],
+        currency=data["currency"],
+        metadata=data.get("metadata", {}),
+    )
+    if command.debit_account == command.credit_account:
+        raise PublicRejection("same_account", command.transfer_id, f"{command.debit_account} on both sides")
+    if command.amount > max_amount:
+        raise PublicRejection(
+            "amount_above_limit", command.transfer_id, f"{command.amount} is above the limit {max_amount}"
+        )
+    return command
+
+
+def parse_account_command(raw: bytes) -> AccountCommand:
+    """Bytes from ledger.account-commands -> a typed command, or PublicRejection (transfer_id None;
+    command_id and account_id set when readable)."""
+    try:
+        data = _read_object(raw, "command_id")
+    except _Unreadable as e:
+        raise PublicRejection(e.reason, None, e.detail, command_id=e.readable_id) from None
+    outcome = _account_command(data)
+    if not isinstance(outcome, tuple):
+        return outcome
+    account_id = data.get("account_id")
+    raise PublicRejection(
+        outcome[0],
+        None,
+        outcome[1],
+        command_id=_readable(data, "command_id"),
+        account_id=account_id if _account_id(account_id) else None,
+    )
+
+
+def _account_command(data: dict[str, Any]) -> AccountCommand | tuple[str, str]:
+    """The command, or (reason, detail). The type picks the schema, so it is judged first."""
+    if "type" not in data:
+        return "missing_field", "'type' is a required property"
+    kind = data["type"]
+    if not isinstance(kind, str) or kind not in ACCOUNT_COMMAND_TYPES:
+        return "unknown_message_type", f"type {kind!r:.100}"
+    cls = ACCOUNT_COMMAND_TYPES[kind]
+    failure = _schema_reason(_ACCOUNT_VALIDATORS[kind], data, ("v", *_FIELDS[cls]))
+    if failure is not None:
+        return failure
+    return cls(**{name: data[name] for name in _FIELDS[cls] if name in data})
