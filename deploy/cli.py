@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from typing import Any
 import click
 
 from deploy.health import check_endpoints
-from deploy.processes import EngineError, ProcessRecord
+from deploy.processes import ProcessRecord, free_port
 from deploy.stack import LocalStack, StackSettings, load_state, save_state, stop_recorded
 from schemas.errors import LedgerError
 
@@ -75,8 +76,12 @@ def _settings(home: Path, brokers: str, shards: int, data_dir: Path | None) -> S
 @dev.command("up")
 @_stack_options
 @click.option("--workers/--no-workers", default=True, show_default=True,
-              help="Also create the ledger and start one shard worker per shard.")  # fmt: skip
-def dev_up(home: Path, brokers: str, shards: int, data_dir: Path | None, workers: bool) -> None:
+              help="Also create the ledger and start shard workers, a coordinator and the API.")  # fmt: skip
+@click.option("--api-port", type=click.IntRange(1, 65535), default=None, envvar="LEDGER_API_PORT",
+              help="Port of the status API (default: a free one).")  # fmt: skip
+def dev_up(
+    home: Path, brokers: str, shards: int, data_dir: Path | None, workers: bool, api_port: int | None
+) -> None:
     """Start a local stack in the background and record its endpoints in HOME/stack.json.
 
     Kafka and PostgreSQL are not started when KAFKA_BOOTSTRAP_SERVERS or LEDGER_DATABASE_URL name
@@ -91,7 +96,7 @@ def dev_up(home: Path, brokers: str, shards: int, data_dir: Path | None, workers
     stack.start()
     try:
         if workers:
-            stack.start_shard_workers()
+            stack.start_ledger(api_port=api_port or free_port())
     except BaseException:
         stack.stop()
         raise
@@ -133,16 +138,40 @@ def dev_down(home: Path) -> None:
 
 @cli.command()
 @_stack_options
-def demo(home: Path, brokers: str, shards: int, data_dir: Path | None) -> None:
-    """Bring up a local stack, show it healthy, and bring it down again."""
-    with LocalStack(_settings(home, brokers, shards, data_dir)) as stack:
-        endpoints = asdict(stack.endpoints)
-        click.echo(json.dumps(endpoints, indent=2))
-        health = check_endpoints(endpoints)
-        click.echo(f"health: {json.dumps(health)}")
-        if any(v != "ok" for v in health.values()):
-            raise EngineError(f"the stack started but is not healthy: {health}")
-    click.echo("stack stopped")
+@click.option("--transfers", type=click.IntRange(1, 1_000_000), default=3000, show_default=True)
+@click.option("--customers", type=click.IntRange(10, 100_000), default=200, show_default=True)
+@click.option("--keep", is_flag=True, help="Leave the stack running (stop it with `ledger dev down`).")
+def demo(
+    home: Path, brokers: str, shards: int, data_dir: Path | None, transfers: int, customers: int, keep: bool
+) -> None:
+    """Start a local ledger, run thousands of transfers through Kafka, reconcile, stop.
+
+    Exits non-zero if reconciliation finds any violation.
+    """
+    from deploy.demo import DemoSettings, run_demo, show  # noqa: PLC0415 - heavy imports, demo only
+
+    settings = _settings(home, brokers, shards, data_dir)
+    stack = LocalStack(settings, tie_to_owner=not keep)
+    stack.start()
+    try:
+        stack.start_ledger(api_port=free_port())
+        if keep:
+            save_state(home, stack)
+        e = stack.endpoints
+        click.echo(
+            f"local ledger up: {shards} shards, Kafka {e.kafka_bootstrap_servers}, API {e.status_api_url}"
+        )
+        report = asyncio.run(run_demo(stack.ledger_config(), stack.partition_map(), str(e.status_api_url),
+                                      DemoSettings(customers=customers, transfers=transfers)))  # fmt: skip
+        show(report)
+    finally:
+        if not keep:
+            stack.stop()
+            click.echo("stack stopped")
+        else:
+            click.echo(f"stack kept running; `ledger dev down --home {home}` stops it")
+    if report.violations:
+        sys.exit(1)
 
 
 def _register() -> None:

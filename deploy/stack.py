@@ -24,6 +24,7 @@ from deploy.kafka_local import LocalKafka, fetch_kafka
 from deploy.ledger_init import init_ledger
 from deploy.postgres_local import LocalPostgres, find_pg_bin
 from deploy.processes import EngineError, ProcessRecord, spawn, unprivileged_user
+from shards.domain.partitioning import PartitionMap
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class LocalStack:
     postgres: LocalPostgres | None = None
     root: Path | None = None
     owns_root: bool = False
+    api_url: str | None = None
     extra_processes: list[ProcessRecord] = field(default_factory=list)
 
     def start(self) -> Endpoints:
@@ -127,24 +129,41 @@ class LocalStack:
             self.kafka.start()
         return self.kafka.bootstrap_servers
 
-    def start_shard_workers(self) -> None:
-        """Create the ledger's schemas and topics, then start one `ledger shard run` per shard."""
+    def start_ledger(self, *, api_port: int | None = None, issuance: tuple[str, ...] = ("issuer",)) -> None:
+        """Create the ledger's schemas and topics, then start one `ledger shard run` per shard, a
+        coordinator and (with `api_port`) the status API, each as its own process."""
         e = self.endpoints
-        config = LedgerConfig(e.database_url, e.kafka_bootstrap_servers)
-        asyncio.run(init_ledger(config, self.settings.shards))
+        asyncio.run(
+            init_ledger(LedgerConfig(e.database_url, e.kafka_bootstrap_servers), self.settings.shards)
+        )
+        for shard in range(self.settings.shards):
+            self._start_process(f"shard-{shard}", "shard", "run", "--shard", str(shard))
+        self._start_process(
+            "coordinator", "coordinator", "run", *(f"--issuance-account={a}" for a in issuance)
+        )
+        if api_port is not None:
+            self._start_process("status-api", "api", "run", "--port", str(api_port))
+            self.api_url = f"http://127.0.0.1:{api_port}"
+
+    def ledger_config(self) -> LedgerConfig:
+        e = self.endpoints
+        return LedgerConfig(e.database_url, e.kafka_bootstrap_servers)
+
+    def partition_map(self) -> PartitionMap:
+        return PartitionMap.initial(self.settings.shards)  # what init_ledger created (version 1)
+
+    def _start_process(self, name: str, *args: str) -> None:
+        e = self.endpoints
         env = {
             **os.environ,
             "LEDGER_DATABASE_URL": e.database_url,
             "KAFKA_BOOTSTRAP_SERVERS": e.kafka_bootstrap_servers,
         }
         ledger = str(Path(sys.executable).with_name("ledger"))
-        for shard in range(self.settings.shards):
-            self.extra_processes.append(
-                spawn(
-                    f"shard-{shard}", [ledger, "shard", "run", "--shard", str(shard)],
-                    self._root() / "logs" / f"shard-{shard}.log", tie_to_owner=self.tie_to_owner, env=env,
-                )
-            )  # fmt: skip
+        log = self._root() / "logs" / f"{name}.log"
+        self.extra_processes.append(
+            spawn(name, [ledger, *args], log, tie_to_owner=self.tie_to_owner, env=env)
+        )
 
     @property
     def endpoints(self) -> Endpoints:
@@ -153,7 +172,7 @@ class LocalStack:
         database = s.database_url or (self.postgres.dsn if self.postgres else None)
         if kafka is None or database is None:
             raise EngineError("the stack is not started")
-        return Endpoints(kafka, database, s.brokers, s.shards)
+        return Endpoints(kafka, database, s.brokers, s.shards, self.api_url)
 
     @property
     def processes(self) -> list[ProcessRecord]:

@@ -36,7 +36,8 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
         state = json.loads((home / "stack.json").read_text())
         assert (home / "stack.json").stat().st_mode & 0o077 == 0, "the DSN holds a password"
         records = [ProcessRecord.from_json(p) for p in state["processes"]]
-        assert [r.name for r in records] == ["postgres", "kafka-1", "shard-0", "shard-1"]
+        names = ["postgres", "kafka-1", "shard-0", "shard-1", "coordinator", "status-api"]
+        assert [r.name for r in records] == names
         assert all(r.alive() for r in records), "dev up must leave its engines and workers running"
 
         status = _ledger(home, "dev", "status")
@@ -53,6 +54,7 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
     assert "postgres" in down.stdout
     assert "shard-0" in down.stdout
     assert "shard-1" in down.stdout
+    assert "coordinator" in down.stdout
     assert not any(r.alive() for r in records)
     assert not Path(state["data_dir"]).exists()
     assert _ledger(home, "dev", "down").stdout.strip() == "nothing was running"
