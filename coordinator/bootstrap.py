@@ -8,12 +8,13 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from coordinator.adapters.postgres_sagas import PostgresSagaStore, SagaStoreUnavailable, VersionConflict
+from coordinator.failpoints import Failpoints
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from deploy.config import LedgerConfig
 from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
@@ -30,6 +31,8 @@ class RunSettings:
     sweep_every_s: float = 0.2
     """How often overdue sagas are looked for."""
     max_backoff_s: float = 5.0
+    failpoints: Failpoints = field(default_factory=Failpoints)
+    """Crash tests only: where to die on purpose."""
 
 
 async def run_coordinator(
@@ -88,7 +91,9 @@ async def _consume(
         records = [r for rs in batch.values() for r in rs]
         if not records:
             continue
-        await _with_retries(functools.partial(_handle, store, coordinator, records), stop, run)
+        await _with_retries(
+            functools.partial(_handle, store, coordinator, records, run.failpoints), stop, run
+        )
         relay.wake.set()
         offsets = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
         try:
@@ -98,10 +103,15 @@ async def _consume(
 
 
 async def _handle(
-    store: PostgresSagaStore, coordinator: Coordinator, records: list[ConsumerRecord[bytes, bytes]]
+    store: PostgresSagaStore,
+    coordinator: Coordinator,
+    records: list[ConsumerRecord[bytes, bytes]],
+    failpoints: Failpoints,
 ) -> None:
     async with store.batch() as tx:
-        await coordinator.handle(tx, records)
+        steps = await coordinator.handle(tx, records)
+        failpoints.hit("before_commit", steps)
+    failpoints.hit("after_commit", steps)
 
 
 async def _sweep(

@@ -18,6 +18,7 @@ from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.adapters.postgres_status import STATES, list_transfers, transfer_status
 from coordinator.api.status import make_app
 from coordinator.bootstrap import RunSettings, run_coordinator
+from coordinator.failpoints import Failpoints
 from coordinator.saga.reconciliation import Violation, reconcile
 from coordinator.service.coordinator import CoordinatorSettings
 from deploy.config import LedgerConfig
@@ -52,9 +53,8 @@ def coordinator_run(batch_max: int, max_transfer_amount: int, issuance: tuple[st
     settings = CoordinatorSettings(
         max_transfer_amount=max_transfer_amount, issuance_accounts=frozenset(issuance)
     )
-    run_until_signalled(
-        lambda stop: run_coordinator(config, settings, stop, RunSettings(batch_max=batch_max))
-    )
+    run = RunSettings(batch_max=batch_max, failpoints=Failpoints.parse(os.environ.get("LEDGER_FAILPOINTS")))
+    run_until_signalled(lambda stop: run_coordinator(config, settings, stop, run))
 
 
 @click.group("api")

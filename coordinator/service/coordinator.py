@@ -106,7 +106,8 @@ class Coordinator:
 
     # --- a polled batch ----------------------------------------------------------------------
 
-    async def handle(self, tx: SagaTransaction, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+    async def handle(self, tx: SagaTransaction, records: Sequence[ConsumerRecord[bytes, bytes]]) -> set[str]:
+        """Apply a batch; return the saga steps it moved sagas into (for failpoints and logs)."""
         replies: list[ShardReply] = []
         transfer_ids: set[str] = set()
         decoded: list[tuple[ConsumerRecord[bytes, bytes], object]] = []
@@ -141,6 +142,7 @@ class Coordinator:
                                            record.value or b"", record.key)  # fmt: skip
                     changes.outbox.append(OutboxMessage(self.ns.dead_letters, None, letter.encode(), {}))
         await tx.write(list(changes.changed.values()), changes.steps, changes.inbox, changes.outbox)
+        return {r.state.step for r in changes.changed.values() if r.state is not None}
 
     async def sweep(self, tx: SagaTransaction, partitions: Sequence[int], limit: int = 1000) -> int:
         """Fire the timer of every overdue saga these partitions own; return how many."""
