@@ -22,6 +22,7 @@ from coordinator.failpoints import Failpoints
 from coordinator.saga.reconciliation import Violation, reconcile
 from coordinator.service.coordinator import CoordinatorSettings
 from deploy.config import LedgerConfig
+from deploy.tracing import setup_tracing
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from shards.adapters.postgres_control import PostgresControl
 from shards.bootstrap import open_pool
@@ -50,6 +51,7 @@ def coordinator_group() -> None:
 def coordinator_run(batch_max: int, max_transfer_amount: int, issuance: tuple[str, ...]) -> None:
     """Drive transfers and sagas until SIGTERM. Run several for availability (one consumer group)."""
     config = _config()
+    setup_tracing("ledger-coordinator", os.environ)
     settings = CoordinatorSettings(
         max_transfer_amount=max_transfer_amount, issuance_accounts=frozenset(issuance)
     )

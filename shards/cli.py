@@ -17,6 +17,7 @@ import asyncpg
 import click
 
 from deploy.config import LedgerConfig
+from deploy.tracing import setup_tracing
 from deploy.ledger_init import init_ledger
 from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
 from shards.adapters.postgres_control import PostgresControl
@@ -74,6 +75,7 @@ def shard_group() -> None:
 def shard_run(shard_ids: tuple[int, ...], batch_max: int, relay: bool) -> None:
     """Apply commands from the shards' topics until SIGTERM (which finishes the current batch)."""
     config = _config()
+    setup_tracing("ledger-shard", os.environ)
 
     async def main(stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tasks:

@@ -40,6 +40,7 @@ class TransferRecord:
     status: str
     reason: str | None
     version: int  # as read; 0 for a row this batch creates
+    traceparent: str | None = None  # W3C trace context of the transfer's trace
 
     @property
     def terminal(self) -> bool:
@@ -57,7 +58,8 @@ class StepUpdate:
 
 
 _COLUMNS = """transfer_id, fingerprint, partition, debit_account, credit_account, amount, currency,
-    debit_shard, credit_shard, status, step, reason, attempts, next_attempt_ms, started_ms, parked, version"""
+    debit_shard, credit_shard, status, step, reason, attempts, next_attempt_ms, started_ms, parked, version,
+    traceparent"""
 
 
 def _record(r: asyncpg.Record) -> TransferRecord:
@@ -72,7 +74,14 @@ def _record(r: asyncpg.Record) -> TransferRecord:
             r["started_ms"], r["parked"],
         )  # fmt: skip
     return TransferRecord(
-        r["transfer_id"], r["fingerprint"], r["partition"], state, r["status"], r["reason"], r["version"]
+        r["transfer_id"],
+        r["fingerprint"],
+        r["partition"],
+        state,
+        r["status"],
+        r["reason"],
+        r["version"],
+        r["traceparent"],
     )
 
 
@@ -84,6 +93,7 @@ def _row(rec: TransferRecord) -> tuple[object, ...]:
         t.currency if t else None, t.debit_shard if t else None, t.credit_shard if t else None,
         rec.status, s.step if s else "done", rec.reason, s.attempts if s else 0,
         s.next_attempt_ms if s else 0, s.started_ms if s else 0, s.parked if s else False, rec.version + 1,
+        rec.traceparent,
     )  # fmt: skip
 
 
@@ -155,10 +165,10 @@ _UPDATE_TRANSFERS = """
         finished_at = CASE WHEN u.status <> 'in_flight' THEN coalesce(t.finished_at, now()) END
     FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::text[],
                 $8::int[], $9::int[], $10::text[], $11::text[], $12::text[], $13::int[], $14::bigint[],
-                $15::bigint[], $16::bool[], $17::int[])
+                $15::bigint[], $16::bool[], $17::int[], $18::text[])
         AS u(transfer_id, fingerprint, partition, debit_account, credit_account, amount, currency,
              debit_shard, credit_shard, status, step, reason, attempts, next_attempt_ms, started_ms,
-             parked, version)
+             parked, version, traceparent)
     WHERE t.transfer_id = u.transfer_id AND t.version = u.version - 1
     RETURNING t.transfer_id"""
 _UPSERT_STEPS = """

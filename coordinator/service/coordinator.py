@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRecord
+from opentelemetry import trace
 
 from coordinator.adapters.postgres_sagas import SagaTransaction, StepUpdate, TransferRecord
 from coordinator.saga.transfer_saga import (
@@ -33,6 +34,7 @@ from coordinator.saga.transfer_saga import (
     decide,
     start,
 )
+from deploy.tracing import TRACEPARENT, context_from_headers, context_from_traceparent, current_headers
 from schemas.dead_letters import DeadLetter
 from schemas.public import (
     AccountResult,
@@ -62,6 +64,7 @@ from shards.adapters.postgres_shard_store import OutboxMessage
 from shards.domain.partitioning import PartitionMap
 
 log = logging.getLogger(__name__)
+_TRACER = trace.get_tracer("ledger.coordinator")
 
 
 @dataclass(frozen=True)
@@ -124,25 +127,47 @@ class Coordinator:
         changes = BatchChanges(await tx.load(transfer_ids))
         now = self.clock_ms()
         for record, item in decoded:
-            match item:
-                case ShardReply() if item.message_id not in seen:
-                    seen.add(item.message_id)
-                    changes.inbox.append(item.message_id)
-                    self._on_reply(changes, item, now)
-                case TransferFunds():
-                    self._on_transfer(changes, item, record.partition, now)
-                case PublicRejection():
-                    self._on_invalid(changes, item, record)
-                case OpenAccountRequest() | FreezeAccount() | UnfreezeAccount() | CloseAccount():
-                    self._on_account_command(changes, item)
-                case None if _dlq_id(record) not in seen:
-                    seen.add(_dlq_id(record))
-                    changes.inbox.append(_dlq_id(record))
-                    letter = DeadLetter.of(record.topic, record.partition, record.offset, "undecodable",
-                                           record.value or b"", record.key)  # fmt: skip
-                    changes.outbox.append(OutboxMessage(self.ns.dead_letters, None, letter.encode(), {}))
+            # Each message is a span of its transfer's trace: the parent comes from the message's
+            # headers (a client's or a shard's), else from the saga row.
+            parent = context_from_headers(record.headers)
+            if parent is None and isinstance(item, ShardReply) and item.transfer_id in changes.records:
+                parent = context_from_traceparent(changes.records[item.transfer_id].traceparent)
+            with _TRACER.start_as_current_span(f"ledger.coordinator.{type(item).__name__}", context=parent):
+                self._dispatch(changes, record, item, seen, now)
         await tx.write(list(changes.changed.values()), changes.steps, changes.inbox, changes.outbox)
         return {r.state.step for r in changes.changed.values() if r.state is not None}
+
+    def _dispatch(
+        self,
+        changes: BatchChanges,
+        record: ConsumerRecord[bytes, bytes],
+        item: object,
+        seen: set[str],
+        now: int,
+    ) -> None:
+        match item:
+            case ShardReply() if item.message_id not in seen:
+                seen.add(item.message_id)
+                changes.inbox.append(item.message_id)
+                self._on_reply(changes, item, now)
+            case TransferFunds():
+                self._on_transfer(changes, item, record.partition, now)
+            case PublicRejection():
+                self._on_invalid(changes, item, record)
+            case OpenAccountRequest() | FreezeAccount() | UnfreezeAccount() | CloseAccount():
+                self._on_account_command(changes, item)
+            case None if _dlq_id(record) not in seen:
+                seen.add(_dlq_id(record))
+                changes.inbox.append(_dlq_id(record))
+                letter = DeadLetter.of(
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    "undecodable",
+                    record.value or b"",
+                    record.key,
+                )
+                changes.outbox.append(OutboxMessage(self.ns.dead_letters, None, letter.encode(), {}))
 
     async def sweep(self, tx: SagaTransaction, partitions: Sequence[int], limit: int = 1000) -> int:
         """Fire the timer of every overdue saga these partitions own; return how many."""
@@ -151,7 +176,10 @@ class Coordinator:
         changes = BatchChanges({r.transfer_id: r for r in due})
         for rec in due:
             assert rec.state is not None
-            self._apply(changes, rec, *decide(rec.state, TimerFired(now), self.settings.policy))
+            with _TRACER.start_as_current_span(
+                "ledger.saga.timeout", context=context_from_traceparent(rec.traceparent)
+            ):
+                self._apply(changes, rec, *decide(rec.state, TimerFired(now), self.settings.policy))
         await tx.write(list(changes.changed.values()), changes.steps, changes.inbox, changes.outbox)
         return len(due)
 
@@ -181,7 +209,8 @@ class Coordinator:
             self.pmap.shard_for(cmd.debit_account), self.pmap.shard_for(cmd.credit_account),
         )  # fmt: skip
         state, effects = start(transfer, now, self.settings.policy)
-        rec = TransferRecord(cmd.transfer_id, fingerprint, partition, None, "in_flight", None, 0)
+        traceparent = current_headers().get(TRACEPARENT)
+        rec = TransferRecord(cmd.transfer_id, fingerprint, partition, None, "in_flight", None, 0, traceparent)
         changes.records[cmd.transfer_id] = rec
         self._apply(changes, rec, state, effects)
 
@@ -218,7 +247,9 @@ class Coordinator:
             reason="transfer_id_reused", request_fingerprint=fingerprint, debit_account=None,
             credit_account=None, amount=None, currency=None, finished_at=_now_iso(),
         )  # fmt: skip
-        changes.outbox.append(OutboxMessage(self.ns.results, transfer_id.encode(), encode_public(reused), {}))
+        changes.outbox.append(
+            OutboxMessage(self.ns.results, transfer_id.encode(), encode_public(reused), current_headers())
+        )
         return True
 
     def _on_reply(self, changes: BatchChanges, reply: ShardReply, now: int) -> None:
@@ -258,7 +289,12 @@ class Coordinator:
             shard_command = ChangeAccountStatus(cmd.command_id, cmd.account_id, status)
         shard = self.pmap.shard_for(cmd.account_id)
         changes.outbox.append(
-            OutboxMessage(self.ns.shard_commands(shard), cmd.account_id.encode(), encode(shard_command), {})
+            OutboxMessage(
+                self.ns.shard_commands(shard),
+                cmd.account_id.encode(),
+                encode(shard_command),
+                current_headers(),
+            )
         )
 
     def _on_account_reply(self, changes: BatchChanges, reply: ShardReply) -> None:
@@ -273,7 +309,9 @@ class Coordinator:
             str(uuid.uuid5(uuid.NAMESPACE_URL, f"ledger:account-result:{command}")),
             command, account_id, "rejected" if reason else "done", reason,
         )  # fmt: skip
-        changes.outbox.append(OutboxMessage(self.ns.results, command.encode(), encode_public(result), {}))
+        changes.outbox.append(
+            OutboxMessage(self.ns.results, command.encode(), encode_public(result), current_headers())
+        )
 
     # --- effects -----------------------------------------------------------------------------
 
@@ -289,7 +327,10 @@ class Coordinator:
                 cmd = effect.command
                 changes.outbox.append(
                     OutboxMessage(
-                        self.ns.shard_commands(effect.shard), rec.transfer_id.encode(), encode(cmd), {}
+                        self.ns.shard_commands(effect.shard),
+                        rec.transfer_id.encode(),
+                        encode(cmd),
+                        current_headers(),
                     )
                 )
                 changes.steps.append(StepUpdate(rec.transfer_id, state.step, effect.shard, cmd.message_id))
@@ -305,7 +346,7 @@ class Coordinator:
             amount=t.amount if t else None, currency=t.currency if t else None, finished_at=_now_iso(),
         )  # fmt: skip
         changes.outbox.append(
-            OutboxMessage(self.ns.results, rec.transfer_id.encode(), encode_public(result), {})
+            OutboxMessage(self.ns.results, rec.transfer_id.encode(), encode_public(result), current_headers())
         )
 
 

@@ -19,13 +19,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord
+from opentelemetry.context import Context
 
+from deploy.tracing import child_span_headers, context_from_headers
 from schemas.dead_letters import DeadLetter
 from schemas.errors import LedgerError
 from schemas.shard_messages import (
     InvalidMessage,
     PostTransfer,
     ShardCommand,
+    ShardReply,
     decode_command,
     decode_reply,
     encode,
@@ -125,7 +128,7 @@ class ShardWorker:
             log.warning("shard %d: %s (the inbox absorbs the redelivery)", self.settings.shard, e)
 
     async def _apply(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        commands, dead = self._decode(records)
+        commands, dead, parents = self._decode(records)
         async with self.store.batch(self.epoch) as tx:
             stored = await tx.replies_for([c.message_id for c in commands] + [d.inbox_id for d in dead])
             earlier = {
@@ -143,7 +146,9 @@ class ShardWorker:
                 if first_time:
                     inbox.append((reply.in_reply_to, payload))
                 key = (reply.transfer_id or reply.account_id).encode()
-                outbox.append(OutboxMessage(self.namespace.shard_replies, key, payload, {}))
+                outbox.append(
+                    OutboxMessage(self.namespace.shard_replies, key, payload, self._traced(reply, parents))
+                )
             for letter in dead:
                 if letter.inbox_id not in stored:
                     inbox.append((letter.inbox_id, letter.encode()))
@@ -155,15 +160,33 @@ class ShardWorker:
 
     def _decode(
         self, records: Sequence[ConsumerRecord[bytes, bytes]]
-    ) -> tuple[list[ShardCommand], list[DeadLetter]]:
+    ) -> tuple[list[ShardCommand], list[DeadLetter], dict[str, Context]]:
+        """Commands, dead letters, and the trace context of each command that carries one."""
         commands: list[ShardCommand] = []
         dead: list[DeadLetter] = []
+        parents: dict[str, Context] = {}
         for r in records:
             try:
-                commands.append(decode_command(r.value or b""))
+                command = decode_command(r.value or b"")
             except InvalidMessage as e:
                 dead.append(DeadLetter.of(r.topic, r.partition, r.offset, str(e), r.value or b"", r.key))
-        return commands, dead
+                continue
+            commands.append(command)
+            if r.headers and (parent := context_from_headers(r.headers)) is not None:
+                parents[command.message_id] = parent
+        return commands, dead, parents
+
+    def _traced(self, reply: ShardReply, parents: dict[str, Context]) -> dict[str, str]:
+        """The reply's headers: a span of the command's trace, when the command carried one."""
+        parent = parents.get(reply.in_reply_to)
+        if parent is None:
+            return {}  # untraced commands cost nothing here
+        attributes: dict[str, str | int] = {
+            "ledger.shard": self.settings.shard,
+            "ledger.outcome": reply.outcome,
+            "ledger.reason": reply.reason or "",
+        }
+        return child_span_headers(f"ledger.shard.{reply.command}", parent, attributes)
 
     async def _maybe_checkpoint(self, *, force: bool) -> None:
         head = self.head
