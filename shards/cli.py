@@ -17,8 +17,8 @@ import asyncpg
 import click
 
 from deploy.config import LedgerConfig
-from deploy.tracing import setup_tracing
 from deploy.ledger_init import init_ledger
+from deploy.tracing import setup_tracing
 from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
 from shards.adapters.postgres_control import PostgresControl
 from shards.bootstrap import open_pool, run_shard
