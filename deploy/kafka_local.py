@@ -199,7 +199,7 @@ class LocalKafka:
                 node.process.send(signal.SIGTERM)
         for node in self.nodes:
             if node.process is not None:
-                node.process.stop(signal.SIGTERM, timeout=30)
+                node.process.stop(signal.SIGTERM, timeout=20)
 
     def wait_healthy(self, timeout: float = 90.0) -> None:
         """Block until the cluster serves; from async code, await `wait_ready` instead."""

@@ -23,7 +23,14 @@ from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
 from shards.adapters.postgres_control import PostgresControl
 from shards.bootstrap import open_pool, run_shard
 from shards.domain.partitioning import PartitionMap
-from shards.service.audit import ChainReport, ReplayReport, balance_at, replay_shard, verify_chain
+from shards.service.audit import (
+    ChainReport,
+    ReplayReport,
+    account_balance,
+    balance_at,
+    replay_shard,
+    verify_chain,
+)
 from shards.service.worker import WorkerSettings
 
 log = logging.getLogger("ledger")
@@ -153,7 +160,11 @@ async def _balance(
     shard = pmap.shard_for(account_id)
     pool = await _shard_pool(config, shard)
     try:
-        return asdict(await balance_at(pool, account_id, seq=seq, at=at)) | {"shard": shard}
+        from_journal = asdict(await balance_at(pool, account_id, seq=seq, at=at)) | {"shard": shard}
+        if seq is not None or at is not None:
+            return from_journal
+        current = await account_balance(pool, account_id)  # reserved and available are "now" only
+        return from_journal | (current or {"error": "account_not_found"})
     finally:
         await pool.close()
 
@@ -200,7 +211,8 @@ def verify_command(as_json: bool) -> None:
 @click.option("--at", "at_time", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
               help="As of this time (UTC unless an offset is given).")  # fmt: skip
 def balance_command(account_id: str, at_seq: int | None, at_time: dt.datetime | None) -> None:
-    """Posted balance of an account from its journal, now or as of a seq or time."""
+    """An account's balance: posted (from its journal), reserved, available and currency; or the
+    posted balance as of a journal seq or a time."""
     when = at_time.replace(tzinfo=at_time.tzinfo or dt.UTC) if at_time else None
     click.echo(json.dumps(asyncio.run(_balance(_config(), account_id, at_seq, when))))
 

@@ -44,13 +44,3 @@ async def list_transfers(pool: asyncpg.Pool, state: str, limit: int) -> list[dic
         *args,
     )
     return [_jsonable(r) for r in rows]
-
-
-async def account_balance(shard_pool: asyncpg.Pool, account_id: str) -> dict[str, Any] | None:
-    row = await shard_pool.fetchrow(
-        "SELECT a.account_id, a.currency, a.status, a.overdraft_limit, b.posted, b.reserved,"
-        " b.posted - b.reserved + a.overdraft_limit AS available"
-        " FROM accounts a JOIN balances b USING (account_id) WHERE a.account_id = $1",
-        account_id,
-    )
-    return dict(row) if row else None

@@ -11,11 +11,12 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from coordinator.adapters.postgres_status import STATES, account_balance, list_transfers, transfer_status
+from coordinator.adapters.postgres_status import STATES, list_transfers, transfer_status
 from deploy.config import LedgerConfig
 from shards.adapters.postgres_control import PostgresControl
 from shards.bootstrap import open_pool
 from shards.domain.partitioning import PartitionMap
+from shards.service.audit import account_balance
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
@@ -138,3 +139,14 @@ async def balance_at(
     )  # fmt: skip
     assert row is not None
     return PointInTimeBalance(account_id, int(row[0]), row[1])
+
+
+async def account_balance(shard_pool: asyncpg.Pool, account_id: str) -> dict[str, Any] | None:
+    """The cached balance of an account now: posted, reserved, available, currency, status."""
+    row = await shard_pool.fetchrow(
+        "SELECT a.account_id, a.currency, a.status, a.overdraft_limit, b.posted, b.reserved,"
+        " b.posted - b.reserved + a.overdraft_limit AS available"
+        " FROM accounts a JOIN balances b USING (account_id) WHERE a.account_id = $1",
+        account_id,
+    )
+    return dict(row) if row else None

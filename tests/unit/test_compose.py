@@ -46,6 +46,8 @@ def test_every_ledger_service_runs_a_real_subcommand() -> None:
     services = _ledger_services()
     assert {"init", "shard-0", "shard-1", "coordinator", "status-api"} <= set(services)
     assert services["shard-1"] == ["shard", "run", "--shard", "1"]
+    assert services["coordinator"][:2] == ["coordinator", "run"]
+    assert "--help" not in {word for argv in services.values() for word in argv}, "no placeholders left"
     bad = {name: argv for name, argv in services.items() if not _resolves(argv)}
     assert not bad, f"compose services with commands the CLI does not have: {bad}"
 
