@@ -31,7 +31,14 @@ def test_engines_stop_however_the_session_ends(tmp_path: Path, ending: str) -> N
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("LEDGER_DATABASE_URL"):
         pytest.skip("checks engines the test session starts itself; external servers are set")
     pids_file, log = tmp_path / "pids.json", tmp_path / "child.log"
-    env = {**os.environ, "LEDGER_PIDS_OUT": str(pids_file), "LEDGER_TEST_BACKEND": "local"}
+    env = {
+        **os.environ,
+        "LEDGER_PIDS_OUT": str(pids_file),
+        "LEDGER_TEST_BACKEND": "local",
+        # If the child ever hangs, SIGABRT makes it print where every thread is.
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONFAULTHANDLER": "1",
+    }
     if ending != "test-failure":
         env["LEDGER_CASE_WAIT"] = "1"
     with open(log, "wb") as out:
@@ -43,7 +50,14 @@ def test_engines_stop_however_the_session_ends(tmp_path: Path, ending: str) -> N
         _wait_for(pids_file, child, log)
         if ending != "test-failure":
             child.send_signal(getattr(signal, ending))
-        returncode = child.wait(timeout=240)  # teardown stops two engines; this machine is shared
+        try:
+            returncode = child.wait(timeout=240)  # teardown stops two engines; this machine is shared
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGABRT)
+            child.wait(timeout=30)
+            raise AssertionError(
+                f"the child session hung after {ending}:\n{log.read_text()[-6000:]}"
+            ) from None
     finally:
         if child.poll() is None:
             child.kill()
