@@ -25,6 +25,8 @@ from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.saga.reconciliation import Violation, reconcile
 from deploy.config import LedgerConfig
 from schemas.public import FreezeAccount, OpenAccountRequest, TransferFunds, encode_public
+from shards.adapters.postgres_control import PostgresControl
+from shards.bootstrap import open_pool
 from shards.domain.partitioning import PartitionMap
 
 ISSUER = "issuer"
@@ -82,9 +84,12 @@ class _Results:
                             bar.update()
 
 
-async def run_demo(
-    config: LedgerConfig, pmap: PartitionMap, api_url: str, settings: DemoSettings
-) -> DemoReport:
+async def run_demo(config: LedgerConfig, api_url: str, settings: DemoSettings) -> DemoReport:
+    control = await open_pool(config.database_url, config.namespace.control_schema, max_size=1)
+    try:
+        pmap = await PostgresControl(control).load_partition_map()
+    finally:
+        await control.close()
     rng = random.Random(settings.seed)  # noqa: S311 - a workload, not a secret
     customers = [f"cust-{i:04d}" for i in range(settings.customers)]
     producer = AIOKafkaProducer(bootstrap_servers=config.kafka_bootstrap_servers, enable_idempotence=True,

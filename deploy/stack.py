@@ -24,7 +24,6 @@ from deploy.kafka_local import LocalKafka, fetch_kafka
 from deploy.ledger_init import init_ledger
 from deploy.postgres_local import LocalPostgres, find_pg_bin
 from deploy.processes import EngineError, ProcessRecord, spawn, unprivileged_user
-from shards.domain.partitioning import PartitionMap
 
 
 @dataclass(frozen=True)
@@ -148,9 +147,6 @@ class LocalStack:
     def ledger_config(self) -> LedgerConfig:
         e = self.endpoints
         return LedgerConfig(e.database_url, e.kafka_bootstrap_servers)
-
-    def partition_map(self) -> PartitionMap:
-        return PartitionMap.initial(self.settings.shards)  # what init_ledger created (version 1)
 
     def _start_process(self, name: str, *args: str) -> None:
         e = self.endpoints

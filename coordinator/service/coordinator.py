@@ -121,8 +121,8 @@ class Coordinator:
                 replies.append(item)
                 if item.transfer_id:
                     transfer_ids.add(item.transfer_id)
-            elif isinstance(item, (TransferFunds, PublicRejection)) and (tid := _transfer_id_of(item)):
-                transfer_ids.add(tid)
+            elif isinstance(item, (TransferFunds, PublicRejection)) and item.transfer_id:
+                transfer_ids.add(item.transfer_id)
         seen = await tx.seen([m.message_id for m in replies] + [_dlq_id(r) for r, i in decoded if i is None])
         changes = BatchChanges(await tx.load(transfer_ids))
         now = self.clock_ms()
@@ -245,7 +245,7 @@ class Coordinator:
         reused = TransferResult(
             message_id=result_id(transfer_id, fingerprint), transfer_id=transfer_id, state="rejected",
             reason="transfer_id_reused", request_fingerprint=fingerprint, debit_account=None,
-            credit_account=None, amount=None, currency=None, finished_at=_now_iso(),
+            credit_account=None, amount=None, currency=None, finished_at=_iso(self.clock_ms()),
         )  # fmt: skip
         changes.outbox.append(
             OutboxMessage(self.ns.results, transfer_id.encode(), encode_public(reused), current_headers())
@@ -343,20 +343,17 @@ class Coordinator:
             message_id=result_id(rec.transfer_id, rec.fingerprint), transfer_id=rec.transfer_id,
             state=rec.status, reason=rec.reason, request_fingerprint=rec.fingerprint,
             debit_account=t.debit_account if t else None, credit_account=t.credit_account if t else None,
-            amount=t.amount if t else None, currency=t.currency if t else None, finished_at=_now_iso(),
+            amount=t.amount if t else None, currency=t.currency if t else None,
+            finished_at=_iso(self.clock_ms()),
         )  # fmt: skip
         changes.outbox.append(
             OutboxMessage(self.ns.results, rec.transfer_id.encode(), encode_public(result), current_headers())
         )
 
 
-def _transfer_id_of(item: TransferFunds | PublicRejection) -> str | None:
-    return item.transfer_id
-
-
 def _dlq_id(r: ConsumerRecord[bytes, bytes]) -> str:
     return f"dlq:{r.topic}:{r.partition}:{r.offset}"
 
 
-def _now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
+def _iso(ms: int) -> str:
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ms)).isoformat()
