@@ -1,0 +1,68 @@
+"""The benchmark's workload, the same for the ledger and the baseline: pure and seeded.
+
+Debit accounts are drawn uniformly or Zipf-skewed (a few hot accounts), credit accounts on the
+same or another shard in the asked proportion, and a fraction of amounts larger than any balance,
+so that they are rejected for insufficient funds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import random
+from dataclasses import dataclass
+
+from shards.domain.partitioning import PartitionMap
+
+
+@dataclass(frozen=True)
+class WorkloadSettings:
+    accounts: int = 1000
+    cross_fraction: float = 0.1
+    """Share of transfers whose accounts live on different shards."""
+    zipf_s: float = 0.0
+    """Skew of debit accounts: 0 is uniform; 1.0 makes a few accounts hot."""
+    max_amount: int = 10_000
+    """Ordinary amounts are uniform in 1..max_amount minor units."""
+    reject_fraction: float = 0.1
+    """Share of transfers asking more than any account holds."""
+    funding: int = 10**9
+    """What each account receives from the issuer before the run."""
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class Move:
+    debit: str
+    credit: str
+    amount: int
+    cross_shard: bool
+
+
+class Workload:
+    def __init__(self, settings: WorkloadSettings, pmap: PartitionMap) -> None:
+        self.settings = settings
+        self.rng = random.Random(settings.seed)  # noqa: S311 - a workload, not a secret
+        self.accounts = [f"acct-{i:06d}" for i in range(settings.accounts)]
+        self.shard_of = {a: pmap.shard_for(a) for a in self.accounts}
+        self.by_shard: dict[int, list[str]] = {}
+        for account, shard in self.shard_of.items():
+            self.by_shard.setdefault(shard, []).append(account)
+        weights = [1 / (rank + 1) ** settings.zipf_s for rank in range(settings.accounts)]
+        self.cumulative = list(itertools.accumulate(weights))
+
+    def next(self) -> Move:
+        s, rng = self.settings, self.rng
+        debit = self.accounts[bisect.bisect(self.cumulative, rng.random() * self.cumulative[-1])]
+        home = self.shard_of[debit]
+        others = [sh for sh in self.by_shard if sh != home]
+        cross = bool(others) and rng.random() < s.cross_fraction
+        pool = self.by_shard[rng.choice(others)] if cross else self.by_shard[home]
+        credit = debit
+        while credit == debit:
+            credit = rng.choice(pool)
+            if len(pool) == 1 and pool[0] == debit:
+                pool = self.accounts  # a shard with one account cannot pair with itself
+        # A rejected share asks more than any account can hold in this run.
+        amount = s.funding * 10 if rng.random() < s.reject_fraction else rng.randint(1, s.max_amount)
+        return Move(debit, credit, amount, self.shard_of[debit] != self.shard_of[credit])
