@@ -1,0 +1,403 @@
+"""The saga and two shard books under a hostile network: drops, duplicates, reordering, coordinator crashes.
+
+Each shard is a ShardBook carried across steps with an inbox of replies by command id, so a duplicate
+is answered from the inbox and changes nothing, as the shard worker does. The coordinator keeps the
+saga states it committed (the state after each `decide` it finished, with its effects handed to the
+broker in the same step); a crash loses only a `decide` in progress. Messages in flight live on the
+"broker" and survive crashes. After every step the ledger must balance and every finished transfer
+must be all-or-nothing; at the end, with the network healed, every saga must finish.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections import Counter
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from coordinator.saga.transfer_saga import (
+    COMPLETED,
+    PublishResult,
+    ReplyArrived,
+    SagaPolicy,
+    SagaState,
+    SendToShard,
+    TimerFired,
+    Transfer,
+    command_for,
+    decide,
+    start,
+)
+from coordinator.saga.transfer_saga import Event as SagaEvent
+from schemas.shard_messages import ChangeAccountStatus, OpenAccount, PostTransfer, ShardReply
+from shards.domain.book import ShardBook
+from shards.domain.model import (
+    ACTIVE,
+    CLOSED,
+    COMMITTED,
+    CREDIT,
+    FROZEN,
+    GENESIS_HASH,
+    HELD,
+    HOLD,
+    RELEASED,
+    Account,
+)
+from shards.domain.partitioning import PartitionMap
+
+MAP = PartitionMap.initial(2)
+SHARDS = (0, 1)
+NOW_US = 1_700_000_000_000_000
+T0 = 1_700_000_000_000
+POLICY = SagaPolicy(max_forward_attempts=3, base_backoff_ms=100, max_backoff_ms=400, park_after_ms=2_000)
+MAX_TRANSFERS = 8
+
+
+def _owned_by(shard: int, count: int) -> list[str]:
+    names = (f"acct-{i}" for i in itertools.count())
+    return list(itertools.islice((n for n in names if MAP.shard_for(n) == shard), count))
+
+
+# Per shard: two active EUR accounts (one with an overdraft), one USD, one frozen, one closed, and an
+# issuance account per currency: money enters the ledger as a local transfer from one of those.
+# (account id, currency, overdraft limit, final status, funded)
+ACCOUNTS: list[tuple[str, str, int, str, bool]] = []
+ISSUERS: dict[tuple[int, str], str] = {}
+for _shard in SHARDS:
+    _a, _b, _usd, _frozen, _closed, _eur_issuer, _usd_issuer = _owned_by(_shard, 7)
+    ACCOUNTS += [
+        (_eur_issuer, "EUR", 10**12, ACTIVE, False),
+        (_usd_issuer, "USD", 10**12, ACTIVE, False),
+        (_a, "EUR", 0, ACTIVE, True),
+        (_b, "EUR", 50, ACTIVE, True),
+        (_usd, "USD", 0, ACTIVE, True),
+        (_frozen, "EUR", 0, FROZEN, True),
+        (_closed, "EUR", 0, CLOSED, False),
+    ]
+    ISSUERS |= {(_shard, "EUR"): _eur_issuer, (_shard, "USD"): _usd_issuer}
+CUSTOMERS = [a for a, *_ in ACCOUNTS if a not in ISSUERS.values()]
+HOME = {a: (currency, status) for a, currency, _, status, _ in ACCOUNTS}
+FUNDED = [a for a, *_, funded in ACCOUNTS if funded]
+# Mostly the active EUR accounts, so that many transfers get far; all accounts now and then.
+HOME_CUSTOMERS = frozenset(CUSTOMERS)
+PARTIES = [a for a in CUSTOMERS if HOME[a] == ("EUR", ACTIVE)] * 4 + CUSTOMERS
+
+parties = st.sampled_from(PARTIES)
+amounts = st.integers(1, 300)
+
+Message = SendToShard | ShardReply  # coordinator -> shard, or shard -> coordinator
+
+
+class SagaNetwork(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self._ids = itertools.count(1)
+        self.books = {s: ShardBook(s, MAP, [], [], 0, GENESIS_HASH, NOW_US) for s in SHARDS}
+        self.inboxes: dict[int, dict[str, ShardReply]] = {s: {} for s in SHARDS}
+        self.network: list[Message] = []
+        self.sagas: dict[str, SagaState] = {}  # what the coordinator committed
+        self.results: dict[str, list[PublishResult]] = {}
+        self.issued: Counter[str] = Counter()
+        self.now = T0
+        self.healed = False
+        self.heal_newest_first = False
+
+    # --- the parts -----------------------------------------------------------------------------
+
+    def _new_id(self) -> str:
+        return str(uuid.UUID(int=next(self._ids)))
+
+    def _setup(self, shard: int, command: OpenAccount | ChangeAccountStatus | PostTransfer) -> None:
+        reply = self.books[shard].apply(command)
+        assert not reply.rejected, reply
+
+    def _shard_receives(self, shard: int, command: SendToShard) -> None:
+        """One command through the shard's inbox: a duplicate gets its first reply again."""
+        [(reply, first_time)] = self.books[shard].apply_batch([command.command], self.inboxes[shard])
+        if first_time:
+            self.inboxes[shard][command.command.message_id] = reply
+        else:
+            assert reply == self.inboxes[shard][command.command.message_id]
+        self.network.append(reply)
+
+    def _coordinator_handles(self, transfer_id: str, event: SagaEvent) -> None:
+        """decide, then commit the new state and hand its effects to the broker together."""
+        before = self.sagas[transfer_id]
+        state, effects = decide(before, event, POLICY)
+        if isinstance(event, ReplyArrived) and state != before:
+            # Every shard here answers what it was asked, so a reply that counts moves the saga on;
+            # one that changes it in place is a refusal that parked it (ledger and saga disagree).
+            assert state.step != before.step, (before, event.reply, state)
+        self.sagas[transfer_id] = state
+        self._emit(effects)
+
+    def _emit(self, effects: list[SendToShard | PublishResult]) -> None:
+        for effect in effects:
+            if isinstance(effect, SendToShard):
+                self.network.append(effect)
+            else:
+                self.results.setdefault(effect.transfer_id, []).append(effect)
+
+    def _deliver(self, message: Message) -> None:
+        if isinstance(message, SendToShard):
+            self._shard_receives(message.shard, message)
+        else:
+            assert message.transfer_id is not None
+            self._coordinator_handles(message.transfer_id, ReplyArrived(message, self.now))
+
+    def _fire_timers(self) -> None:
+        for transfer_id in sorted(self.sagas):
+            self._coordinator_handles(transfer_id, TimerFired(self.now))
+
+    # --- rules -------------------------------------------------------------------------------
+
+    @initialize(
+        funds=st.lists(st.integers(0, 400), min_size=len(FUNDED), max_size=len(FUNDED)),
+        newest_first=st.booleans(),
+    )
+    def open_and_fund_accounts(self, funds: list[int], newest_first: bool) -> None:
+        self.heal_newest_first = newest_first  # the order the healed network delivers in, at the end
+        amounts = dict(zip(FUNDED, funds, strict=True))
+        for account_id, currency, limit, status, _ in ACCOUNTS:
+            shard = MAP.shard_for(account_id)
+            self._setup(shard, OpenAccount(self._new_id(), account_id, currency, limit))
+            if amounts.get(account_id):  # issued: a local transfer from the shard's issuance account
+                issuer, amount = ISSUERS[shard, currency], amounts[account_id]
+                self._setup(
+                    shard, PostTransfer(self._new_id(), self._new_id(), issuer, account_id, amount, currency)
+                )
+                self.issued[currency] += amount
+            if status != ACTIVE:
+                self._setup(shard, ChangeAccountStatus(self._new_id(), account_id, status))
+
+    @initialize(transfers=st.lists(st.tuples(parties, parties, amounts), max_size=4))
+    def start_a_few_transfers_at_once(self, transfers: list[tuple[str, str, int]]) -> None:
+        for debit, credit, amount in transfers:
+            self.start_transfer(debit, credit, amount)
+
+    @precondition(lambda self: len(self.sagas) < MAX_TRANSFERS)
+    @rule(debit=parties, credit=parties, amount=amounts)
+    def start_transfer(self, debit: str, credit: str, amount: int) -> None:
+        transfer = Transfer(
+            self._new_id(), debit, credit, amount, HOME[debit][0], MAP.shard_for(debit), MAP.shard_for(credit)
+        )
+        state, effects = start(transfer, self.now, POLICY)
+        self.sagas[transfer.transfer_id] = state
+        self._emit(effects)
+
+    @precondition(lambda self: self.network)
+    @rule(count=st.integers(1, 4))
+    def deliver_oldest(self, count: int) -> None:
+        for _ in range(min(count, len(self.network))):
+            self._deliver(self.network.pop(0))
+
+    @precondition(lambda self: self.network)
+    @rule(shard=st.sampled_from(SHARDS))
+    def shard_catches_up(self, shard: int) -> None:
+        """A shard works through every command in flight to it; its replies queue up behind."""
+        commands = [m for m in self.network if isinstance(m, SendToShard) and m.shard == shard]
+        self.network = [m for m in self.network if m not in commands]
+        for command in commands:
+            self._deliver(command)
+
+    @precondition(lambda self: self.network)
+    @rule(pick=st.integers(0, 10**6))
+    def deliver_any(self, pick: int) -> None:
+        """Out of order: any message in flight may overtake the others."""
+        self._deliver(self.network.pop(pick % len(self.network)))
+
+    @precondition(lambda self: self.network)
+    @rule(pick=st.integers(0, 10**6))
+    def delay(self, pick: int) -> None:
+        """A message held up behind everything else in flight."""
+        self.network.append(self.network.pop(pick % len(self.network)))
+
+    @precondition(lambda self: self.network and not self.healed)
+    @rule(pick=st.integers(0, 10**6))
+    def drop(self, pick: int) -> None:
+        self.network.pop(pick % len(self.network))
+
+    @precondition(lambda self: self.network)
+    @rule(pick=st.integers(0, 10**6), where=st.integers(0, 10**6))
+    def duplicate(self, pick: int, where: int) -> None:
+        message = self.network[pick % len(self.network)]
+        self.network.insert(where % (len(self.network) + 1), message)
+
+    @rule(ms=st.sampled_from([0, 50, 100, 250, 500, 1_000, 2_500]))
+    def advance_clock_and_fire_timers(self, ms: int) -> None:
+        """Time passes; each timer fires when it comes due (several times, if the gap is long)."""
+        until = self.now + ms
+        while due := [
+            s.next_attempt_ms for s in self.sagas.values() if not s.terminal and s.next_attempt_ms <= until
+        ]:
+            self.now = max(self.now, min(due))
+            self._fire_timers()
+        self.now = until
+        self._fire_timers()
+
+    @rule(pick=st.integers(0, 10**6), in_sweep=st.booleans(), resend=st.booleans())
+    def crash_coordinator(self, pick: int, in_sweep: bool, resend: bool) -> None:
+        """The coordinator dies while deciding (on a reply, or in a timer sweep): that decide and its
+        effects are lost together (one transaction), the reply stays on the broker (its offset was not
+        committed), and it restarts from the states it committed. With `resend`, recovery re-sends
+        every unfinished saga's current command at once (the same ids, so harmless)."""
+        replies = [m for m in self.network if isinstance(m, ShardReply)]
+        if in_sweep or not replies:
+            for state in self.sagas.values():
+                decide(state, TimerFired(self.now + POLICY.max_backoff_ms), POLICY)  # then lost
+        else:
+            reply = replies[pick % len(replies)]
+            assert reply.transfer_id is not None
+            decide(self.sagas[reply.transfer_id], ReplyArrived(reply, self.now), POLICY)  # then lost
+        if resend:
+            for state in self.sagas.values():
+                if not state.terminal:
+                    self.network.append(command_for(state))
+
+    # --- invariants --------------------------------------------------------------------------
+
+    @invariant()
+    def each_journal_balances_per_currency_and_matches_the_balances(self) -> None:
+        for book in self.books.values():
+            sums: Counter[str] = Counter()
+            posted: Counter[str] = Counter()
+            for e in book.entries:
+                sums[e.currency] += e.amount
+                posted[e.account_id] += e.amount
+            assert all(v == 0 for v in sums.values()), (book.shard, sums)
+            held: Counter[str] = Counter()
+            for op in book.operations.values():
+                if op.kind == HOLD and op.state == HELD:
+                    held[op.account_id] += op.amount
+            for account in book.accounts.values():
+                assert (account.posted, account.reserved) == (
+                    posted[account.account_id],
+                    held[account.account_id],
+                )
+
+    @invariant()
+    def no_account_is_below_its_limit(self) -> None:
+        for account in (a for b in self.books.values() for a in b.accounts.values() if not a.is_transit):
+            assert account.reserved >= 0, account
+            assert account.available >= 0, account
+
+    @invariant()
+    def money_is_neither_created_nor_destroyed(self) -> None:
+        everything: Counter[str] = Counter()
+        issuers: Counter[str] = Counter()
+        transit: Counter[str] = Counter()
+        for book in self.books.values():
+            for account in book.accounts.values():
+                everything[account.currency] += account.posted
+                if account.is_transit:
+                    transit[account.currency] += account.posted
+                elif account.account_id in ISSUERS.values():
+                    issuers[account.currency] += account.posted
+        assert all(v == 0 for v in everything.values()), everything  # both shards, transit included
+        assert issuers == Counter({c: -v for c, v in self.issued.items()})  # only issuance moved them
+        # Customers hold what was issued, plus credits already paid whose debit is not yet committed
+        # (exactly what the two transit accounts owe between them); such a credit is always covered
+        # by a live hold on the debit side.
+        customers: Counter[str] = Counter()
+        for account in self._customers():
+            customers[account.currency] += account.posted
+        in_flight: Counter[str] = Counter()
+        for t in self._cross_transfers():
+            credit = self.books[t.credit_shard].operations.get((t.transfer_id, CREDIT))
+            hold = self.books[t.debit_shard].operations.get((t.transfer_id, HOLD))
+            if credit is not None and credit.state == COMMITTED:
+                assert hold is not None, ("credited without a hold", t)
+                assert hold.state in (HELD, COMMITTED), ("credited, hold released", t, hold)
+                if hold.state == HELD:
+                    in_flight[t.currency] += t.amount
+        for currency in everything:
+            assert customers[currency] == self.issued[currency] + in_flight[currency], currency
+            assert transit[currency] == -in_flight[currency], currency
+
+    @invariant()
+    def transfers_are_all_or_nothing_and_published_once(self) -> None:
+        for transfer_id, state in self.sagas.items():
+            t = state.transfer
+            legs = self._customer_legs(transfer_id)
+            assert legs[t.debit_account, -t.amount] <= 1, legs  # each leg at most once, ever
+            assert legs[t.credit_account, t.amount] <= 1, legs
+            published = self.results.get(transfer_id, [])
+            if not state.terminal:
+                assert published == [], (state, published)
+                continue
+            assert published == [PublishResult(transfer_id, state.status, state.reason)], (state, published)
+            hold = self.books[t.debit_shard].operations.get((transfer_id, HOLD))
+            if state.status == COMPLETED:
+                assert legs == Counter({(t.debit_account, -t.amount): 1, (t.credit_account, t.amount): 1}), (
+                    legs
+                )
+                assert HOME[t.debit_account][1] == ACTIVE, state
+                assert HOME[t.credit_account] == (t.currency, ACTIVE), state
+                if t.cross_shard:
+                    assert hold is not None, state
+                    assert hold.state == COMMITTED, hold
+            else:  # rejected or compensated: no effect on either account, no hold left
+                assert legs == Counter(), (state, legs)
+                assert hold is None or hold.state == RELEASED, (state, hold)
+
+    # --- the end: heal the network and let everything finish --------------------------------
+
+    def teardown(self) -> None:
+        if not self.books[0].accounts:  # hypothesis gave up before initializing
+            return
+        self.healed = True
+        for _ in range(100):
+            while self.network:  # every message leads to at most one more: this ends
+                self._deliver(self.network.pop(-1 if self.heal_newest_first else 0))
+            if all(s.terminal for s in self.sagas.values()):
+                break
+            self.now += POLICY.max_backoff_ms
+            self._fire_timers()
+        unfinished = {tid: s for tid, s in self.sagas.items() if not s.terminal}
+        assert unfinished == {}, unfinished
+        assert self.network == []
+        self.each_journal_balances_per_currency_and_matches_the_balances()
+        self.no_account_is_below_its_limit()
+        self.money_is_neither_created_nor_destroyed()
+        self.transfers_are_all_or_nothing_and_published_once()
+        assert {tid: len(r) for tid, r in self.results.items()} == dict.fromkeys(self.sagas, 1)
+        customers: Counter[str] = Counter()
+        transit: Counter[str] = Counter()
+        for book in self.books.values():
+            for account in book.accounts.values():
+                if account.account_id in HOME_CUSTOMERS:
+                    customers[account.currency] += account.posted
+                elif account.is_transit:
+                    transit[account.currency] += account.posted
+        assert +customers == +self.issued  # nothing in flight any more: transit nets to zero
+        assert +transit == Counter()
+        assert not any(op.state == HELD for b in self.books.values() for op in b.operations.values())
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _customers(self) -> list[Account]:
+        return [a for b in self.books.values() for a in b.accounts.values() if a.account_id in HOME_CUSTOMERS]
+
+    def _cross_transfers(self) -> list[Transfer]:
+        return [s.transfer for s in self.sagas.values() if s.transfer.cross_shard]
+
+    def _customer_legs(self, transfer_id: str) -> Counter[tuple[str, int]]:
+        """(customer account, signed amount) of every journal entry the transfer wrote, counted."""
+        return Counter(
+            (e.account_id, e.amount)
+            for b in self.books.values()
+            for e in b.entries
+            if e.transfer_id == transfer_id and not e.account_id.startswith("transit:")
+        )
+
+
+SagaNetwork.TestCase.settings = settings(
+    max_examples=100,
+    stateful_step_count=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestSagaNetwork = SagaNetwork.TestCase
