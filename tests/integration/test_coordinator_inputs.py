@@ -10,7 +10,8 @@ from aiokafka import AIOKafkaConsumer
 
 from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
-from schemas.public import FreezeAccount, OpenAccountRequest, TransferFunds, encode_public
+from schemas.public import CloseAccount, FreezeAccount, OpenAccountRequest, TransferFunds, encode_public
+from schemas.shard_messages import ShardReply, encode
 from tests.bad_inputs import (
     BAD_TRANSFERS,
     CREDIT_ACCOUNT,
@@ -40,7 +41,11 @@ async def _setup(config: LedgerConfig, results: ResultCollector, extra: dict[str
         config, config.namespace.account_commands, [(o.account_id.encode(), encode_public(o)) for o in opens]
     )
     await results.wait_for([o.command_id for o in opens])
-    changes = [FreezeAccount(_id(), a) for a, status in extra.items() if status == "frozen"]
+    kinds: dict[str, type[FreezeAccount] | type[CloseAccount]] = {
+        "frozen": FreezeAccount,
+        "closed": CloseAccount,
+    }
+    changes = [kinds[status](_id(), a) for a, status in extra.items()]
     if changes:
         await produce_raw(
             config,
@@ -59,12 +64,13 @@ async def test_every_bad_input_is_rejected_precisely_and_changes_nothing(
     config = fresh_config(kafka_bootstrap, database_url)
     await init_ledger(config, 2)
     async with running_ledger(config, [0, 1]), ResultCollector(config) as results:
-        await _setup(config, results, {"frozen-one": "frozen"})
+        await _setup(config, results, {"frozen-one": "frozen", "closed-one": "closed"})
         before = await _all_balances(config)
         await produce_raw(config, config.namespace.transfers, [(None, bad.raw) for bad in BAD_TRANSFERS])
         business = {
             "unknown account": TransferFunds(_id(), DEBIT_ACCOUNT, "nobody-here", 10, "EUR"),
             "frozen account": TransferFunds(_id(), DEBIT_ACCOUNT, "frozen-one", 10, "EUR"),
+            "closed account": TransferFunds(_id(), DEBIT_ACCOUNT, "closed-one", 10, "EUR"),
             "currency mismatch": TransferFunds(_id(), DEBIT_ACCOUNT, CREDIT_ACCOUNT, 10, "USD"),
         }
         await produce_raw(
@@ -74,6 +80,9 @@ async def test_every_bad_input_is_rejected_precisely_and_changes_nothing(
         got = await results.wait_for([b.readable_id for b in readable if b.readable_id], within_s=120)
         answered = await results.wait_for([t.transfer_id for t in business.values()], within_s=120)
         after_bad = await _all_balances(config)
+        # A shard reply for a saga nobody started is ignored (no result, no effect).
+        stray = ShardReply(_id(), _id(), "CreditFunds", 0, CREDIT_ACCOUNT, _id(), "funds_credited")
+        await produce_raw(config, config.namespace.shard_replies, [(None, encode(stray))])
         # The consumer is still healthy: valid commands after the bad ones complete.
         await produce_raw(
             config,
@@ -96,10 +105,12 @@ async def test_every_bad_input_is_rejected_precisely_and_changes_nothing(
     assert {n: answered[t.transfer_id]["reason"] for n, t in business.items()} == {
         "unknown account": "account_not_found",
         "frozen account": "account_frozen",
+        "closed account": "account_closed",
         "currency mismatch": "currency_mismatch",
     }
     assert after_bad == before, "bad input changed balances"
     assert all(f["state"] == "completed" for f in finals.values()), finals
+    assert stray.transfer_id not in results.by_id, "a reply for an unknown saga produced a result"
 
     unreadable = [b for b in BAD_TRANSFERS if not b.readable_id]
     consumer = AIOKafkaConsumer(
