@@ -79,13 +79,21 @@ for _shard in SHARDS:
     ]
     ISSUERS |= {(_shard, "EUR"): _eur_issuer, (_shard, "USD"): _usd_issuer}
 CUSTOMERS = [a for a, *_ in ACCOUNTS if a not in ISSUERS.values()]
+HOME_CUSTOMERS = frozenset(CUSTOMERS)
 HOME = {a: (currency, status) for a, currency, _, status, _ in ACCOUNTS}
 FUNDED = [a for a, *_, funded in ACCOUNTS if funded]
-# Mostly the active EUR accounts, so that many transfers get far; all accounts now and then.
-HOME_CUSTOMERS = frozenset(CUSTOMERS)
-PARTIES = [a for a in CUSTOMERS if HOME[a] == ("EUR", ACTIVE)] * 4 + CUSTOMERS
-
-parties = st.sampled_from(PARTIES)
+# Mostly cross-shard transfers between active EUR accounts, so that many sagas get far; also local
+# ones, and any two accounts at all (frozen, closed, another currency, the same account).
+_ACTIVE_EUR = [a for a in CUSTOMERS if HOME[a] == ("EUR", ACTIVE)]
+_CROSS = [(d, c) for d in _ACTIVE_EUR for c in _ACTIVE_EUR if MAP.shard_for(d) != MAP.shard_for(c)]
+_LOCAL = [(d, c) for d in _ACTIVE_EUR for c in _ACTIVE_EUR if d != c and MAP.shard_for(d) == MAP.shard_for(c)]
+parties = st.one_of(
+    st.sampled_from(_CROSS),
+    st.sampled_from(_CROSS),
+    st.sampled_from(_CROSS),
+    st.sampled_from(_LOCAL),
+    st.tuples(st.sampled_from(CUSTOMERS), st.sampled_from(CUSTOMERS)),
+)
 amounts = st.integers(1, 300)
 
 Message = SendToShard | ShardReply  # coordinator -> shard, or shard -> coordinator
@@ -98,6 +106,7 @@ class SagaNetwork(RuleBasedStateMachine):
         self.books = {s: ShardBook(s, MAP, [], [], 0, GENESIS_HASH, NOW_US) for s in SHARDS}
         self.inboxes: dict[int, dict[str, ShardReply]] = {s: {} for s in SHARDS}
         self.network: list[Message] = []
+        self.stalled: list[Message] = []  # held up by a partition; they arrive after it heals
         self.sagas: dict[str, SagaState] = {}  # what the coordinator committed
         self.results: dict[str, list[PublishResult]] = {}
         self.issued: Counter[str] = Counter()
@@ -155,7 +164,7 @@ class SagaNetwork(RuleBasedStateMachine):
     # --- rules -------------------------------------------------------------------------------
 
     @initialize(
-        funds=st.lists(st.integers(0, 400), min_size=len(FUNDED), max_size=len(FUNDED)),
+        funds=st.lists(st.integers(0, 600), min_size=len(FUNDED), max_size=len(FUNDED)),
         newest_first=st.booleans(),
     )
     def open_and_fund_accounts(self, funds: list[int], newest_first: bool) -> None:
@@ -173,14 +182,15 @@ class SagaNetwork(RuleBasedStateMachine):
             if status != ACTIVE:
                 self._setup(shard, ChangeAccountStatus(self._new_id(), account_id, status))
 
-    @initialize(transfers=st.lists(st.tuples(parties, parties, amounts), max_size=4))
-    def start_a_few_transfers_at_once(self, transfers: list[tuple[str, str, int]]) -> None:
-        for debit, credit, amount in transfers:
-            self.start_transfer(debit, credit, amount)
+    @initialize(transfers=st.lists(st.tuples(parties, amounts), max_size=4))
+    def start_a_few_transfers_at_once(self, transfers: list[tuple[tuple[str, str], int]]) -> None:
+        for accounts, amount in transfers:
+            self.start_transfer(accounts, amount)
 
     @precondition(lambda self: len(self.sagas) < MAX_TRANSFERS)
-    @rule(debit=parties, credit=parties, amount=amounts)
-    def start_transfer(self, debit: str, credit: str, amount: int) -> None:
+    @rule(accounts=parties, amount=amounts)
+    def start_transfer(self, accounts: tuple[str, str], amount: int) -> None:
+        debit, credit = accounts
         transfer = Transfer(
             self._new_id(), debit, credit, amount, HOME[debit][0], MAP.shard_for(debit), MAP.shard_for(credit)
         )
@@ -215,6 +225,39 @@ class SagaNetwork(RuleBasedStateMachine):
         """A message held up behind everything else in flight."""
         self.network.append(self.network.pop(pick % len(self.network)))
 
+    @precondition(lambda self: self.network)
+    @rule(shard=st.sampled_from(SHARDS))
+    def partition_a_shard(self, shard: int) -> None:
+        """Commands in flight to `shard` are stuck; whatever is sent from now on gets through first."""
+        stuck = [m for m in self.network if isinstance(m, SendToShard) and m.shard == shard]
+        self.network = [m for m in self.network if m not in stuck]
+        self.stalled += stuck
+
+    @precondition(lambda self: self.stalled)
+    @rule()
+    def partition_heals(self) -> None:
+        self.network += self.stalled
+        self.stalled = []
+
+    @precondition(lambda self: not all(s.terminal for s in self.sagas.values()))
+    @rule(pick=st.integers(0, 10**6), ms=st.sampled_from([500, 1_000, 2_500]))
+    def a_shard_stalls_while_time_passes(self, pick: int, ms: int) -> None:
+        """The shard an unfinished saga is waiting on stalls: the commands in flight to it arrive only
+        after the timeouts, and after whatever the saga sent instead."""
+        self.partition_a_shard(command_for(self._pick_in_flight(pick)).shard)
+        self.advance_clock_and_fire_timers(ms)
+        self.partition_heals()
+
+    @precondition(lambda self: any(isinstance(m, ShardReply) for m in self.network))
+    @rule(pick=st.integers(0, 10**6), ms=st.sampled_from([500, 1_000, 2_500]))
+    def replies_lag_while_time_passes(self, pick: int, ms: int) -> None:
+        """A shard did the work, but the coordinator hears of it only after its timeouts."""
+        replies = [m for m in self.network if isinstance(m, ShardReply)]
+        lagging = [m for m in replies if m.transfer_id == replies[pick % len(replies)].transfer_id]
+        self.network = [m for m in self.network if m not in lagging]
+        self.advance_clock_and_fire_timers(ms)
+        self.network += lagging
+
     @precondition(lambda self: self.network and not self.healed)
     @rule(pick=st.integers(0, 10**6))
     def drop(self, pick: int) -> None:
@@ -226,7 +269,7 @@ class SagaNetwork(RuleBasedStateMachine):
         message = self.network[pick % len(self.network)]
         self.network.insert(where % (len(self.network) + 1), message)
 
-    @rule(ms=st.sampled_from([0, 50, 100, 250, 500, 1_000, 2_500]))
+    @rule(ms=st.sampled_from([0, 50, 100, 250, 500]))
     def advance_clock_and_fire_timers(self, ms: int) -> None:
         """Time passes; each timer fires when it comes due (several times, if the gap is long)."""
         until = self.now + ms
@@ -349,6 +392,7 @@ class SagaNetwork(RuleBasedStateMachine):
         if not self.books[0].accounts:  # hypothesis gave up before initializing
             return
         self.healed = True
+        self.partition_heals()
         for _ in range(100):
             while self.network:  # every message leads to at most one more: this ends
                 self._deliver(self.network.pop(-1 if self.heal_newest_first else 0))
@@ -380,6 +424,10 @@ class SagaNetwork(RuleBasedStateMachine):
 
     def _customers(self) -> list[Account]:
         return [a for b in self.books.values() for a in b.accounts.values() if a.account_id in HOME_CUSTOMERS]
+
+    def _pick_in_flight(self, pick: int) -> SagaState:
+        in_flight = [s for _, s in sorted(self.sagas.items()) if not s.terminal]
+        return in_flight[pick % len(in_flight)]
 
     def _cross_transfers(self) -> list[Transfer]:
         return [s.transfer for s in self.sagas.values() if s.transfer.cross_shard]
