@@ -20,6 +20,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from coordinator.saga.transfer_saga import (
     COMPLETED,
+    POSTING,
+    RESERVING,
     PublishResult,
     ReplyArrived,
     SagaPolicy,
@@ -87,10 +89,18 @@ FUNDED = [a for a, *_, funded in ACCOUNTS if funded]
 _ACTIVE_EUR = [a for a in CUSTOMERS if HOME[a] == ("EUR", ACTIVE)]
 _CROSS = [(d, c) for d in _ACTIVE_EUR for c in _ACTIVE_EUR if MAP.shard_for(d) != MAP.shard_for(c)]
 _LOCAL = [(d, c) for d in _ACTIVE_EUR for c in _ACTIVE_EUR if d != c and MAP.shard_for(d) == MAP.shard_for(c)]
+# ... and cross-shard ones the credit shard must refuse (frozen, closed, another currency).
+_CROSS_REFUSED = [
+    (d, c)
+    for d in _ACTIVE_EUR
+    for c in CUSTOMERS
+    if MAP.shard_for(d) != MAP.shard_for(c) and c not in _ACTIVE_EUR
+]
 parties = st.one_of(
     st.sampled_from(_CROSS),
     st.sampled_from(_CROSS),
     st.sampled_from(_CROSS),
+    st.sampled_from(_CROSS_REFUSED),
     st.sampled_from(_LOCAL),
     st.tuples(st.sampled_from(CUSTOMERS), st.sampled_from(CUSTOMERS)),
 )
@@ -205,6 +215,14 @@ class SagaNetwork(RuleBasedStateMachine):
             self._deliver(self.network.pop(0))
 
     @precondition(lambda self: self.network)
+    @rule()
+    def everything_in_flight_arrives(self) -> None:
+        """One network hop: what is in flight now arrives, in order; what that sends is in flight."""
+        arriving, self.network = self.network, []
+        for message in arriving:
+            self._deliver(message)
+
+    @precondition(lambda self: self.network)
     @rule(shard=st.sampled_from(SHARDS))
     def shard_catches_up(self, shard: int) -> None:
         """A shard works through every command in flight to it; its replies queue up behind."""
@@ -253,7 +271,9 @@ class SagaNetwork(RuleBasedStateMachine):
     def replies_lag_while_time_passes(self, pick: int, ms: int) -> None:
         """A shard did the work, but the coordinator hears of it only after its timeouts."""
         replies = [m for m in self.network if isinstance(m, ShardReply)]
-        lagging = [m for m in replies if m.transfer_id == replies[pick % len(replies)].transfer_id]
+        further = [m for m in replies if m.command not in ("ReserveFunds", "PostTransfer")]
+        candidates = further if further and pick % 2 == 0 else replies
+        lagging = [m for m in replies if m.transfer_id == candidates[pick // 2 % len(candidates)].transfer_id]
         self.network = [m for m in self.network if m not in lagging]
         self.advance_clock_and_fire_timers(ms)
         self.network += lagging
@@ -426,8 +446,11 @@ class SagaNetwork(RuleBasedStateMachine):
         return [a for b in self.books.values() for a in b.accounts.values() if a.account_id in HOME_CUSTOMERS]
 
     def _pick_in_flight(self, pick: int) -> SagaState:
+        """An unfinished saga; every other pick prefers one past its first step, where it gets subtle."""
         in_flight = [s for _, s in sorted(self.sagas.items()) if not s.terminal]
-        return in_flight[pick % len(in_flight)]
+        further = [s for s in in_flight if s.step not in (RESERVING, POSTING)]
+        candidates = further if further and pick % 2 == 0 else in_flight
+        return candidates[pick // 2 % len(candidates)]
 
     def _cross_transfers(self) -> list[Transfer]:
         return [s.transfer for s in self.sagas.values() if s.transfer.cross_shard]
