@@ -304,14 +304,6 @@ def test_replies_with_a_foreign_in_reply_to_change_nothing(step: str) -> None:
             assert arrive(state, replace(reply, outcome=outcome, reason=note)) == (state, [])
 
 
-def test_a_reply_is_matched_by_in_reply_to_not_by_its_transfer_id_field() -> None:
-    state = at_step(RESERVING)
-    reply = replace(reply_to(RESERVING, "funds_reserved"), transfer_id=OTHER.transfer_id)
-    moved, effects = arrive(state, reply)
-    assert moved.step == CREDITING
-    assert effects == [expected_send(CROSS, CREDITING)]
-
-
 # --- terminal states ------------------------------------------------------------------------
 
 TERMINAL_STATES = [
@@ -401,18 +393,21 @@ def test_reserve_and_credit_give_up_after_max_forward_attempts(step: str, undo: 
 
 @pytest.mark.parametrize("step", [POSTING, COMMITTING, RELEASING, CANCELLING_CREDIT])
 def test_stuck_steps_are_parked_after_park_after_ms_and_keep_re_sending(step: str) -> None:
-    state = at_step(step)
+    threshold = T0 + POLICY.park_after_ms  # at_step started the saga at T0
+    state = replace(at_step(step), attempts=7, next_attempt_ms=threshold - 1)
     original = command_for(state)
     # Just before the threshold: re-sent, not parked.
-    state, effects = decide(state, TimerFired(T0 + POLICY.park_after_ms - 1), POLICY)
-    assert (state.parked, effects) == (False, [original])
-    # At the threshold: re-sent and parked, still the same step.
-    state, effects = decide(state, TimerFired(state.next_attempt_ms), POLICY)
+    before, effects = decide(state, TimerFired(threshold - 1), POLICY)
+    assert (before.parked, before.step, effects) == (False, step, [original])
+    # At the threshold: re-sent and parked, still the same step and status.
+    state, effects = decide(state, TimerFired(threshold), POLICY)
     assert (state.parked, state.step, state.status, effects) == (True, step, IN_FLIGHT, [original])
-    # And it keeps re-sending while parked.
+    # And it keeps re-sending, parked, at the capped backoff.
     for _ in range(3):
-        state, effects = decide(state, TimerFired(state.next_attempt_ms), POLICY)
-        assert (state.parked, effects) == (True, [original])
+        fired_at = state.next_attempt_ms
+        state, effects = decide(state, TimerFired(fired_at), POLICY)
+        assert (state.parked, state.step, effects) == (True, step, [original])
+        assert state.next_attempt_ms - fired_at == POLICY.max_backoff_ms
 
 
 def test_the_whole_happy_path_and_a_compensation_through_decide() -> None:

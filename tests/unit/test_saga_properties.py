@@ -56,6 +56,7 @@ NOW_US = 1_700_000_000_000_000
 T0 = 1_700_000_000_000
 POLICY = SagaPolicy(max_forward_attempts=3, base_backoff_ms=100, max_backoff_ms=400, park_after_ms=2_000)
 MAX_TRANSFERS = 8
+MISSING = "missing"  # an account id no shard has opened
 
 
 def _owned_by(shard: int, count: int) -> list[str]:
@@ -63,13 +64,13 @@ def _owned_by(shard: int, count: int) -> list[str]:
     return list(itertools.islice((n for n in names if MAP.shard_for(n) == shard), count))
 
 
-# Per shard: two active EUR accounts (one with an overdraft), one USD, one frozen, one closed, and an
-# issuance account per currency: money enters the ledger as a local transfer from one of those.
-# (account id, currency, overdraft limit, final status, funded)
+# Per shard: two active EUR accounts (one with an overdraft), one USD, one frozen, one closed, one
+# never opened, and an issuance account per currency: money enters the ledger as a local transfer
+# from one of those. (account id, currency, overdraft limit, final status, funded)
 ACCOUNTS: list[tuple[str, str, int, str, bool]] = []
 ISSUERS: dict[tuple[int, str], str] = {}
 for _shard in SHARDS:
-    _a, _b, _usd, _frozen, _closed, _eur_issuer, _usd_issuer = _owned_by(_shard, 7)
+    _a, _b, _usd, _frozen, _closed, _missing, _eur_issuer, _usd_issuer = _owned_by(_shard, 8)
     ACCOUNTS += [
         (_eur_issuer, "EUR", 10**12, ACTIVE, False),
         (_usd_issuer, "USD", 10**12, ACTIVE, False),
@@ -78,18 +79,19 @@ for _shard in SHARDS:
         (_usd, "USD", 0, ACTIVE, True),
         (_frozen, "EUR", 0, FROZEN, True),
         (_closed, "EUR", 0, CLOSED, False),
+        (_missing, "EUR", 0, MISSING, False),
     ]
     ISSUERS |= {(_shard, "EUR"): _eur_issuer, (_shard, "USD"): _usd_issuer}
 CUSTOMERS = [a for a, *_ in ACCOUNTS if a not in ISSUERS.values()]
-HOME_CUSTOMERS = frozenset(CUSTOMERS)
+CUSTOMER_IDS = frozenset(CUSTOMERS)
 HOME = {a: (currency, status) for a, currency, _, status, _ in ACCOUNTS}
 FUNDED = [a for a, *_, funded in ACCOUNTS if funded]
 # Mostly cross-shard transfers between active EUR accounts, so that many sagas get far; also local
-# ones, and any two accounts at all (frozen, closed, another currency, the same account).
+# ones, and any two accounts at all (frozen, closed, missing, another currency, the same account).
 _ACTIVE_EUR = [a for a in CUSTOMERS if HOME[a] == ("EUR", ACTIVE)]
 _CROSS = [(d, c) for d in _ACTIVE_EUR for c in _ACTIVE_EUR if MAP.shard_for(d) != MAP.shard_for(c)]
 _LOCAL = [(d, c) for d in _ACTIVE_EUR for c in _ACTIVE_EUR if d != c and MAP.shard_for(d) == MAP.shard_for(c)]
-# ... and cross-shard ones the credit shard must refuse (frozen, closed, another currency).
+# ... and cross-shard ones the credit shard must refuse (frozen, closed, missing, another currency).
 _CROSS_REFUSED = [
     (d, c)
     for d in _ACTIVE_EUR
@@ -182,6 +184,8 @@ class SagaNetwork(RuleBasedStateMachine):
         amounts = dict(zip(FUNDED, funds, strict=True))
         for account_id, currency, limit, status, _ in ACCOUNTS:
             shard = MAP.shard_for(account_id)
+            if status == MISSING:
+                continue
             self._setup(shard, OpenAccount(self._new_id(), account_id, currency, limit))
             if amounts.get(account_id):  # issued: a local transfer from the shard's issuance account
                 issuer, amount = ISSUERS[shard, currency], amounts[account_id]
@@ -189,7 +193,7 @@ class SagaNetwork(RuleBasedStateMachine):
                     shard, PostTransfer(self._new_id(), self._new_id(), issuer, account_id, amount, currency)
                 )
                 self.issued[currency] += amount
-            if status != ACTIVE:
+            if status in (FROZEN, CLOSED):
                 self._setup(shard, ChangeAccountStatus(self._new_id(), account_id, status))
 
     @initialize(transfers=st.lists(st.tuples(parties, amounts), max_size=4))
@@ -306,7 +310,8 @@ class SagaNetwork(RuleBasedStateMachine):
         """The coordinator dies while deciding (on a reply, or in a timer sweep): that decide and its
         effects are lost together (one transaction), the reply stays on the broker (its offset was not
         committed), and it restarts from the states it committed. With `resend`, recovery re-sends
-        every unfinished saga's current command at once (the same ids, so harmless)."""
+        every unfinished saga's current command at once (the same ids, so harmless). A crash after
+        the commit but before the offset commit redelivers the reply: that is `duplicate`."""
         replies = [m for m in self.network if isinstance(m, ShardReply)]
         if in_sweep or not replies:
             for state in self.sagas.values():
@@ -432,7 +437,7 @@ class SagaNetwork(RuleBasedStateMachine):
         transit: Counter[str] = Counter()
         for book in self.books.values():
             for account in book.accounts.values():
-                if account.account_id in HOME_CUSTOMERS:
+                if account.account_id in CUSTOMER_IDS:
                     customers[account.currency] += account.posted
                 elif account.is_transit:
                     transit[account.currency] += account.posted
@@ -443,7 +448,7 @@ class SagaNetwork(RuleBasedStateMachine):
     # --- helpers ------------------------------------------------------------------------------
 
     def _customers(self) -> list[Account]:
-        return [a for b in self.books.values() for a in b.accounts.values() if a.account_id in HOME_CUSTOMERS]
+        return [a for b in self.books.values() for a in b.accounts.values() if a.account_id in CUSTOMER_IDS]
 
     def _pick_in_flight(self, pick: int) -> SagaState:
         """An unfinished saga; every other pick prefers one past its first step, where it gets subtle."""
