@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.adapters.postgres_status import STATES, list_transfers, transfer_status
@@ -100,8 +100,6 @@ async def _produce_and_wait(
     try:
         if wait_s is not None:
             partitions = [p for p in (await consumer.partitions_for_topic(results) or ())]
-            from aiokafka import TopicPartition  # noqa: PLC0415 - only the waiting path needs it
-
             consumer.assign([TopicPartition(results, p) for p in partitions])
             await consumer.seek_to_end()
             for tp in consumer.assignment():

@@ -27,6 +27,17 @@ class LedgerConfig:
     """Partitions of ledger.transfers and ledger.shard-replies, alike so that a saga's commands and
     replies meet in the same coordinator; the coordinators' unit of parallelism."""
 
+    def as_env(self) -> dict[str, str]:
+        """The variables `from_env` reads, so a child `ledger` process sees this same ledger."""
+        env = {
+            "LEDGER_DATABASE_URL": self.database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            "LEDGER_NAMESPACE": self.namespace.prefix,
+            "LEDGER_REPLICATION_FACTOR": str(self.replication_factor),
+            "LEDGER_PARTITIONS": str(self.partitions),
+        }
+        return env | {f"LEDGER_SHARD_{n}_DATABASE_URL": url for n, url in self.shard_database_urls.items()}
+
     def shard_database_url(self, shard: int) -> str:
         return self.shard_database_urls.get(shard, self.database_url)
 

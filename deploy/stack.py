@@ -149,12 +149,7 @@ class LocalStack:
         return LedgerConfig(e.database_url, e.kafka_bootstrap_servers)
 
     def _start_process(self, name: str, *args: str) -> None:
-        e = self.endpoints
-        env = {
-            **os.environ,
-            "LEDGER_DATABASE_URL": e.database_url,
-            "KAFKA_BOOTSTRAP_SERVERS": e.kafka_bootstrap_servers,
-        }
+        env = {**os.environ, **self.ledger_config().as_env()}
         ledger = str(Path(sys.executable).with_name("ledger"))
         log = self._root() / "logs" / f"{name}.log"
         self.extra_processes.append(

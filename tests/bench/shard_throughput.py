@@ -63,12 +63,7 @@ async def bench(
     schema = config.namespace.shard_schema(0)
     target_seq = 2 * (len(funding) + transfers)
     target_outbox = len(opens) + len(funding) + transfers
-    env = {
-        **os.environ,
-        "LEDGER_DATABASE_URL": config.database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": config.kafka_bootstrap_servers,
-        "LEDGER_NAMESPACE": config.namespace.prefix,
-    }
+    env = {**os.environ, **config.as_env()}
     log = Path(f"/tmp/ledger-bench-shard-{os.getpid()}.log")
     argv = [LEDGER, "shard", "run", "--shard", "0", "--batch-max", str(batch_max)]
     if profile:  # py-spy samples the worker; collapsed stacks go to PROFILE

@@ -33,13 +33,7 @@ def _id() -> str:
 
 
 def _start(config: LedgerConfig, name: str, args: Sequence[str], failpoints: str = "") -> ProcessRecord:
-    env = {
-        **os.environ,
-        "LEDGER_DATABASE_URL": config.database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": config.kafka_bootstrap_servers,
-        "LEDGER_NAMESPACE": config.namespace.prefix,
-        "LEDGER_FAILPOINTS": failpoints,
-    }
+    env = {**os.environ, **config.as_env(), "LEDGER_FAILPOINTS": failpoints}
     log = Path(tempfile.mkdtemp(prefix="ledger-crash-")) / f"{name}.log"
     return spawn(name, [LEDGER, *args], log, tie_to_owner=True, env=env)
 

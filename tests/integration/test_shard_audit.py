@@ -31,12 +31,7 @@ LEDGER = str(Path(sys.executable).with_name("ledger"))
 
 
 def _ledger_cli(config: LedgerConfig, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "LEDGER_DATABASE_URL": config.database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": config.kafka_bootstrap_servers,
-        "LEDGER_NAMESPACE": config.namespace.prefix,
-    }
+    env = {**os.environ, **config.as_env()}
     return subprocess.run([LEDGER, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -52,12 +52,7 @@ def _workload(pmap: PartitionMap, rng: random.Random, transfers: int) -> list[Sh
 
 
 def _start_worker(config: LedgerConfig, log: Path) -> ProcessRecord:
-    env = {
-        **os.environ,
-        "LEDGER_DATABASE_URL": config.database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": config.kafka_bootstrap_servers,
-        "LEDGER_NAMESPACE": config.namespace.prefix,
-    }
+    env = {**os.environ, **config.as_env()}
     argv = [LEDGER, "shard", "run", "--shard", "0", "--batch-max", "40"]
     return spawn("shard-0", argv, log, tie_to_owner=True, env=env)
 
