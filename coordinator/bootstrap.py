@@ -17,6 +17,7 @@ from coordinator.adapters.postgres_sagas import PostgresSagaStore, SagaStoreUnav
 from coordinator.failpoints import Failpoints
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from deploy.config import LedgerConfig
+from shards.adapters.kafka_commits import CoalescedCommits
 from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
 from shards.adapters.postgres_control import PostgresControl
 from shards.bootstrap import open_pool
@@ -81,6 +82,22 @@ async def _consume(
     stop: asyncio.Event,
     run: RunSettings,
 ) -> None:
+    commits = CoalescedCommits(consumer, "coordinator")
+    try:
+        await _consume_until(consumer, store, coordinator, relay, commits, stop, run)
+    finally:
+        await commits.flush()
+
+
+async def _consume_until(
+    consumer: AIOKafkaConsumer,
+    store: PostgresSagaStore,
+    coordinator: Coordinator,
+    relay: OutboxRelay,
+    commits: CoalescedCommits,
+    stop: asyncio.Event,
+    run: RunSettings,
+) -> None:
     while not stop.is_set():
         try:
             batch = await consumer.getmany(timeout_ms=50, max_records=run.batch_max)
@@ -95,11 +112,8 @@ async def _consume(
             functools.partial(_handle, store, coordinator, records, run.failpoints), stop, run
         )
         relay.wake.set()
-        offsets = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
-        try:
-            await consumer.commit(offsets)
-        except KafkaError as e:  # a redelivery is absorbed by the inbox and the fingerprints
-            log.warning("coordinator offset commit failed: %s", e)
+        # A redelivery is absorbed by the inbox and the fingerprints, so commits need not be awaited.
+        commits.advance({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
 
 
 async def _handle(

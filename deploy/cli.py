@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
 import signal
 import sys
 from dataclasses import asdict
@@ -14,7 +13,6 @@ from types import FrameType
 from typing import Any
 
 import click
-import psutil
 
 from deploy.health import check_endpoints
 from deploy.processes import ProcessRecord, free_port
@@ -176,101 +174,12 @@ def demo(
         sys.exit(1)
 
 
-@cli.command()
-@click.option("--rate", type=click.FloatRange(1), default=500, show_default=True, envvar="LEDGER_BENCH_RATE",
-              help="Offered transfers per second (open loop).")  # fmt: skip
-@click.option("--duration", type=click.FloatRange(1), default=30, show_default=True, help="Measured seconds.")
-@click.option(
-    "--warmup", type=click.FloatRange(0), default=5, show_default=True, help="Unmeasured seconds first."
-)
-@click.option("--accounts", type=click.IntRange(10), default=1000, show_default=True)
-@click.option("--shards", type=click.IntRange(1, 64), default=4, show_default=True)
-@click.option(
-    "--cross", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Cross-shard share."
-)
-@click.option("--zipf", type=click.FloatRange(0), default=0.0, show_default=True, help="Skew (0 = uniform).")
-@click.option("--reject", type=click.FloatRange(0, 1), default=0.1, show_default=True,
-              help="Share of transfers sized to fail for insufficient funds.")  # fmt: skip
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--baseline/--no-baseline", default=False, help="Also run the naive single-PostgreSQL ledger.")
-@click.option(
-    "--quick", is_flag=True, help="A short smoke run (CI): 200 accounts, 200/s for 8 s, with baseline."
-)
-@click.option(
-    "--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Write the report here."
-)
-@home_option
-def bench(
-    rate: float, duration: float, warmup: float, accounts: int, shards: int, cross: float, zipf: float,
-    reject: float, seed: int, baseline: bool, quick: bool, json_path: Path | None, home: Path,
-) -> None:  # fmt: skip
-    """Measure the ledger end to end (produce -> result) under an open-loop load; exit 1 if the
-    correctness gate fails (a transfer without a result, or any reconciliation violation)."""
-    from deploy.bench.drivers import LoadSettings, bench_baseline, bench_ledger  # noqa: PLC0415 - bench only
-    from deploy.bench.workload import WorkloadSettings  # noqa: PLC0415
-    from deploy.ledger_init import init_ledger  # noqa: PLC0415
-
-    if quick:
-        rate, duration, warmup, accounts, baseline = 200, 8, 2, 200, True
-    workload = WorkloadSettings(
-        accounts=accounts, cross_fraction=cross, zipf_s=zipf, reject_fraction=reject, seed=seed
-    )
-    load = LoadSettings(rate=rate, duration_s=duration, warmup_s=warmup)
-    with LocalStack(_settings(home, "1", shards, None)) as stack:
-        stack.start_ledger()
-        config = stack.ledger_config()
-        pmap = asyncio.run(init_ledger(config, shards))
-        before = _cpu(stack)
-        reports = [asyncio.run(bench_ledger(config, pmap, workload, load))]
-        reports[0].processes = _usage(stack, before)
-        if baseline:
-            before = _cpu(stack)
-            reports.append(asyncio.run(bench_baseline(config.database_url, pmap, workload, load)))
-            reports[1].processes = _usage(stack, before)
-    for report in reports:
-        click.echo(report.table())
-    if len(reports) == 2 and reports[1].achieved_per_s:
-        click.echo(
-            f"ledger / baseline throughput: {reports[0].achieved_per_s / reports[1].achieved_per_s:.2f}x"
-        )
-    document = {"machine": _machine(), "seed": seed, "workload": asdict(workload), "load": asdict(load),
-                "runs": [r.to_json() for r in reports]}  # fmt: skip
-    if json_path is not None:
-        json_path.write_text(json.dumps(document, indent=2))
-    if not all(r.passed for r in reports):
-        sys.exit(1)
-
-
-def _cpu(stack: LocalStack) -> dict[str, float]:
-    return {p.name: sum(psutil.Process(p.pid).cpu_times()[:2]) for p in stack.processes if p.alive()}
-
-
-def _usage(stack: LocalStack, before: dict[str, float]) -> dict[str, dict[str, float]]:
-    usage = {}
-    for p in stack.processes:
-        if p.alive():
-            proc = psutil.Process(p.pid)
-            cpu = sum(proc.cpu_times()[:2]) + sum(
-                sum(c.cpu_times()[:2]) for c in proc.children(recursive=True)
-            )
-            usage[p.name] = {
-                "cpu_s": round(cpu - before.get(p.name, 0.0), 1),
-                "rss_mib": proc.memory_info().rss / 2**20,
-            }
-    return usage
-
-
-def _machine() -> dict[str, object]:
-    memory_gib = round(psutil.virtual_memory().total / 2**30, 1)
-    return {"host": platform.node(), "cpus": psutil.cpu_count(), "memory_gib": memory_gib,
-            "python": platform.python_version(), "system": platform.platform()}  # fmt: skip
-
-
 def _register() -> None:
     from coordinator.cli import COMMANDS as COORDINATOR_COMMANDS  # noqa: PLC0415 - keeps `ledger dev` light
+    from deploy.bench.command import bench  # noqa: PLC0415
     from shards.cli import COMMANDS as SHARD_COMMANDS  # noqa: PLC0415
 
-    for command in (*SHARD_COMMANDS, *COORDINATOR_COMMANDS):
+    for command in (*SHARD_COMMANDS, *COORDINATOR_COMMANDS, bench):
         cli.add_command(command)
 
 

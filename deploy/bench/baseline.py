@@ -51,7 +51,7 @@ async def create_baseline(dsn: str, schema: str, accounts: list[str], funding: i
 
 
 async def transfer(conn: asyncpg.Connection, move: Move) -> str:
-    """One transfer, one transaction: `completed` or `rejected` (insufficient funds)."""
+    """One transfer, one transaction: its outcome, worded as the ledger's results word it."""
     async with conn.transaction():
         rows = await conn.fetch(
             "SELECT account_id, balance FROM accounts WHERE account_id = ANY($1::text[])"
@@ -59,8 +59,10 @@ async def transfer(conn: asyncpg.Connection, move: Move) -> str:
             [move.debit, move.credit],
         )
         balance = {r[0]: r[1] for r in rows}
-        if balance.get(move.debit, 0) < move.amount or move.credit not in balance:
-            return "rejected"
+        if len(balance) < 2:
+            return "rejected (account_not_found)"
+        if balance[move.debit] < move.amount:
+            return "rejected (insufficient_funds)"
         await conn.execute(
             "UPDATE accounts SET balance = balance + d.delta FROM (VALUES ($1::text, $3::bigint),"
             " ($2::text, -$3::bigint)) AS d(account_id, delta) WHERE accounts.account_id = d.account_id",

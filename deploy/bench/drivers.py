@@ -1,192 +1,111 @@
-"""Drive the same seeded workload through the ledger (its public Kafka topics) and the baseline."""
+"""One benchmark run against one target: the load, then the report and the correctness gate."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
-import asyncpg
-import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-from coordinator.adapters.postgres_reconcile import read_views
-from coordinator.saga.reconciliation import reconcile
-from deploy.bench import baseline
-from deploy.bench.open_loop import open_loop
+from deploy.bench import postgres_statements
+from deploy.bench.load import Recorder, Target, closed_loop, open_loop
+from deploy.bench.meter import ProcessMeter
+from deploy.bench.profiler import PySpy
 from deploy.bench.report import RunReport
-from deploy.bench.workload import Move, Workload, WorkloadSettings
+from deploy.bench.targets import BaselineTarget, LedgerTarget
+from deploy.bench.workload import Workload, WorkloadSettings
 from deploy.config import LedgerConfig
-from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from shards.domain.partitioning import PartitionMap
-
-ISSUER = "issuer"  # the issuance account `ledger dev up` / LocalStack.start_ledger configure
 
 
 @dataclass(frozen=True)
 class LoadSettings:
+    mode: str = "open"
+    """`open`: offer `rate`; `max`: a closed loop finds the highest sustained rate, then an open
+    loop at `latency_at` of it measures latency under that load."""
     rate: float = 500.0
     """Offered transfers per second (open loop)."""
+    clients: int = 2000
+    """Closed loop: transfers kept outstanding at once."""
+    latency_at: float = 0.7
     duration_s: float = 30.0
     warmup_s: float = 5.0
     drain_s: float = 120.0
     """How long to wait for the last results after the last command."""
     connections: int = 32
     """Baseline only: concurrent PostgreSQL connections."""
+    profile_dir: Path | None = None
+    """Where py-spy's recordings go (None: no profiling)."""
 
 
-def _moves(workload: WorkloadSettings, pmap: PartitionMap, load: LoadSettings) -> tuple[Workload, list[Move]]:
-    generator = Workload(workload, pmap)
-    return generator, [generator.next() for _ in range(int(load.rate * (load.warmup_s + load.duration_s)))]
+@dataclass
+class Bench:
+    """What every run of one benchmark shares: the servers, the workload and the meters."""
 
+    config: LedgerConfig
+    pmap: PartitionMap
+    workload: WorkloadSettings
+    load: LoadSettings
+    meter: ProcessMeter
+    python_processes: dict[str, int]
+    """Profiled with py-spy when asked."""
 
-async def bench_ledger(
-    config: LedgerConfig, pmap: PartitionMap, workload: WorkloadSettings, load: LoadSettings
-) -> RunReport:
-    generator, moves = _moves(workload, pmap, load)
-    report = RunReport("ledger", load.rate, load.duration_s)
-    results = AIOKafkaConsumer(config.namespace.results, bootstrap_servers=config.kafka_bootstrap_servers,
-                               auto_offset_reset="latest", enable_auto_commit=False)  # fmt: skip
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka_bootstrap_servers, enable_idempotence=True,
-                                acks="all", linger_ms=2)  # fmt: skip
-    arrived: dict[str, tuple[float, dict[str, object]]] = {}
-    await results.start()
-    await producer.start()
-    try:
-        await results.seek_to_end()
-        collector = asyncio.create_task(_collect(results, arrived))
-        await _prepare(config, producer, arrived, generator.accounts, workload.funding)
-        ids = [str(uuid.uuid4()) for _ in moves]
-        due: dict[str, float] = {}
+    async def ledger(self) -> list[RunReport]:
+        accounts = Workload(self.workload, self.pmap).accounts
+        shards = sorted(set(self.pmap.shards))
+        async with LedgerTarget(self.config, shards, accounts, self.workload.funding) as target:
+            reports = await self._runs(target)
+            violations = await target.violations()
+        for report in reports:
+            report.violations += violations
+        return reports
 
-        async def submit(i: int, at: float) -> None:
-            m, tid = moves[i], ids[i]
-            due[tid] = at
-            command = TransferFunds(tid, m.debit, m.credit, m.amount, "EUR")
-            await producer.send(config.namespace.transfers, encode_public(command), key=tid.encode())
+    async def baseline(self) -> list[RunReport]:
+        accounts = Workload(self.workload, self.pmap).accounts
+        async with BaselineTarget(
+            self.config.database_url, accounts, self.workload.funding, self.load.connections
+        ) as target:
+            reports = await self._runs(target)
+            violations = await target.violations()
+        for report in reports:
+            report.violations += violations
+        return reports
 
-        t0 = await open_loop(load.rate, len(moves), submit)
-        await producer.flush()
-        deadline = time.monotonic() + load.drain_s
-        while len(arrived.keys() & due.keys()) < len(due) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)  # the collector task fills `arrived`
-        collector.cancel()
-    finally:
-        await producer.stop()
-        await results.stop()
-    measured_from = t0 + load.warmup_s
-    for move, tid in zip(moves, ids, strict=True):
-        if due[tid] < measured_from:
-            continue
-        report.sent += 1
-        if tid not in arrived:
-            report.missing += 1
-            continue
-        at, result = arrived[tid]
-        report.answered += 1
-        report.outcomes[
-            f"{result['state']}" + (f" ({result['reason']})" if result.get("reason") else "")
-        ] += 1
-        report.record("cross_shard" if move.cross_shard else "same_shard", at - due[tid])
-    sagas, views, _ = await read_views(config, sorted(set(pmap.shards)))
-    report.violations = [f"{v.check}: {v.subject}: {v.detail}" for v in reconcile(sagas, views)]
-    if report.missing:
-        report.violations.append(f"{report.missing} transfers got no result within {load.drain_s:.0f}s")
-    return report
+    async def _runs(self, target: Target) -> list[RunReport]:
+        load = self.load
+        if load.mode == "open":
+            return [await self._run(target, load.rate)]
+        flat_out = await self._run(target, None)
+        return [flat_out, await self._run(target, max(1.0, flat_out.achieved_per_s * load.latency_at))]
 
+    async def _run(self, target: Target, rate: float | None) -> RunReport:
+        """An open loop at `rate`, or a closed loop when `rate` is None."""
+        load = self.load
+        seconds = load.warmup_s + load.duration_s
+        workload = Workload(self.workload, self.pmap)  # the same seeded sequence for every target
+        recorder = Recorder()
+        await postgres_statements.reset(self.config.database_url)
+        since = self.meter.snapshot()
+        profiler = self._profiler(target.name, rate)
+        if profiler is not None:
+            asyncio.get_running_loop().call_later(load.warmup_s, profiler.start)
+        if rate is None:
+            mode = f"closed, {load.clients} clients"
+            t0 = await closed_loop(target, workload, load.clients, seconds, recorder)
+        else:
+            mode = f"open @ {rate:.0f}/s"
+            t0 = await open_loop(target, workload, rate, seconds, recorder)
+        missing = await recorder.drain(load.drain_s)
+        report = RunReport.of(target.name, mode, rate, recorder, t0, load.warmup_s, load.duration_s, missing)
+        report.processes = self.meter.usage(since)
+        report.statements = await postgres_statements.top(self.config.database_url)
+        if missing:
+            report.violations.append(f"{missing} transfers got no result within {load.drain_s:.0f}s")
+        if profiler is not None:
+            report.profiles = profiler.finish()
+        return report
 
-async def _collect(consumer: AIOKafkaConsumer, arrived: dict[str, tuple[float, dict[str, object]]]) -> None:
-    while True:
-        for records in (await consumer.getmany(timeout_ms=100)).values():
-            now = time.monotonic()
-            for r in records:
-                result = orjson.loads(r.value or b"{}")
-                key = str(result.get("transfer_id") or result.get("command_id"))
-                arrived.setdefault(key, (now, result))
-
-
-async def _prepare(
-    config: LedgerConfig, producer: AIOKafkaProducer, arrived: dict[str, tuple[float, dict[str, object]]],
-    accounts: list[str], funding: int,
-) -> None:  # fmt: skip
-    """Open the issuer and every account, and fund them, through the public topics."""
-    opens = [
-        OpenAccountRequest(str(uuid.uuid4()), a, "EUR", 10**17 if a == ISSUER else 0, {})
-        for a in [ISSUER, *accounts]
-    ]
-    await asyncio.gather(
-        *[
-            await producer.send(
-                config.namespace.account_commands, encode_public(o), key=o.account_id.encode()
-            )
-            for o in opens
-        ]
-    )
-    await _wait(arrived, [o.command_id for o in opens])
-    funds = [TransferFunds(str(uuid.uuid4()), ISSUER, a, funding, "EUR") for a in accounts]
-    await asyncio.gather(
-        *[
-            await producer.send(config.namespace.transfers, encode_public(t), key=t.transfer_id.encode())
-            for t in funds
-        ]
-    )
-    await _wait(arrived, [t.transfer_id for t in funds])
-
-
-async def _wait(
-    arrived: dict[str, tuple[float, dict[str, object]]], ids: list[str], within_s: float = 300
-) -> None:
-    """Wait for set-up results; any that is not a success fails the run before it starts."""
-    deadline = time.monotonic() + within_s
-    while not all(i in arrived for i in ids):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{sum(i not in arrived for i in ids)} set-up results missing")
-        await asyncio.sleep(0.1)
-    failed = [
-        arrived[i][1]
-        for i in ids
-        if arrived[i][1].get("state", arrived[i][1].get("outcome")) not in ("completed", "done")
-    ]
-    if failed:
-        raise RuntimeError(f"{len(failed)} set-up commands failed, e.g. {failed[0]}")
-
-
-async def bench_baseline(
-    dsn: str, pmap: PartitionMap, workload: WorkloadSettings, load: LoadSettings
-) -> RunReport:
-    generator, moves = _moves(workload, pmap, load)
-    schema = "bench_baseline"
-    await baseline.create_baseline(dsn, schema, generator.accounts, workload.funding)
-    report = RunReport(f"baseline ({load.connections} connections)", load.rate, load.duration_s)
-    pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=load.connections, max_size=load.connections,
-                                                    server_settings={"search_path": schema})  # fmt: skip
-    done: dict[int, tuple[float, str]] = {}
-    tasks: list[asyncio.Task[None]] = []
-
-    async def one(i: int) -> None:
-        async with pool.acquire() as conn:
-            outcome = await baseline.transfer(conn, moves[i])
-        done[i] = (time.monotonic(), outcome)
-
-    async def submit(i: int, at: float) -> None:
-        tasks.append(asyncio.create_task(one(i)))
-
-    try:
-        t0 = await open_loop(load.rate, len(moves), submit)
-        await asyncio.wait_for(asyncio.gather(*tasks), load.drain_s)
-    finally:
-        await pool.close()
-    for i, move in enumerate(moves):
-        due = t0 + i / load.rate
-        if due < t0 + load.warmup_s:
-            continue
-        report.sent += 1
-        at, outcome = done[i]
-        report.answered += 1
-        report.outcomes[outcome] += 1
-        report.record("cross_shard" if move.cross_shard else "same_shard", at - due)
-    expected = workload.funding * workload.accounts
-    if (money := await baseline.total(dsn, schema)) != expected:
-        report.violations.append(f"baseline holds {money}, funded {expected}")
-    return report
+    def _profiler(self, target: str, rate: float | None) -> PySpy | None:
+        if self.load.profile_dir is None:
+            return None
+        label = f"{target.split(maxsplit=1)[0]}-{'max' if rate is None else f'{rate:.0f}'}"
+        return PySpy(self.load.profile_dir, self.python_processes, self.load.duration_s, label)

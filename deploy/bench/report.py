@@ -1,4 +1,5 @@
-"""What a benchmark run reports: rates, outcomes, latency percentiles per path (HDR histograms)."""
+"""What a benchmark run reports: rates, outcomes, latency percentiles per path and per shard (HDR
+histograms), a per-second timeline, and what each process spent."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
+
+from deploy.bench.load import Recorder, Sample
 
 PERCENTILES = (50.0, 95.0, 99.0, 99.9)
 
@@ -18,24 +21,54 @@ def new_histogram() -> HdrHistogram:
 @dataclass
 class RunReport:
     name: str
-    offered_per_s: float
+    mode: str
+    """`open @ RATE/s` or `closed, N clients`."""
+    offered_per_s: float | None
     duration_s: float
     sent: int = 0
-    answered: int = 0
+    """Every transfer sent, warm-up included: each must get exactly one terminal result."""
+    measured: int = 0
+    """Those due (or sent) in the measured window: their latency is what the percentiles show."""
+    finished_in_window: int = 0
     missing: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     latency: dict[str, HdrHistogram] = field(default_factory=dict)
+    timeline: list[dict[str, float]] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     processes: dict[str, dict[str, float]] = field(default_factory=dict)
+    statements: list[dict[str, object]] = field(default_factory=list)
+    """PostgreSQL's heaviest statements during the run (pg_stat_statements), when available."""
+    profiles: dict[str, list[str]] = field(default_factory=dict)
+    """py-spy: each process's hottest functions, when profiled."""
 
-    def record(self, path: str, latency_s: float) -> None:
-        micros = max(1, round(latency_s * 1_000_000))
-        for key in (path, "all"):
+    @classmethod
+    def of(
+        cls, name: str, mode: str, offered: float | None, recorder: Recorder, t0: float, warmup_s: float,
+        duration_s: float, missing: int,
+    ) -> RunReport:  # fmt: skip
+        report = cls(name, mode, offered, duration_s, sent=recorder.submitted, missing=missing)
+        start, end = t0 + warmup_s, t0 + warmup_s + duration_s
+        for s in recorder.samples:
+            report.outcomes[s.outcome] += 1
+            report.finished_in_window += start <= s.finished < end
+            if start <= s.started < end:
+                report.measured += 1
+                report._record(s)
+        report.timeline = _timeline(recorder.samples, t0)
+        report.violations += [f"load generator: {e}" for e in recorder.errors[:5]]
+        return report
+
+    def _record(self, s: Sample) -> None:
+        micros = max(1, round((s.finished - s.started) * 1_000_000))
+        for key in ("all", "cross_shard" if s.cross_shard else "same_shard", f"shard {s.shard}"):
             self.latency.setdefault(key, new_histogram()).record_value(micros)
+        self.latencies_ms.append(micros / 1000)
 
     @property
     def achieved_per_s(self) -> float:
-        return self.answered / self.duration_s if self.duration_s else 0.0
+        """Answers that arrived inside the measured window, per second."""
+        return self.finished_in_window / self.duration_s if self.duration_s else 0.0
 
     @property
     def passed(self) -> bool:
@@ -50,32 +83,49 @@ class RunReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "offered_per_s": self.offered_per_s,
-            "achieved_per_s": round(self.achieved_per_s, 1),
-            "duration_s": self.duration_s,
-            "sent": self.sent,
-            "answered": self.answered,
-            "missing": self.missing,
+            "name": self.name, "mode": self.mode, "offered_per_s": self.offered_per_s,
+            "achieved_per_s": round(self.achieved_per_s, 1), "duration_s": self.duration_s,
+            "sent": self.sent, "measured": self.measured, "missing": self.missing,
             "outcomes": dict(self.outcomes),
             "latency_ms": {path: self.percentiles_ms(path) for path in sorted(self.latency)},
-            "violations": self.violations,
-            "processes": self.processes,
-            "passed": self.passed,
-        }
+            "timeline": self.timeline, "violations": self.violations, "processes": self.processes,
+            "statements": self.statements, "profiles": self.profiles, "passed": self.passed,
+        }  # fmt: skip
 
     def table(self) -> str:
+        offered = f"offered {self.offered_per_s:.0f}/s, " if self.offered_per_s else ""
         lines = [
-            f"{self.name}: offered {self.offered_per_s:.0f}/s, achieved {self.achieved_per_s:.0f}/s "
-            f"({self.answered} of {self.sent} measured transfers answered, {self.missing} missing)",
+            f"{self.name} [{self.mode}]: {offered}achieved {self.achieved_per_s:.0f}/s"
+            f" over {self.duration_s:.0f}s"
+            f" ({self.sent} sent, {self.missing} without a result)",
             "  outcomes: " + ", ".join(f"{k} {v}" for k, v in self.outcomes.most_common()),
+            "  latency ms       " + "".join(f"{k:>9}" for k in (*(f"p{p:g}" for p in PERCENTILES), "max")),
         ]
-        for path in sorted(self.latency):
-            cells = "  ".join(f"{k} {v:8.1f}" for k, v in self.percentiles_ms(path).items())
-            lines.append(f"  latency ms {path:>11}: {cells}")
+        for path in sorted(self.latency, key=lambda p: (p.startswith("shard"), p)):
+            cells = "".join(f"{v:9.1f}" for v in self.percentiles_ms(path).values())
+            lines.append(f"  {path:>15} {cells}   n={self.latency[path].get_total_count()}")
         for name, usage in sorted(self.processes.items()):
-            lines.append(f"  {name:>12}: cpu {usage['cpu_s']:.1f}s, rss {usage['rss_mib']:.0f} MiB")
-        lines.append(
-            f"  correctness: {'PASSED' if self.passed else 'FAILED ' + '; '.join(self.violations[:5])}"
-        )
+            lines.append(
+                f"  {name:>15}: cpu {usage['cpu_s']:6.1f}s ({usage['cpu_pct']:3.0f}% of a core),"
+                f" rss {usage['rss_mib']:.0f} MiB"
+            )
+        for st in self.statements[:5]:
+            lines.append(f"  sql {st['total_ms']:>9.0f} ms {st['calls']:>7} calls  {str(st['query'])[:70]}")
+        verdict = "PASSED" if self.passed else "FAILED: " + "; ".join(self.violations[:5])
+        lines.append(f"  correctness gate (reconciliation, every transfer answered): {verdict}")
         return "\n".join(lines)
+
+
+def _timeline(samples: list[Sample], t0: float) -> list[dict[str, float]]:
+    """Per second since the start: answers that arrived, and their p50/p99 latency."""
+    by_second: dict[int, HdrHistogram] = {}
+    for s in samples:
+        second = int(s.finished - t0)
+        if second >= 0:
+            micros = max(1, round((s.finished - s.started) * 1_000_000))
+            by_second.setdefault(second, new_histogram()).record_value(micros)
+    return [
+        {"t": second, "answered": h.get_total_count(),
+         "p50_ms": h.get_value_at_percentile(50) / 1000, "p99_ms": h.get_value_at_percentile(99) / 1000}
+        for second, h in sorted(by_second.items())
+    ]  # fmt: skip

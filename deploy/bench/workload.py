@@ -23,12 +23,16 @@ class WorkloadSettings:
     zipf_s: float = 0.0
     """Skew of debit accounts: 0 is uniform; 1.0 makes a few accounts hot."""
     max_amount: int = 10_000
-    """Ordinary amounts are uniform in 1..max_amount minor units."""
+    """Ordinary amounts are at most this many minor units."""
+    amounts: str = "uniform"
+    """`uniform` in 1..max_amount, or `log`: log-uniform (as many 1-9 as 1000-9999), integers only."""
     reject_fraction: float = 0.1
     """Share of transfers asking more than any account holds."""
     funding: int = 10**9
     """What each account receives from the issuer before the run."""
     seed: int = 1
+    prefix: str = "acct"
+    """Account ids are PREFIX-000000...: a run on a long-lived ledger uses its own accounts."""
 
 
 @dataclass(frozen=True)
@@ -37,13 +41,14 @@ class Move:
     credit: str
     amount: int
     cross_shard: bool
+    debit_shard: int
 
 
 class Workload:
     def __init__(self, settings: WorkloadSettings, pmap: PartitionMap) -> None:
         self.settings = settings
         self.rng = random.Random(settings.seed)  # noqa: S311 - a workload, not a secret
-        self.accounts = [f"acct-{i:06d}" for i in range(settings.accounts)]
+        self.accounts = [f"{settings.prefix}-{i:06d}" for i in range(settings.accounts)]
         self.shard_of = {a: pmap.shard_for(a) for a in self.accounts}
         self.by_shard: dict[int, list[str]] = {}
         for account, shard in self.shard_of.items():
@@ -64,5 +69,11 @@ class Workload:
             if len(pool) == 1 and pool[0] == debit:
                 pool = self.accounts  # a shard with one account cannot pair with itself
         # A rejected share asks more than any account can hold in this run.
-        amount = s.funding * 10 if rng.random() < s.reject_fraction else rng.randint(1, s.max_amount)
-        return Move(debit, credit, amount, self.shard_of[debit] != self.shard_of[credit])
+        amount = s.funding * 10 if rng.random() < s.reject_fraction else self._amount()
+        return Move(debit, credit, amount, home != self.shard_of[credit], home)
+
+    def _amount(self) -> int:
+        if self.settings.amounts == "log":
+            digits = self.rng.randint(1, len(str(self.settings.max_amount)))
+            return self.rng.randint(10 ** (digits - 1), min(10**digits - 1, self.settings.max_amount))
+        return self.rng.randint(1, self.settings.max_amount)

@@ -6,6 +6,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas.errors import LedgerError
+from shards.adapters.kafka_commits import CoalescedCommits
 
 
 class SourceUnavailable(LedgerError):
@@ -28,12 +29,17 @@ class KafkaCommandSource:
             fetch_max_bytes=16 * 1024 * 1024,
         )
 
+        self.commits = CoalescedCommits(self.consumer, topic)
+
     async def start(self) -> None:
         await self.consumer.start()
         self.consumer.assign([self.partition])
 
     async def stop(self) -> None:
-        await self.consumer.stop()
+        try:
+            await self.commits.flush()
+        finally:
+            await self.consumer.stop()
 
     async def poll(self, timeout_ms: int) -> list[ConsumerRecord[bytes, bytes]]:
         try:
@@ -45,9 +51,7 @@ class KafkaCommandSource:
         records: list[ConsumerRecord[bytes, bytes]] = batch.get(self.partition, [])
         return records
 
-    async def commit(self, next_offset: int) -> None:
-        try:
-            await self.consumer.commit({self.partition: next_offset})
-        except KafkaError as e:
-            # Harmless to lose: a redelivered message finds its inbox row and changes nothing.
-            raise SourceUnavailable(f"committing offset {next_offset}: {e}") from e
+    def commit(self, next_offset: int) -> None:
+        """Records before `next_offset` are durably processed: their offset is committed soon,
+        off the processing path (see kafka_commits)."""
+        self.commits.advance({self.partition: next_offset})

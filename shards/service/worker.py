@@ -122,10 +122,7 @@ class ShardWorker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.max_backoff_s)
         self.on_commit()
-        try:
-            await self.source.commit(records[-1].offset + 1)
-        except SourceUnavailable as e:
-            log.warning("shard %d: %s (the inbox absorbs the redelivery)", self.settings.shard, e)
+        self.source.commit(records[-1].offset + 1)
 
     async def _apply(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         commands, dead, parents = self._decode(records)

@@ -20,9 +20,9 @@ def test_quick_bench_reports_everything_and_passes_its_gate(tmp_path: Path) -> N
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("LEDGER_DATABASE_URL"):
         pytest.skip("the benchmark starts its own stack; external servers are set")
     env = {**os.environ, "LEDGER_HOME": str(tmp_path), "LEDGER_CACHE_DIR": str(REPO / ".ledger" / "cache")}
-    out = tmp_path / "bench.json"
+    out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
     done = subprocess.run(
-        [LEDGER, "bench", "--quick", "--json", str(out)],
+        [LEDGER, "bench", "--quick", "--json", str(out), "--plot", str(plot)],
         env=env,
         capture_output=True,
         text=True,
@@ -32,15 +32,20 @@ def test_quick_bench_reports_everything_and_passes_its_gate(tmp_path: Path) -> N
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["machine"]["cpus"] >= 1
+    assert {"kafka", "postgresql", "aiokafka"} <= set(report["versions"])
     ledger, baseline = report["runs"]
     for run in (ledger, baseline):
         assert run["passed"]
         assert run["missing"] == 0
-        assert run["answered"] == run["sent"] > 0
+        assert sum(run["outcomes"].values()) == run["sent"] == 2000  # 200/s for 2 + 8 s
+        assert 0 < run["measured"] < run["sent"]  # the warm-up is not measured
         assert set(run["latency_ms"]["all"]) == {"p50", "p95", "p99", "p99.9", "max"}
-    assert {"coordinator", "kafka-1", "postgres", "shard-0"} <= set(ledger["processes"])
+        assert {"same_shard", "cross_shard", "shard 0", "shard 3"} <= set(run["latency_ms"])
+        assert sum(second["answered"] for second in run["timeline"]) == run["sent"]
+    processes = {"coordinator", "kafka-1", "postgres", "shard-0", "shard-3", "load generator"}
+    assert processes <= set(ledger["processes"])
+    assert ledger["statements"], "pg_stat_statements is preloaded in the local cluster"
     # The same seeded workload: the ledger and the baseline agree on every outcome.
-    expected = {"completed": baseline["outcomes"]["completed"]}
-    expected["rejected (insufficient_funds)"] = baseline["outcomes"]["rejected"]
-    assert ledger["outcomes"] == expected
+    assert ledger["outcomes"] == baseline["outcomes"]
     assert "ledger / baseline throughput" in done.stdout
+    assert plot.read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,166 @@
+"""What the load is driven against: the ledger through its public Kafka topics, or the baseline.
+
+Both answer `submit(move)` with a future that resolves to the transfer's terminal outcome, so one
+load loop (open or closed) drives either, and their reports compare like with like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from types import TracebackType
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from coordinator.adapters.postgres_reconcile import read_views
+from coordinator.saga.reconciliation import reconcile
+from deploy.bench import baseline
+from deploy.bench.workload import Move
+from deploy.config import LedgerConfig
+from schemas.public import OpenAccountRequest, TransferFunds, encode_public
+
+ISSUER = "issuer"  # the issuance account `ledger dev up` / LocalStack.start_ledger configure
+
+
+def outcome_of(result: dict[str, object]) -> str:
+    """`completed`, `compensated (account_frozen)`, ...: the state, and the reason when there is one."""
+    state = result.get("state", result.get("outcome"))
+    return f"{state} ({result['reason']})" if result.get("reason") else str(state)
+
+
+class LedgerTarget:
+    """Transfers produced onto `ledger.transfers`; outcomes read from `ledger.results`."""
+
+    name = "ledger"
+
+    def __init__(self, config: LedgerConfig, shards: list[int], accounts: list[str], funding: int) -> None:
+        self.config = config
+        self.shards = shards
+        self.accounts = accounts
+        self.funding = funding
+        self.pending: dict[str, asyncio.Future[str]] = {}
+        self.results = AIOKafkaConsumer(
+            config.namespace.results, bootstrap_servers=config.kafka_bootstrap_servers,
+            auto_offset_reset="latest", enable_auto_commit=False, fetch_max_bytes=16 * 1024 * 1024,
+        )  # fmt: skip
+        # The load generator is a client like any other: idempotent, acks from all replicas.
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=config.kafka_bootstrap_servers, enable_idempotence=True, acks="all",
+            linger_ms=5, max_batch_size=512 * 1024,
+        )  # fmt: skip
+        self._collector: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LedgerTarget:
+        await self.results.start()
+        await self.producer.start()
+        await self.results.seek_to_end()
+        self._collector = asyncio.create_task(self._collect())
+        try:
+            await self._prepare()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._collector is not None:
+            self._collector.cancel()
+        await self.producer.stop()
+        await self.results.stop()
+
+    async def submit(self, move: Move) -> asyncio.Future[str]:
+        transfer_id = str(uuid.uuid4())
+        return await self._send(TransferFunds(transfer_id, move.debit, move.credit, move.amount, "EUR"))
+
+    async def _send(self, command: TransferFunds | OpenAccountRequest) -> asyncio.Future[str]:
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        if isinstance(command, TransferFunds):
+            key, topic = command.transfer_id, self.config.namespace.transfers
+        else:
+            key, topic = command.command_id, self.config.namespace.account_commands
+        self.pending[key] = done
+        await self.producer.send(topic, encode_public(command), key=key.encode())
+        return done
+
+    async def _collect(self) -> None:
+        while True:
+            for records in (await self.results.getmany(timeout_ms=100)).values():
+                for r in records:
+                    result = orjson.loads(r.value or b"{}")
+                    key = str(result.get("transfer_id") or result.get("command_id"))
+                    waiting = self.pending.pop(key, None)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(outcome_of(result))
+
+    async def _prepare(self, within_s: float = 300) -> None:
+        """Open the issuer and every account, then fund them, through the public topics. On a
+        long-lived ledger the issuer (or a reused account prefix) may exist already: that is fine."""
+        opens = [
+            OpenAccountRequest(str(uuid.uuid4()), a, "EUR", 10**17 if a == ISSUER else 0, {})
+            for a in [ISSUER, *self.accounts]
+        ]
+        await _all_succeed(
+            [await self._send(o) for o in opens], ("done", "rejected (account_exists)"), within_s
+        )
+        funds = [TransferFunds(str(uuid.uuid4()), ISSUER, a, self.funding, "EUR") for a in self.accounts]
+        await _all_succeed([await self._send(t) for t in funds], ("completed",), within_s)
+
+    async def violations(self) -> list[str]:
+        """The reconciliation's findings over every shard and every saga (empty when correct)."""
+        sagas, views, _ = await read_views(self.config, self.shards)
+        return [f"{v.check}: {v.subject}: {v.detail}" for v in reconcile(sagas, views)]
+
+
+async def _all_succeed(futures: list[asyncio.Future[str]], wanted: tuple[str, ...], within_s: float) -> None:
+    """Set-up commands must all succeed, or the run fails before it starts."""
+    done, missing = await asyncio.wait(futures, timeout=within_s)
+    if missing:
+        raise TimeoutError(f"{len(missing)} set-up results missing after {within_s:.0f}s")
+    failed = [f.result() for f in done if f.result() not in wanted]
+    if failed:
+        raise RuntimeError(f"{len(failed)} set-up commands failed, e.g. {failed[0]}")
+
+
+class BaselineTarget:
+    """The naive single-PostgreSQL ledger, with N connections (see baseline.py)."""
+
+    def __init__(self, dsn: str, accounts: list[str], funding: int, connections: int) -> None:
+        self.name = f"baseline ({connections} connections)"
+        self.dsn = dsn
+        self.accounts = accounts
+        self.funding = funding
+        self.connections = connections
+        self.schema = "bench_baseline"
+        self.pool: asyncpg.Pool | None = None
+
+    async def __aenter__(self) -> BaselineTarget:
+        await baseline.create_baseline(self.dsn, self.schema, self.accounts, self.funding)
+        self.pool = await asyncpg.create_pool(
+            self.dsn, min_size=self.connections, max_size=self.connections,
+            server_settings={"search_path": self.schema},
+        )  # fmt: skip
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def submit(self, move: Move) -> asyncio.Future[str]:
+        return asyncio.ensure_future(self._transfer(move))
+
+    async def _transfer(self, move: Move) -> str:
+        assert self.pool is not None, "used outside `async with`"
+        async with self.pool.acquire() as conn:
+            return await baseline.transfer(conn, move)
+
+    async def violations(self) -> list[str]:
+        expected = self.funding * len(self.accounts)
+        if (money := await baseline.total(self.dsn, self.schema)) != expected:
+            return [f"baseline holds {money}, funded {expected}"]
+        return []
