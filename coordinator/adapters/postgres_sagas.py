@@ -103,7 +103,8 @@ class SagaTransaction:
 
     async def seen(self, message_ids: Sequence[str]) -> set[str]:
         rows = await self.conn.fetch(
-            "SELECT message_id FROM inbox WHERE message_id = ANY($1::text[])", message_ids
+            "SELECT i.message_id FROM unnest($1::text[]) AS m(id) JOIN inbox i ON i.message_id = m.id",
+            message_ids,
         )
         return {r[0] for r in rows}
 
@@ -153,9 +154,11 @@ class SagaTransaction:
 
 
 # Locked in id order, so that two coordinators touching the same sagas never deadlock.
-_LOAD = (
-    f"SELECT {_COLUMNS} FROM transfers WHERE transfer_id = ANY($1::text[]) ORDER BY transfer_id FOR UPDATE"
-)
+# unnest + join, not `= ANY`: see postgres_shard_store (the planner chose sequential scans).
+_LOAD = f"""
+    SELECT {", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))}
+    FROM unnest($1::text[]) AS k(id) JOIN transfers t ON t.transfer_id = k.id
+    ORDER BY t.transfer_id FOR UPDATE OF t"""
 _DUE = f"""
     SELECT {_COLUMNS} FROM transfers WHERE status = 'in_flight' AND partition = ANY($1::int[])
     AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3 FOR UPDATE SKIP LOCKED"""
