@@ -128,18 +128,21 @@ class LocalStack:
             self.kafka.start()
         return self.kafka.bootstrap_servers
 
-    def start_ledger(self, *, api_port: int | None = None, issuance: tuple[str, ...] = ("issuer",)) -> None:
-        """Create the ledger's schemas and topics, then start one `ledger shard run` per shard, a
-        coordinator and (with `api_port`) the status API, each as its own process."""
+    def start_ledger(
+        self, *, api_port: int | None = None, issuance: tuple[str, ...] = ("issuer",), coordinators: int = 1
+    ) -> None:
+        """Create the ledger's schemas and topics, then start one `ledger shard run` per shard,
+        `coordinators` coordinators (one consumer group) and, with `api_port`, the status API,
+        each as its own process."""
         e = self.endpoints
         asyncio.run(
             init_ledger(LedgerConfig(e.database_url, e.kafka_bootstrap_servers), self.settings.shards)
         )
         for shard in range(self.settings.shards):
             self._start_process(f"shard-{shard}", "shard", "run", "--shard", str(shard))
-        self._start_process(
-            "coordinator", "coordinator", "run", *(f"--issuance-account={a}" for a in issuance)
-        )
+        for n in range(coordinators):
+            name = "coordinator" if coordinators == 1 else f"coordinator-{n}"
+            self._start_process(name, "coordinator", "run", *(f"--issuance-account={a}" for a in issuance))
         if api_port is not None:
             self._start_process("status-api", "api", "run", "--port", str(api_port))
             self.api_url = f"http://127.0.0.1:{api_port}"

@@ -50,6 +50,7 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
 @_option("--drain", type=click.FloatRange(1), default=120.0, help="Longest wait for the last results.")
 @_option("--accounts", type=click.IntRange(10), default=1000)
 @_option("--shards", type=click.IntRange(1, 64), default=4)
+@_option("--coordinators", type=click.IntRange(1, 8), default=2, help="Coordinator processes (one group).")
 @_option("--cross", type=click.FloatRange(0, 1), default=0.1, help="Cross-shard share of transfers.")
 @_option("--zipf", type=click.FloatRange(0), default=0.0, help="Skew of debit accounts (0 = uniform).")
 @_option("--amounts", type=click.Choice(["uniform", "log"]), default="uniform",
@@ -100,7 +101,7 @@ def bench(**o: Any) -> None:
             shards = int(value) if parameter == "shards" else o["shards"]
             point = replace(workload, cross_fraction=float(value)) if parameter == "cross" else workload
             click.echo(f"--- {parameter} = {value}")
-            reports = _execute(o["home"], shards, point, load, o["baseline"], o["running"], document)
+            reports = _execute(o, shards, point, load, document)
             _echo(reports)
             rows.append(sweep_row(value, reports))
             runs.append(reports)
@@ -111,7 +112,7 @@ def bench(**o: Any) -> None:
             plot_sweep(parameter, rows, o["plot_path"])
         passed = all(r.passed for rs in runs for r in rs)
     else:
-        reports = _execute(o["home"], o["shards"], workload, load, o["baseline"], o["running"], document)
+        reports = _execute(o, o["shards"], workload, load, document)
         _echo(reports)
         document["runs"] = [r.to_json() for r in reports]
         if o["plot_path"]:
@@ -124,10 +125,9 @@ def bench(**o: Any) -> None:
 
 
 def _execute(
-    home: Path, shards: int, workload: WorkloadSettings, load: LoadSettings, baseline: bool, running: bool,
-    document: dict[str, Any],
-) -> list[RunReport]:  # fmt: skip
-    with _ledger(home, shards, running) as (config, processes):
+    o: dict[str, Any], shards: int, workload: WorkloadSettings, load: LoadSettings, document: dict[str, Any]
+) -> list[RunReport]:
+    with _ledger(o["home"], shards, o["coordinators"], o["running"]) as (config, processes):
         pmap = asyncio.run(init_ledger(config, shards))
         processes["load generator"] = os.getpid()
         python = {n: p for n, p in processes.items() if n.startswith(("shard", "coordinator", "load"))}
@@ -136,13 +136,15 @@ def _execute(
 
         async def everything() -> list[RunReport]:
             reports = await bench.ledger()
-            return reports + (await bench.baseline() if baseline else [])
+            return reports + (await bench.baseline() if o["baseline"] else [])
 
         return asyncio.run(everything())
 
 
 @contextmanager
-def _ledger(home: Path, shards: int, running: bool) -> Iterator[tuple[LedgerConfig, dict[str, int]]]:
+def _ledger(
+    home: Path, shards: int, coordinators: int, running: bool
+) -> Iterator[tuple[LedgerConfig, dict[str, int]]]:
     """The servers and the ledger's processes: the `ledger dev up` stack, or a new one."""
     if running:
         state = load_state(home)
@@ -156,7 +158,7 @@ def _ledger(home: Path, shards: int, running: bool) -> Iterator[tuple[LedgerConf
         )
         return
     with LocalStack(StackSettings.from_env(os.environ, home=home, shards=shards)) as stack:
-        stack.start_ledger()
+        stack.start_ledger(coordinators=coordinators)
         yield stack.ledger_config(), {p.name: p.pid for p in stack.processes if p.alive()}
 
 

@@ -104,13 +104,15 @@ async def closed_loop(
             move = workload.next()
             answer = await target.submit(move)
             recorder.track(move, started, answer)
-            # Past the end a client stops waiting; the drain accounts for what is still open.
-            await asyncio.wait([answer], timeout=max(0.0, end - time.monotonic()) + 1.0)
-            if not answer.done():
-                return
+            await asyncio.shield(answer)  # a client given up on below leaves its answer open
 
     with _progress(f"{target.name}, {clients} clients", seconds, recorder):
-        await asyncio.gather(*(client() for _ in range(clients)))
+        running = [asyncio.ensure_future(client()) for _ in range(clients)]
+        # Past the end, clients still waiting are given up on; the drain counts their answers.
+        await asyncio.wait(running, timeout=seconds + 1.0)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
     return t0
 
 

@@ -8,6 +8,14 @@ import time
 
 import psutil
 
+MACHINE = "(whole machine)"
+"""Every core's busy time, so a run shows how close it came to the machine's limit."""
+
+
+def _busy() -> float:
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
 
 def _cpu_and_rss(name: str, pid: int) -> tuple[float, float]:
     proc = psutil.Process(pid)
@@ -27,8 +35,8 @@ class ProcessMeter:
         """Name -> pid."""
 
     def snapshot(self) -> tuple[float, dict[str, float]]:
-        """(wall clock, CPU seconds per process) now."""
-        cpu = {}
+        """(wall clock, CPU seconds per process) now; MACHINE: every core's busy seconds."""
+        cpu = {MACHINE: _busy()}
         for name, pid in self.processes.items():
             try:
                 cpu[name] = _cpu_and_rss(name, pid)[0]
@@ -39,7 +47,8 @@ class ProcessMeter:
     def usage(self, since: tuple[float, dict[str, float]]) -> dict[str, dict[str, float]]:
         """CPU seconds (and % of one core) each process spent since `since`, and its RSS now."""
         wall = time.monotonic() - since[0]
-        usage = {}
+        busy = _busy() - since[1][MACHINE]
+        usage = {MACHINE: {"cpu_s": round(busy, 1), "cpu_pct": round(100 * busy / wall), "rss_mib": 0.0}}
         for name, pid in self.processes.items():
             try:
                 cpu, rss = _cpu_and_rss(name, pid)

@@ -10,6 +10,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from deploy.bench.load import Recorder, Sample
+from deploy.bench.meter import MACHINE
 
 PERCENTILES = (50.0, 95.0, 99.0, 99.9)
 
@@ -105,6 +106,11 @@ class RunReport:
             cells = "".join(f"{v:9.1f}" for v in self.percentiles_ms(path).values())
             lines.append(f"  {path:>15} {cells}   n={self.latency[path].get_total_count()}")
         for name, usage in sorted(self.processes.items()):
+            if name == MACHINE:
+                lines.append(
+                    f"  {name:>15}: cpu {usage['cpu_s']:6.1f}s ({usage['cpu_pct']:3.0f}% busy, 100% a core)"
+                )
+                continue
             lines.append(
                 f"  {name:>15}: cpu {usage['cpu_s']:6.1f}s ({usage['cpu_pct']:3.0f}% of a core),"
                 f" rss {usage['rss_mib']:.0f} MiB"
