@@ -107,6 +107,8 @@ class LocalPostgres:
             "shared_buffers": "256MB",
             # Where the database's time goes, per statement (the benchmark reports the top ones).
             "shared_preload_libraries": "'pg_stat_statements'",
+            # Queue tables (the coordinator's outbox) need vacuum within seconds, not a minute.
+            "autovacuum_naptime": "'5s'",
             "log_min_messages": "warning",
             "log_line_prefix": "'%m [%p] '",
         }
