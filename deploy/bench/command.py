@@ -118,6 +118,12 @@ def bench(**o: Any) -> None:
         if o["plot_path"]:
             plot_runs(reports, o["plot_path"])
         passed = all(r.passed for r in reports)
+    m = document["machine"]
+    click.echo(
+        f"machine: {m['cpus']} cpus ({m['cpu_model']}), {m['memory_gib']} GiB, {m['system']}; "
+        + ", ".join(f"{k} {v}" for k, v in document.get("versions", {}).items())
+        + f"; seed {o['seed']}"
+    )
     if o["json_path"]:
         o["json_path"].write_text(json.dumps(document, indent=2))
     if not passed:
