@@ -20,6 +20,7 @@ from coordinator.api.status import make_app
 from coordinator.bootstrap import RunSettings, run_coordinator
 from coordinator.failpoints import Failpoints
 from coordinator.saga.reconciliation import Violation, reconcile
+from coordinator.saga.transfer_saga import SagaPolicy
 from coordinator.service.coordinator import CoordinatorSettings
 from deploy.config import LedgerConfig
 from deploy.tracing import setup_tracing
@@ -48,13 +49,19 @@ def coordinator_group() -> None:
               envvar="LEDGER_MAX_TRANSFER_AMOUNT", help="Per-transfer limit, in minor units.")  # fmt: skip
 @click.option("--issuance-account", "issuance", multiple=True, envvar="LEDGER_ISSUANCE_ACCOUNTS",
               help="May be opened with an overdraft: where money enters. Repeatable.")  # fmt: skip
-def coordinator_run(batch_max: int, max_transfer_amount: int, issuance: tuple[str, ...]) -> None:
+@click.option("--retry-after-ms", type=click.IntRange(10), default=SagaPolicy.base_backoff_ms,
+              show_default=True, envvar="LEDGER_RETRY_AFTER_MS",
+              help="A step's command unanswered this long is sent again (the wait doubles).")  # fmt: skip
+def coordinator_run(
+    batch_max: int, max_transfer_amount: int, issuance: tuple[str, ...], retry_after_ms: int
+) -> None:
     """Drive transfers and sagas until SIGTERM. Run several for availability (one consumer group)."""
     config = _config()
     setup_tracing("ledger-coordinator", os.environ)
     settings = CoordinatorSettings(
-        max_transfer_amount=max_transfer_amount, issuance_accounts=frozenset(issuance)
-    )
+        max_transfer_amount=max_transfer_amount, issuance_accounts=frozenset(issuance),
+        policy=SagaPolicy(base_backoff_ms=retry_after_ms),
+    )  # fmt: skip
     run = RunSettings(batch_max=batch_max, failpoints=Failpoints.parse(os.environ.get("LEDGER_FAILPOINTS")))
     run_until_signalled(lambda stop: run_coordinator(config, settings, stop, run))
 

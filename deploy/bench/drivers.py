@@ -85,6 +85,7 @@ class Bench:
         recorder = Recorder()
         await postgres_statements.reset(self.config.database_url)
         since = self.meter.snapshot()
+        resent_before = await target.resends()
         profiler = self._profiler(target.name, rate)
         if profiler is not None:
             asyncio.get_running_loop().call_later(load.warmup_s, profiler.start)
@@ -97,6 +98,7 @@ class Bench:
         missing = await recorder.drain(load.drain_s)
         report = RunReport.of(target.name, mode, rate, recorder, t0, load.warmup_s, load.duration_s, missing)
         report.processes = self.meter.usage(since)
+        report.resent = await target.resends() - resent_before
         report.statements = await postgres_statements.top(self.config.database_url)
         if missing:
             report.violations.append(f"{missing} transfers got no result within {load.drain_s:.0f}s")

@@ -28,6 +28,10 @@ class Target(Protocol):
         """Send one transfer; the future resolves to its terminal outcome."""
         ...
 
+    def resends(self) -> Awaitable[int]:
+        """Internal commands sent again so far because an answer was late (retry load)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Sample:

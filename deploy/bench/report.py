@@ -32,6 +32,8 @@ class RunReport:
     """Those due (or sent) in the measured window: their latency is what the percentiles show."""
     finished_in_window: int = 0
     missing: int = 0
+    resent: int = 0
+    """Saga commands the coordinators sent again because their answer was late."""
     outcomes: Counter[str] = field(default_factory=Counter)
     latency: dict[str, HdrHistogram] = field(default_factory=dict)
     timeline: list[dict[str, float]] = field(default_factory=list)
@@ -86,7 +88,7 @@ class RunReport:
         return {
             "name": self.name, "mode": self.mode, "offered_per_s": self.offered_per_s,
             "achieved_per_s": round(self.achieved_per_s, 1), "duration_s": self.duration_s,
-            "sent": self.sent, "measured": self.measured, "missing": self.missing,
+            "sent": self.sent, "measured": self.measured, "missing": self.missing, "resent": self.resent,
             "outcomes": dict(self.outcomes),
             "latency_ms": {path: self.percentiles_ms(path) for path in sorted(self.latency)},
             "timeline": self.timeline, "violations": self.violations, "processes": self.processes,
@@ -99,7 +101,9 @@ class RunReport:
             f"{self.name} [{self.mode}]: {offered}achieved {self.achieved_per_s:.0f}/s"
             f" over {self.duration_s:.0f}s"
             f" ({self.sent} sent, {self.missing} without a result)",
-            "  outcomes: " + ", ".join(f"{k} {v}" for k, v in self.outcomes.most_common()),
+            "  outcomes: "
+            + ", ".join(f"{k} {v}" for k, v in self.outcomes.most_common())
+            + f"; saga commands re-sent: {self.resent}",
             "  latency ms       " + "".join(f"{k:>9}" for k in (*(f"p{p:g}" for p in PERCENTILES), "max")),
         ]
         for path in sorted(self.latency, key=lambda p: (p.startswith("shard"), p)):

@@ -20,6 +20,7 @@ from deploy.bench import baseline
 from deploy.bench.workload import Move
 from deploy.config import LedgerConfig
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
+from shards.adapters.postgres_migrations import quoted_schema
 
 ISSUER = "issuer"  # the issuance account `ledger dev up` / LocalStack.start_ledger configure
 
@@ -109,6 +110,16 @@ class LedgerTarget:
         funds = [TransferFunds(str(uuid.uuid4()), ISSUER, a, self.funding, "EUR") for a in self.accounts]
         await _all_succeed([await self._send(t) for t in funds], ("completed",), within_s)
 
+    async def resends(self) -> int:
+        """Saga commands sent more than once so far (the sweeper's retries of unanswered steps)."""
+        conn = await asyncpg.connect(self.config.database_url)
+        try:
+            schema = quoted_schema(self.config.namespace.coordinator_schema)
+            found = await conn.fetchval(f"SELECT coalesce(sum(sends - 1), 0) FROM {schema}.saga_steps")  # noqa: S608
+        finally:
+            await conn.close()
+        return int(found)
+
     async def violations(self) -> list[str]:
         """The reconciliation's findings over every shard and every saga (empty when correct)."""
         sagas, views, _ = await read_views(self.config, self.shards)
@@ -158,6 +169,9 @@ class BaselineTarget:
         assert self.pool is not None, "used outside `async with`"
         async with self.pool.acquire() as conn:
             return await baseline.transfer(conn, move)
+
+    async def resends(self) -> int:
+        return 0  # one transaction per transfer: nothing to retry
 
     async def violations(self) -> list[str]:
         expected = self.funding * len(self.accounts)

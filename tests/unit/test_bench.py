@@ -51,6 +51,9 @@ class Instant:
         asyncio.get_running_loop().call_later(self.delay, answer.set_result, "completed")
         return answer
 
+    async def resends(self) -> int:
+        return 0
+
 
 async def test_open_loop_offers_the_rate_and_measures_only_the_window() -> None:
     recorder = Recorder()
