@@ -42,8 +42,16 @@ def test_quick_bench_reports_everything_and_passes_its_gate(tmp_path: Path) -> N
         assert set(run["latency_ms"]["all"]) == {"p50", "p95", "p99", "p99.9", "max"}
         assert {"same_shard", "cross_shard", "shard 0", "shard 3"} <= set(run["latency_ms"])
         assert sum(second["answered"] for second in run["timeline"]) == run["sent"]
-    processes = {"coordinator", "kafka-1", "postgres", "shard-0", "shard-3", "load generator"}
-    assert processes <= set(ledger["processes"])
+    processes = {
+        "coordinator-0",
+        "coordinator-1",
+        "kafka-1",
+        "postgres",
+        "shard-0",
+        "shard-3",
+        "load generator",
+    }
+    assert processes | {"(whole machine)"} <= set(ledger["processes"])
     assert ledger["statements"], "pg_stat_statements is preloaded in the local cluster"
     # The same seeded workload: the ledger and the baseline agree on every outcome.
     assert ledger["outcomes"] == baseline["outcomes"]
