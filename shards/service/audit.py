@@ -15,7 +15,8 @@ from typing import Any
 import asyncpg
 
 from shards.adapters.postgres_shard_store import to_micros
-from shards.domain.model import GENESIS_HASH, entry_hash
+from shards.domain.chain import ChainedEntry, broken_link
+from shards.domain.model import GENESIS_HASH
 from shards.domain.replay import Balance, Difference, differences, replay
 
 
@@ -108,17 +109,11 @@ async def verify_chain(
 
 
 def _check_entry(r: asyncpg.Record, prev: bytes, expected_seq: int) -> str | None:
-    if r["seq"] != expected_seq:
-        return f"seq {expected_seq} is missing"
-    if bytes(r["prev_hash"]) != prev:
-        return "prev_hash does not match the previous entry's hash"
-    recomputed = entry_hash(
-        prev, r["seq"], r["transfer_id"], r["leg"], r["kind"], r["account_id"], r["amount"],
-        r["currency"], r["message_id"], to_micros(r["created_at"]),
+    entry = ChainedEntry(
+        r["seq"], r["transfer_id"], r["leg"], r["kind"], r["account_id"], r["amount"], r["currency"],
+        r["message_id"], to_micros(r["created_at"]), bytes(r["prev_hash"]), bytes(r["hash"]),
     )  # fmt: skip
-    if recomputed != bytes(r["hash"]):
-        return "the entry's content does not match its hash"
-    return None
+    return broken_link(entry, prev, expected_seq)
 
 
 @dataclass(frozen=True)

@@ -76,3 +76,10 @@ def test_pure_module_imports_no_io(path: Path) -> None:
 )
 def test_the_check_finds_forbidden_imports(source: str, found: set[str]) -> None:
     assert forbidden_in(source, "shards.domain") == found
+
+
+def test_the_chaos_checker_is_pure() -> None:
+    # It judges what the adapters read; it reads nothing itself, so tests can plant violations.
+    path = ROOT / "deploy/chaos/checker.py"
+    found = forbidden_in(path.read_text(), package_of(path)) - {"deploy", "deploy.chaos"}
+    assert not {name for name in found if not name.startswith("deploy.")}, found
