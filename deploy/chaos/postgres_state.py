@@ -1,0 +1,74 @@
+"""Reads the ledger's whole final state for the chaos checker: every saga, every shard's full
+journal (with its hashes), operations, kept balances and limits. One snapshot when every schema
+lives on one server (the local stack); otherwise one per shard, taken after the system is quiet.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from coordinator.saga.reconciliation import OperationView, SagaView
+from deploy.chaos.checker import LedgerState, ShardState
+from deploy.config import LedgerConfig
+from shards.adapters.postgres_migrations import quoted_schema
+from shards.adapters.postgres_shard_store import to_micros
+from shards.domain.chain import ChainedEntry
+from shards.domain.replay import Balance
+
+
+async def read_ledger(config: LedgerConfig, shards: list[int]) -> LedgerState:
+    ns = config.namespace
+    one_server = all(config.shard_database_url(s) == config.database_url for s in shards)
+    conn = await asyncpg.connect(config.database_url)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            state = await _coordinator(conn, quoted_schema(ns.coordinator_schema))
+            for shard in shards:
+                schema = quoted_schema(ns.shard_schema(shard))
+                if one_server:
+                    state.shards[shard] = await _shard(conn, schema)
+                    continue
+                other = await asyncpg.connect(config.shard_database_url(shard))
+                try:
+                    state.shards[shard] = await _shard(other, schema)
+                finally:
+                    await other.close()
+    finally:
+        await conn.close()
+    return state
+
+
+async def _coordinator(conn: asyncpg.Connection, schema: str) -> LedgerState:
+    rows = await conn.fetch(
+        "SELECT transfer_id, status, debit_account, credit_account, amount, currency, debit_shard,"
+        f" credit_shard, fingerprint FROM {schema}.transfers"
+    )
+    sagas = {r[0]: SagaView(*r[:8]) for r in rows if r["debit_shard"] is not None}
+    unsettled = [r[0] for r in rows if r["status"] == "in_flight"]
+    return LedgerState(sagas, {r[0]: r["fingerprint"] for r in rows}, {}, unsettled)
+
+
+async def _shard(conn: asyncpg.Connection, schema: str) -> ShardState:
+    state = ShardState()
+    journal = await conn.fetch(
+        "SELECT seq, transfer_id, leg, kind, account_id, amount, currency, message_id, created_at,"
+        f" prev_hash, hash FROM {schema}.journal ORDER BY seq"
+    )
+    state.journal = [
+        ChainedEntry(
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], to_micros(r[8]), bytes(r[9]), bytes(r[10])
+        )
+        for r in journal
+    ]
+    for r in await conn.fetch(
+        f"SELECT transfer_id, kind, account_id, amount, state FROM {schema}.operations"
+    ):
+        state.operations[(r[0], r[1])] = OperationView(r[2], r[3], r[4])
+    for r in await conn.fetch(
+        "SELECT a.account_id, a.currency, a.overdraft_limit, b.posted, b.reserved"
+        f" FROM {schema}.accounts a JOIN {schema}.balances b USING (account_id)"
+    ):
+        state.balances[r[0]] = Balance(r[3], r[4])
+        state.currencies[r[0]] = r[1].strip()
+        state.floors[r[0]] = -r[2]
+    return state

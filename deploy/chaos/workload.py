@@ -1,0 +1,196 @@
+"""The chaos workload: transfers between a fixed set of accounts with a known total, duplicates of
+some commands (identical, and the same id with another body) and balance reads, every one of
+them recorded into the History the checker judges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from deploy.bench.workload import Workload, WorkloadSettings
+from deploy.chaos.checker import BalanceRead, History, Observed, Sent
+from deploy.config import LedgerConfig
+from schemas.public import OpenAccountRequest, TransferFunds, encode_public, request_fingerprint
+from shards.adapters.postgres_migrations import quoted_schema
+from shards.domain.partitioning import PartitionMap
+
+log = logging.getLogger(__name__)
+ISSUER = "issuer"
+
+
+@dataclass(frozen=True)
+class ChaosWorkloadSettings:
+    accounts: int = 40
+    zipf_s: float = 1.0
+    cross_fraction: float = 0.5
+    funding: int = 1_000_000
+    """What each account receives from the issuer before the run: the known total."""
+    max_amount: int = 200_000
+    reject_fraction: float = 0.1
+    """Sized beyond any balance; Zipf-hot accounts running dry add more rejections."""
+    duplicate_fraction: float = 0.05
+    reuse_fraction: float = 0.02
+    seed: int = 1
+
+
+class ChaosClient:
+    """Produces the workload onto the public topics and records everything into a History."""
+
+    def __init__(self, config: LedgerConfig, pmap: PartitionMap, settings: ChaosWorkloadSettings) -> None:
+        self.config = config
+        self.settings = settings
+        self.moves = Workload(
+            WorkloadSettings(
+                accounts=settings.accounts, cross_fraction=settings.cross_fraction, zipf_s=settings.zipf_s,
+                max_amount=settings.max_amount, reject_fraction=settings.reject_fraction,
+                funding=settings.funding, seed=settings.seed, prefix="chaos",
+            ),
+            pmap,
+        )  # fmt: skip
+        self.rng = random.Random(settings.seed + 1)  # noqa: S311 - a workload, not a secret
+        self.sent: list[Sent] = []
+        self.results: list[Observed] = []
+        self.reads: list[BalanceRead] = []
+        self.issued = 0
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=config.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=5
+        )
+        self.consumer = AIOKafkaConsumer(
+            config.namespace.results, bootstrap_servers=config.kafka_bootstrap_servers,
+            auto_offset_reset="earliest", enable_auto_commit=False,
+        )  # fmt: skip
+        self._collector: asyncio.Task[None] | None = None
+        self._account_results: dict[str, str] = {}
+
+    async def __aenter__(self) -> ChaosClient:
+        await self.producer.start()
+        await self.consumer.start()
+        self._collector = asyncio.create_task(self._collect())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._collector is not None:
+            self._collector.cancel()
+        await self.producer.stop()
+        await self.consumer.stop()
+
+    def history(self) -> History:
+        return History(
+            {"EUR": self.issued}, frozenset({ISSUER}), list(self.sent), list(self.results), list(self.reads)
+        )
+
+    async def prepare(self, within_s: float = 120) -> None:
+        """Open the issuer and every account and fund each: `issued` is the known total."""
+        opens = [OpenAccountRequest(str(uuid.uuid4()), a, "EUR", 10**15 if a == ISSUER else 0, {})
+                 for a in [ISSUER, *self.moves.accounts]]  # fmt: skip
+        for request in opens:
+            await self._produce(
+                self.config.namespace.account_commands, request.command_id, encode_public(request)
+            )
+        await self._wait_for(lambda: all(o.command_id in self._account_results for o in opens), within_s)
+        funds = [
+            TransferFunds(str(uuid.uuid4()), ISSUER, a, self.settings.funding, "EUR")
+            for a in self.moves.accounts
+        ]
+        for command in funds:
+            await self.send(command)
+        ids = {f.transfer_id for f in funds}
+        await self._wait_for(lambda: ids <= {r.transfer_id for r in self.results}, within_s)
+        completed = {r.transfer_id for r in self.results if r.transfer_id in ids and r.state == "completed"}
+        self.issued = self.settings.funding * len(completed)
+
+    async def send_next(self) -> None:
+        """One transfer of the workload, sometimes followed by a duplicate or a reused id."""
+        move = self.moves.next()
+        command = TransferFunds(str(uuid.uuid4()), move.debit, move.credit, move.amount, "EUR")
+        await self.send(command)
+        draw = self.rng.random()
+        if draw < self.settings.duplicate_fraction:
+            await self.send(command, kind="duplicate")
+        elif draw < self.settings.duplicate_fraction + self.settings.reuse_fraction:
+            other = TransferFunds(command.transfer_id, move.debit, move.credit, move.amount + 1, "EUR")
+            await self.send(other, kind="reused")
+
+    async def send(self, command: TransferFunds, kind: str = "original") -> None:
+        self.sent.append(Sent(command.transfer_id, request_fingerprint(command), kind))
+        await self._produce(self.config.namespace.transfers, command.transfer_id, encode_public(command))
+
+    async def read_balances(self, count: int = 3) -> None:
+        """Read a few accounts' available balance and limit from their shards (a failed read, as
+        when PostgreSQL is restarting, is skipped: it proves nothing either way)."""
+        for account in self.rng.sample(self.moves.accounts, min(count, len(self.moves.accounts))):
+            shard = self.moves.shard_of[account]
+            schema = quoted_schema(self.config.namespace.shard_schema(shard))
+            try:
+                conn = await asyncpg.connect(self.config.shard_database_url(shard), timeout=2)
+                try:
+                    row = await conn.fetchrow(
+                        f"SELECT b.posted - b.reserved, a.overdraft_limit FROM {schema}.accounts a"  # noqa: S608
+                        f" JOIN {schema}.balances b USING (account_id) WHERE account_id = $1",
+                        account,
+                    )
+                finally:
+                    await conn.close()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+                log.info("balance read of %s skipped: %s", account, e)
+                continue
+            if row is not None:
+                self.reads.append(BalanceRead(account, row[0], -row[1]))
+
+    async def _produce(self, topic: str, key: str, value: bytes) -> None:
+        """Send until the broker has it: a fault may fail a send, never the workload."""
+        while True:
+            try:
+                await (await self.producer.send(topic, value, key=key.encode()))
+                return
+            except KafkaError as e:
+                log.info("send to %s failed (%s); retrying", topic, e)
+                await asyncio.sleep(0.5)
+
+    async def _collect(self) -> None:
+        while True:
+            try:
+                batch = await self.consumer.getmany(timeout_ms=200)
+            except KafkaError as e:
+                log.info("reading results failed (%s); retrying", e)
+                await asyncio.sleep(0.5)
+                continue
+            for records in batch.values():
+                for r in records:
+                    result = orjson.loads(r.value or b"{}")
+                    if "command_id" in result:
+                        self._account_results[str(result["command_id"])] = str(result.get("outcome"))
+                        continue
+                    self.results.append(
+                        Observed(
+                            str(result["transfer_id"]), str(result["message_id"]), str(result["state"]),
+                            result.get("reason"), str(result.get("request_fingerprint")),
+                        )
+                    )  # fmt: skip
+
+    async def wait_settled(self, within_s: float) -> bool:
+        """Wait until every transfer sent has a result; False when the bound ran out."""
+        wanted = {s.transfer_id for s in self.sent}
+        try:
+            await self._wait_for(lambda: wanted <= {r.transfer_id for r in self.results}, within_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _wait_for(self, done: Callable[[], bool], within_s: float) -> None:
+        async with asyncio.timeout(within_s):
+            while not done():  # noqa: ASYNC110 - the condition reads what the collector task appends
+                await asyncio.sleep(0.1)
