@@ -177,9 +177,10 @@ def demo(
 def _register() -> None:
     from coordinator.cli import COMMANDS as COORDINATOR_COMMANDS  # noqa: PLC0415 - keeps `ledger dev` light
     from deploy.bench.command import bench  # noqa: PLC0415
+    from deploy.chaos.command import chaos  # noqa: PLC0415
     from shards.cli import COMMANDS as SHARD_COMMANDS  # noqa: PLC0415
 
-    for command in (*SHARD_COMMANDS, *COORDINATOR_COMMANDS, bench):
+    for command in (*SHARD_COMMANDS, *COORDINATOR_COMMANDS, bench, chaos):
         cli.add_command(command)
 
 

@@ -85,6 +85,7 @@ class LocalStack:
     owns_root: bool = False
     api_url: str | None = None
     extra_processes: list[ProcessRecord] = field(default_factory=list)
+    _commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def start(self) -> Endpoints:
         """Start whatever is not given from outside. On failure, stop what started and re-raise."""
@@ -129,17 +130,19 @@ class LocalStack:
         return self.kafka.bootstrap_servers
 
     def start_ledger(
-        self, *, api_port: int | None = None, issuance: tuple[str, ...] = ("issuer",), coordinators: int = 1
-    ) -> None:
+        self, *, api_port: int | None = None, issuance: tuple[str, ...] = ("issuer",), coordinators: int = 1,
+        separate_relays: bool = False,
+    ) -> None:  # fmt: skip
         """Create the ledger's schemas and topics, then start one `ledger shard run` per shard,
         `coordinators` coordinators (one consumer group) and, with `api_port`, the status API,
         each as its own process."""
-        e = self.endpoints
-        asyncio.run(
-            init_ledger(LedgerConfig(e.database_url, e.kafka_bootstrap_servers), self.settings.shards)
-        )
+        asyncio.run(init_ledger(self.ledger_config(), self.settings.shards))
         for shard in range(self.settings.shards):
-            self._start_process(f"shard-{shard}", "shard", "run", "--shard", str(shard))
+            if separate_relays:  # each its own process (the chaos suite kills relays alone)
+                self._start_process(f"shard-{shard}", "shard", "run", "--shard", str(shard), "--no-relay")
+                self._start_process(f"relay-{shard}", "shard", "relay", "--shard", str(shard))
+            else:
+                self._start_process(f"shard-{shard}", "shard", "run", "--shard", str(shard))
         for n in range(coordinators):
             name = "coordinator" if coordinators == 1 else f"coordinator-{n}"
             self._start_process(name, "coordinator", "run", *(f"--issuance-account={a}" for a in issuance))
@@ -149,7 +152,10 @@ class LocalStack:
 
     def ledger_config(self) -> LedgerConfig:
         e = self.endpoints
-        return LedgerConfig(e.database_url, e.kafka_bootstrap_servers)
+        # Three brokers are for fault tests: every topic then has three replicas (min ISR 2).
+        return LedgerConfig(
+            e.database_url, e.kafka_bootstrap_servers, replication_factor=3 if e.brokers >= 3 else 1
+        )
 
     def _start_process(self, name: str, *args: str) -> None:
         env = {**os.environ, **self.ledger_config().as_env()}
@@ -158,6 +164,22 @@ class LocalStack:
         self.extra_processes.append(
             spawn(name, [ledger, *args], log, tie_to_owner=self.tie_to_owner, env=env)
         )
+        self._commands[name] = args
+
+    def start_process(self, name: str, *args: str) -> None:
+        """Start one more `ledger ARGS` process of this stack (tests and the chaos suite)."""
+        self._start_process(name, *args)
+
+    def restart_process(self, name: str) -> None:
+        """Start again a process of this stack that was stopped or killed, with the same command."""
+        self.extra_processes = [p for p in self.extra_processes if p.name != name or p.alive()]
+        if any(p.name == name for p in self.extra_processes):
+            raise EngineError(f"{name} is still running")
+        self._start_process(name, *self._commands[name])
+
+    def process(self, name: str) -> ProcessRecord:
+        """The running (or last started) process of that name."""
+        return next(p for p in reversed(self.extra_processes) if p.name == name)
 
     @property
     def endpoints(self) -> Endpoints:

@@ -5,6 +5,9 @@ lives on one server (the local stack); otherwise one per shard, taken after the 
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import asyncpg
 
 from coordinator.saga.reconciliation import OperationView, SagaView
@@ -72,3 +75,24 @@ async def _shard(conn: asyncpg.Connection, schema: str) -> ShardState:
         state.currencies[r[0]] = r[1].strip()
         state.floors[r[0]] = -r[2]
     return state
+
+
+async def wait_sagas_end(config: LedgerConfig, within_s: float) -> float | None:
+    """Seconds until no saga is in flight, or None when the bound ran out."""
+    schema = quoted_schema(config.namespace.coordinator_schema)
+    start = time.monotonic()
+    while time.monotonic() - start < within_s:
+        try:
+            conn = await asyncpg.connect(config.database_url, timeout=5)
+            try:
+                left = await conn.fetchval(
+                    f"SELECT count(*) FROM {schema}.transfers WHERE status = 'in_flight'"
+                )
+            finally:
+                await conn.close()
+            if left == 0:
+                return time.monotonic() - start
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            pass
+        await asyncio.sleep(1.0)
+    return None

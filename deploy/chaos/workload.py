@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,6 +73,9 @@ class ChaosClient:
         )  # fmt: skip
         self._collector: asyncio.Task[None] | None = None
         self._account_results: dict[str, str] = {}
+        self.sent_at: dict[str, float] = {}
+        """Transfer id -> when it was first sent (monotonic); answered_at: its first result."""
+        self.answered_at: dict[str, float] = {}
 
     async def __aenter__(self) -> ChaosClient:
         await self.producer.start()
@@ -126,6 +130,7 @@ class ChaosClient:
 
     async def send(self, command: TransferFunds, kind: str = "original") -> None:
         self.sent.append(Sent(command.transfer_id, request_fingerprint(command), kind))
+        self.sent_at.setdefault(command.transfer_id, time.monotonic())
         await self._produce(self.config.namespace.transfers, command.transfer_id, encode_public(command))
 
     async def read_balances(self, count: int = 3) -> None:
@@ -174,6 +179,7 @@ class ChaosClient:
                     if "command_id" in result:
                         self._account_results[str(result["command_id"])] = str(result.get("outcome"))
                         continue
+                    self.answered_at.setdefault(str(result["transfer_id"]), time.monotonic())
                     self.results.append(
                         Observed(
                             str(result["transfer_id"]), str(result["message_id"]), str(result["state"]),

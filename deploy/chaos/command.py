@@ -1,0 +1,93 @@
+"""`ledger chaos`: a 3-broker, 4-shard, 2-coordinator local stack, the workload, the nemesis, the
+checker; a table and a JSON report; exit 1 on any violation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deploy.chaos.run import ChaosSettings, run_chaos
+from deploy.chaos.schedule import FAULT_KINDS
+from deploy.stack import LocalStack, StackSettings
+
+
+@click.command()
+@click.option("--duration", type=click.FloatRange(10), default=120.0, show_default=True,
+              envvar="LEDGER_CHAOS_DURATION", help="Seconds of workload under the nemesis.")  # fmt: skip
+@click.option(
+    "--fault-s", type=click.FloatRange(1), default=8.0, show_default=True, help="Each fault's window."
+)
+@click.option(
+    "--calm-s", type=click.FloatRange(1), default=6.0, show_default=True, help="Calm between faults."
+)
+@click.option(
+    "--rate", type=click.FloatRange(1), default=30.0, show_default=True, help="Transfers per second."
+)
+@click.option("--settle", type=click.FloatRange(10), default=180.0, show_default=True,
+              help="After healing: seconds to answer and settle everything.")  # fmt: skip
+@click.option("--seed", type=int, default=1, show_default=True, envvar="LEDGER_CHAOS_SEED")
+@click.option(
+    "--kinds", default=",".join(FAULT_KINDS), show_default=True, help="Fault kinds, comma-separated."
+)
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Write the report."
+)
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              envvar="LEDGER_DATA_DIR", help="Keep engine data and process logs here.")  # fmt: skip
+@click.option("--home", type=click.Path(path_type=Path, file_okay=False), default=Path(".ledger"),
+              envvar="LEDGER_HOME", show_default=True)  # fmt: skip
+def chaos(
+    duration: float, fault_s: float, calm_s: float, rate: float, settle: float, seed: int, kinds: str,
+    json_path: Path | None, data_dir: Path | None, home: Path,
+) -> None:  # fmt: skip
+    """Money is never created, lost or moved twice, whatever fails: show it under injected faults."""
+    chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())
+    if unknown := set(chosen) - set(FAULT_KINDS):
+        raise click.BadParameter(
+            f"unknown {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}", param_hint="--kinds"
+        )
+    settings = ChaosSettings(duration, fault_s, calm_s, rate, settle, seed, chosen)
+    stack_settings = StackSettings.from_env(os.environ, home=home, brokers=3, shards=4, data_dir=data_dir)
+    with LocalStack(stack_settings) as stack:
+        stack.start_ledger(coordinators=2, separate_relays=True)
+        report = asyncio.run(run_chaos(stack, settings))
+    click.echo(table(report))
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2))
+    if not report["passed"]:
+        sys.exit(1)
+
+
+def table(report: dict[str, Any]) -> str:
+    t = report["transfers"]
+    lines = [
+        f"chaos run: seed {report['seed']}, {report['duration_s']:.0f}s of workload under faults",
+        f"  transfers: {t['sent']} sent, by result {t['by_state']}; {t['duplicates_sent']} duplicates and"
+        f" {t['reused_ids_sent']} reused ids sent; {t['balance_reads']} balance reads;"
+        f" all answered within the bound: {t['all_answered_within_bound']}",
+        f"  settled after healing: {report['settled_after_heal_s']} s",
+        "  faults:",
+    ]
+    for f in report["faults"]:
+        error = f"  ERROR {f['error']}" if f["error"] else ""
+        lines.append(
+            f"    {f['started_s']:6.1f}s {f['kind']:<27} target {f['target']}  healed {f['healed_s']:.1f}s,"
+            f" next answer {f['recovered_s']} s after{error}"
+        )
+    for window, lat in sorted(report["latency_ms"].items()):
+        lines.append(
+            f"  latency {window:>13}: p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms"
+            f" (n={lat['n']})"
+        )
+    lines.append("  invariants:")
+    for name, v in report["violations"].items():
+        lines.append(f"    {name} {v['count']:>4} violations  {v['invariant']}")
+        lines.extend(f"         {example}" for example in v["examples"])
+    lines.append(f"  {'PASSED' if report['passed'] else 'FAILED'}")
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""The nemesis: injects each planned fault into a local stack, holds it, heals it, and records
+when. Processes are found by their stack names (shard-N, coordinator-N, relay-N, kafka-N)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+
+import asyncpg
+
+from deploy.chaos.schedule import PlannedFault
+from deploy.config import LedgerConfig
+from deploy.stack import LocalStack
+
+log = logging.getLogger(__name__)
+SESSION_TIMEOUT_S = 10.0  # the coordinators' consumer group session (coordinator/bootstrap.py)
+
+
+@dataclass
+class InjectedFault:
+    kind: str
+    target: int
+    started_s: float
+    healed_s: float | None = None
+    """Seconds after the run's start."""
+    error: str | None = None
+
+
+class Nemesis:
+    def __init__(self, stack: LocalStack, config: LedgerConfig) -> None:
+        self.stack = stack
+        self.config = config
+        self.injected: list[InjectedFault] = []
+
+    async def run(self, planned: list[PlannedFault], t0: float) -> None:
+        """Inject every planned fault at its time; each is healed before the next one starts."""
+        for fault in planned:
+            await asyncio.sleep(max(0.0, t0 + fault.at_s - time.monotonic()))
+            record = InjectedFault(fault.kind, fault.target, time.monotonic() - t0)
+            self.injected.append(record)
+            log.warning("nemesis: %s %d", fault.kind, fault.target)
+            try:
+                await self._inject(fault)
+            except Exception as e:  # a fault that could not be injected is reported, not fatal
+                record.error = f"{type(e).__name__}: {e}"
+                log.exception("nemesis: %s failed", fault.kind)
+            record.healed_s = time.monotonic() - t0
+
+    async def _inject(self, fault: PlannedFault) -> None:
+        kind, target, hold = fault.kind, fault.target, fault.hold_s
+        if kind in ("kill_shard", "kill_coordinator", "kill_relay"):
+            name = {"kill_shard": "shard", "kill_coordinator": "coordinator", "kill_relay": "relay"}[kind]
+            self.stack.process(f"{name}-{target}").stop(signal.SIGKILL)
+            await asyncio.sleep(hold)
+            self.stack.restart_process(f"{name}-{target}")
+        elif kind in ("pause_shard", "pause_coordinator"):
+            process = self.stack.process(f"{'shard' if kind == 'pause_shard' else 'coordinator'}-{target}")
+            process.send(signal.SIGSTOP)
+            try:
+                # A paused coordinator must outlive its session, so that its partitions move.
+                await asyncio.sleep(max(hold, SESSION_TIMEOUT_S + 2) if kind == "pause_coordinator" else hold)
+            finally:
+                process.send(signal.SIGCONT)
+        elif kind == "kill_broker":
+            kafka = self.stack.kafka
+            assert kafka is not None, "the chaos stack starts its own brokers"
+            node_id = kafka.nodes[target].node_id
+            kafka.kill_node(node_id)
+            await asyncio.sleep(hold)
+            kafka.start_node(node_id, wait=False)
+            await kafka.wait_ready()
+        elif kind.startswith("restart_postgres_"):
+            postgres = self.stack.postgres
+            assert postgres is not None, "the chaos stack starts its own PostgreSQL"
+            await asyncio.to_thread(postgres.restart, kind.removeprefix("restart_postgres_"))
+            await asyncio.sleep(hold)
+        elif kind == "terminate_backends":
+            end = time.monotonic() + hold
+            while time.monotonic() < end:
+                await self._terminate(self.config.namespace.shard_schema(target))
+                await asyncio.sleep(1.0)
+        else:
+            raise ValueError(f"unknown fault kind {kind!r}")
+
+    async def _terminate(self, schema: str) -> None:
+        conn = await asyncpg.connect(self.config.database_url, timeout=5)
+        try:
+            ended = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                f"ledger {schema}",
+            )
+        finally:
+            await conn.close()
+        log.warning("nemesis: ended %s connections of %s", ended, schema)

@@ -1,0 +1,128 @@
+"""One chaos run: the workload against a local stack while the nemesis injects faults, then
+heal, wait until quiet (bounded), read everything and check every invariant."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from deploy.chaos.checker import INVARIANTS, check
+from deploy.chaos.nemesis import Nemesis
+from deploy.chaos.postgres_state import read_ledger, wait_sagas_end
+from deploy.chaos.schedule import FAULT_KINDS, plan
+from deploy.chaos.workload import ChaosClient, ChaosWorkloadSettings
+from deploy.ledger_init import init_ledger
+from deploy.stack import LocalStack
+
+
+@dataclass(frozen=True)
+class ChaosSettings:
+    duration_s: float = 120.0
+    fault_s: float = 8.0
+    calm_s: float = 6.0
+    rate: float = 30.0
+    """Transfers per second the workload sends (duplicates and reused ids on top)."""
+    settle_s: float = 180.0
+    """After healing: the bound within which every transfer must be answered and every saga end."""
+    seed: int = 1
+    kinds: tuple[str, ...] = FAULT_KINDS
+    workload: ChaosWorkloadSettings = field(default_factory=ChaosWorkloadSettings)
+
+
+async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any]:
+    config = stack.ledger_config()
+    shards = stack.settings.shards
+    pmap = await init_ledger(config, shards)
+    coordinators = sum(p.name.startswith("coordinator") for p in stack.extra_processes)
+    targets = {
+        **dict.fromkeys(("kill_shard", "pause_shard", "kill_relay", "terminate_backends"), shards),
+        **dict.fromkeys(("kill_coordinator", "pause_coordinator"), coordinators),
+        "kill_broker": stack.settings.brokers,
+    }
+    planned = plan(
+        settings.seed, settings.duration_s, settings.fault_s, settings.calm_s, settings.kinds, targets
+    )
+    nemesis = Nemesis(stack, config)
+    workload = ChaosWorkloadSettings(**(asdict(settings.workload) | {"seed": settings.seed}))
+    async with ChaosClient(config, pmap, workload) as client:
+        await client.prepare()
+        t0 = time.monotonic()
+        faults = asyncio.create_task(nemesis.run(planned, t0))
+        sent, next_read = 0, t0
+        while (elapsed := time.monotonic() - t0) < settings.duration_s:
+            while sent < int(elapsed * settings.rate) + 1:
+                await client.send_next()
+                sent += 1
+            if time.monotonic() >= next_read:
+                await client.read_balances()
+                next_read += 1.0
+            await asyncio.sleep(0.01)
+        await faults  # the last fault is healed when this returns
+        healed = time.monotonic()
+        answered = await client.wait_settled(settings.settle_s)
+        left_s = max(1.0, settings.settle_s - (time.monotonic() - healed))
+        quiet_s = await wait_sagas_end(config, left_s)
+        history = client.history()
+        ledger = await read_ledger(config, list(range(shards)))
+        violations = check(history, ledger)
+        return {
+            "seed": settings.seed, "duration_s": settings.duration_s, "settings": asdict(settings),
+            "faults": [asdict(f) | {"recovered_s": _first_answer_after(client, t0, f.healed_s)}
+                       for f in nemesis.injected],
+            "faults_by_kind": {k: sum(f.kind == k for f in nemesis.injected) for k in settings.kinds},
+            "transfers": _counts(history, answered),
+            "settled_after_heal_s": round(time.monotonic() - healed, 1) if quiet_s is not None else None,
+            "violations": {k: {"invariant": INVARIANTS[k], "count": len(v), "examples": v[:5]}
+                           for k, v in violations.items()},
+            "latency_ms": _latency(client, t0, nemesis),
+            "passed": not any(violations.values()),
+        }  # fmt: skip
+
+
+def _first_answer_after(client: ChaosClient, t0: float, healed_s: float | None) -> float | None:
+    """Seconds from a fault's heal to the first result that arrived after it."""
+    if healed_s is None:
+        return None
+    after = [at - t0 - healed_s for at in client.answered_at.values() if at - t0 >= healed_s]
+    return round(min(after), 2) if after else None
+
+
+def _counts(history: Any, answered: bool) -> dict[str, Any]:
+    states: dict[str, int] = {}
+    firsts: dict[str, str] = {}
+    for r in history.results:
+        if r.reason != "transfer_id_reused":
+            firsts.setdefault(r.transfer_id, r.state)
+    for state in firsts.values():
+        states[state] = states.get(state, 0) + 1
+    return {
+        "sent": sum(s.kind == "original" for s in history.sent),
+        "duplicates_sent": sum(s.kind == "duplicate" for s in history.sent),
+        "reused_ids_sent": sum(s.kind == "reused" for s in history.sent),
+        "balance_reads": len(history.reads),
+        "by_state": states,
+        "all_answered_within_bound": answered,
+    }
+
+
+def _latency(client: ChaosClient, t0: float, nemesis: Nemesis) -> dict[str, dict[str, float]]:
+    """Send -> first result, for transfers sent during a fault window and during calm."""
+    windows = [(f.started_s, f.healed_s or f.started_s) for f in nemesis.injected]
+    found: dict[str, HdrHistogram] = {}
+    for transfer_id, sent in client.sent_at.items():
+        if (answered := client.answered_at.get(transfer_id)) is None:
+            continue
+        s = sent - t0
+        key = "during_faults" if any(a <= s <= b for a, b in windows) else "calm"
+        found.setdefault(key, HdrHistogram(1, 3_600_000, 3)).record_value(
+            max(1, round((answered - sent) * 1000))
+        )
+    return {
+        k: {"n": h.get_total_count(), "p50": h.get_value_at_percentile(50),
+            "p99": h.get_value_at_percentile(99), "max": h.get_max_value()}
+        for k, h in found.items()
+    }  # fmt: skip

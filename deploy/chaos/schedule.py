@@ -1,0 +1,58 @@
+"""The nemesis's schedule: fault and calm windows in turn, each fault drawn from the kinds asked
+for. Pure and seeded: the same seed gives the same schedule."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+FAULT_KINDS = (
+    "kill_shard",  # SIGKILL a shard worker, restart it at the end of the window
+    "kill_coordinator",
+    "kill_relay",  # SIGKILL a shard's outbox relay process
+    "pause_shard",  # SIGSTOP a shard worker for the window, then SIGCONT
+    "pause_coordinator",  # SIGSTOP longer than the group session timeout: its partitions move
+    "kill_broker",  # SIGKILL a Kafka node (each in turn, so the active controller too), restart it
+    "restart_postgres_fast",
+    "restart_postgres_immediate",  # a crash: recovery from the WAL
+    "terminate_backends",  # pg_terminate_backend on one shard's connections
+)
+
+
+@dataclass(frozen=True)
+class PlannedFault:
+    at_s: float
+    """Seconds after the start."""
+    kind: str
+    target: int
+    """Shard, coordinator or broker index, by kind (0 where there is no choice)."""
+    hold_s: float
+    """How long the fault lasts before it is healed."""
+
+
+def plan(
+    seed: int,
+    duration_s: float,
+    fault_s: float,
+    calm_s: float,
+    kinds: tuple[str, ...],
+    targets: dict[str, int],
+) -> list[PlannedFault]:
+    """A calm window, then fault and calm windows in turn until `duration_s`. Every kind comes once
+    (in a seeded order) before any comes twice. `targets[kind]` is how many targets it may hit."""
+    rng = random.Random(seed)  # noqa: S311 - a schedule, not a secret
+    faults: list[PlannedFault] = []
+    at, bag = calm_s, list[str]()
+    turn = 0
+    while at + fault_s <= duration_s:
+        if not bag:
+            bag = list(kinds)
+            rng.shuffle(bag)
+        kind = bag.pop()
+        count = max(1, targets.get(kind, 1))
+        # Brokers in turn, so every node (the active controller among them) is killed.
+        target = turn % count if kind == "kill_broker" else rng.randrange(count)
+        turn += kind == "kill_broker"
+        faults.append(PlannedFault(at, kind, target, fault_s))
+        at += fault_s + calm_s
+    return faults
