@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 async def open_pool(dsn: str, schema: str, max_size: int = 4) -> asyncpg.Pool:
     # The application name says whose connections these are (pg_stat_activity, pg_terminate_backend).
     settings = {"search_path": schema, "application_name": f"ledger {schema}"}
-    pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, server_settings=settings)
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=max_size, server_settings=settings
+    )
     return pool
 
 

@@ -35,10 +35,10 @@ class ChaosWorkloadSettings:
     accounts: int = 40
     zipf_s: float = 1.0
     cross_fraction: float = 0.5
-    funding: int = 1_000_000
+    funding: int = 5_000_000
     """What each account receives from the issuer before the run: the known total."""
-    max_amount: int = 200_000
-    reject_fraction: float = 0.1
+    max_amount: int = 5_000
+    reject_fraction: float = 0.12
     """Sized beyond any balance; Zipf-hot accounts running dry add more rejections."""
     duplicate_fraction: float = 0.05
     reuse_fraction: float = 0.02

@@ -1,0 +1,41 @@
+"""The short chaos run CI makes: every fault kind at least once against a 3-broker, 4-shard,
+2-coordinator local stack, then every invariant checked. Longer runs: `ledger chaos --duration`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deploy.chaos.schedule import FAULT_KINDS
+from tests.engines import REPO
+
+LEDGER = str(Path(sys.executable).with_name("ledger"))
+pytestmark = pytest.mark.chaos
+
+
+def test_a_short_chaos_run_violates_no_invariant(tmp_path: Path) -> None:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("LEDGER_DATABASE_URL"):
+        pytest.skip("the chaos suite kills brokers and PostgreSQL it starts itself; external servers are set")
+    env = {**os.environ, "LEDGER_HOME": str(tmp_path), "LEDGER_CACHE_DIR": str(REPO / ".ledger" / "cache")}
+    out = tmp_path / "chaos.json"
+    # 9 kinds x (5 s fault + 2 s calm) after a first calm: every kind comes once.
+    command = [LEDGER, "chaos", "--duration", "66", "--fault-s", "5", "--calm-s", "2", "--settle", "150",
+               "--seed", "7", "--json", str(out)]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert out.exists(), done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["violations"] == {
+        name: {"invariant": v["invariant"], "count": 0, "examples": []}
+        for name, v in report["violations"].items()
+    }, done.stdout[-3000:]
+    assert set(report["violations"]) == {f"I{i}" for i in range(1, 9)}
+    assert {k for k, n in report["faults_by_kind"].items() if n} == set(FAULT_KINDS)
+    assert not [f for f in report["faults"] if f["error"]]
+    assert report["transfers"]["all_answered_within_bound"]
+    assert report["passed"]
+    assert done.returncode == 0
