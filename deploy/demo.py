@@ -24,12 +24,12 @@ from tqdm import tqdm
 from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.saga.reconciliation import Violation, reconcile
 from deploy.config import LedgerConfig
+from deploy.stack import ISSUER
 from schemas.public import FreezeAccount, OpenAccountRequest, TransferFunds, encode_public
 from shards.adapters.postgres_control import PostgresControl
 from shards.bootstrap import open_pool
 from shards.domain.partitioning import PartitionMap
 
-ISSUER = "issuer"
 FUNDING = 1_000_000  # minor units each customer receives from the issuer
 
 

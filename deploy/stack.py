@@ -25,6 +25,10 @@ from deploy.ledger_init import init_ledger
 from deploy.postgres_local import LocalPostgres, find_pg_bin
 from deploy.processes import EngineError, ProcessRecord, spawn, unprivileged_user
 
+ISSUER = "issuer"
+"""The issuance account a local stack's coordinators allow: where the demo, the benchmark and the
+chaos workload bring money into the ledger."""
+
 
 @dataclass(frozen=True)
 class StackSettings:
@@ -130,7 +134,7 @@ class LocalStack:
         return self.kafka.bootstrap_servers
 
     def start_ledger(
-        self, *, api_port: int | None = None, issuance: tuple[str, ...] = ("issuer",), coordinators: int = 1,
+        self, *, api_port: int | None = None, issuance: tuple[str, ...] = (ISSUER,), coordinators: int = 1,
         separate_relays: bool = False,
     ) -> None:  # fmt: skip
         """Create the ledger's schemas and topics, then start one `ledger shard run` per shard,

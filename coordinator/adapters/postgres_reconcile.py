@@ -2,36 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import asyncpg
 
 from coordinator.saga.reconciliation import OperationView, SagaView, ShardView
 from deploy.config import LedgerConfig
 from shards.adapters.postgres_migrations import quoted_schema
 
+C = TypeVar("C")
+S = TypeVar("S")
 
-async def read_views(
-    config: LedgerConfig, shards: list[int]
-) -> tuple[dict[str, SagaView], dict[int, ShardView], bool]:
-    """(sagas, shard views, one_snapshot). Without one snapshot, in-flight sagas may look torn."""
+
+async def read_snapshot(
+    config: LedgerConfig,
+    shards: list[int],
+    read_coordinator: Callable[[asyncpg.Connection, str], Awaitable[C]],
+    read_shard: Callable[[asyncpg.Connection, str], Awaitable[S]],
+) -> tuple[C, dict[int, S], bool]:
+    """Read the coordinator's schema and each shard's (each reader gets a connection and the
+    quoted schema), in one REPEATABLE READ snapshot when every schema lives on one server.
+    Returns (coordinator's, shards', one_snapshot); without one, in-flight sagas may look torn."""
     ns = config.namespace
     one_server = all(config.shard_database_url(s) == config.database_url for s in shards)
     conn = await asyncpg.connect(config.database_url)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            sagas = await _sagas(conn, quoted_schema(ns.coordinator_schema))
-            views = {}
+            coordinator = await read_coordinator(conn, quoted_schema(ns.coordinator_schema))
+            found = {}
             for shard in shards:
+                schema = quoted_schema(ns.shard_schema(shard))
                 if one_server:
-                    views[shard] = await _shard(conn, quoted_schema(ns.shard_schema(shard)))
-                else:
-                    other = await asyncpg.connect(config.shard_database_url(shard))
-                    try:
-                        views[shard] = await _shard(other, quoted_schema(ns.shard_schema(shard)))
-                    finally:
-                        await other.close()
+                    found[shard] = await read_shard(conn, schema)
+                    continue
+                other = await asyncpg.connect(config.shard_database_url(shard))
+                try:
+                    found[shard] = await read_shard(other, schema)
+                finally:
+                    await other.close()
     finally:
         await conn.close()
-    return sagas, views, one_server
+    return coordinator, found, one_server
+
+
+async def read_views(
+    config: LedgerConfig, shards: list[int]
+) -> tuple[dict[str, SagaView], dict[int, ShardView], bool]:
+    """(sagas, shard views, one_snapshot): what reconciliation reads."""
+    return await read_snapshot(config, shards, _sagas, _shard)
 
 
 async def _sagas(conn: asyncpg.Connection, schema: str) -> dict[str, SagaView]:

@@ -19,10 +19,9 @@ from coordinator.saga.reconciliation import reconcile
 from deploy.bench import baseline
 from deploy.bench.workload import Move
 from deploy.config import LedgerConfig
+from deploy.stack import ISSUER
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from shards.adapters.postgres_migrations import quoted_schema
-
-ISSUER = "issuer"  # the issuance account `ledger dev up` / LocalStack.start_ledger configure
 
 
 def outcome_of(result: dict[str, object]) -> str:

@@ -10,6 +10,7 @@ import time
 
 import asyncpg
 
+from coordinator.adapters.postgres_reconcile import read_snapshot
 from coordinator.saga.reconciliation import OperationView, SagaView
 from deploy.chaos.checker import LedgerState, ShardState
 from deploy.config import LedgerConfig
@@ -20,24 +21,8 @@ from shards.domain.replay import Balance
 
 
 async def read_ledger(config: LedgerConfig, shards: list[int]) -> LedgerState:
-    ns = config.namespace
-    one_server = all(config.shard_database_url(s) == config.database_url for s in shards)
-    conn = await asyncpg.connect(config.database_url)
-    try:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            state = await _coordinator(conn, quoted_schema(ns.coordinator_schema))
-            for shard in shards:
-                schema = quoted_schema(ns.shard_schema(shard))
-                if one_server:
-                    state.shards[shard] = await _shard(conn, schema)
-                    continue
-                other = await asyncpg.connect(config.shard_database_url(shard))
-                try:
-                    state.shards[shard] = await _shard(other, schema)
-                finally:
-                    await other.close()
-    finally:
-        await conn.close()
+    state, found, _ = await read_snapshot(config, shards, _coordinator, _shard)
+    state.shards.update(found)
     return state
 
 

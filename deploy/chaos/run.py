@@ -10,7 +10,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from deploy.chaos.checker import INVARIANTS, check
+from deploy.chaos.checker import INVARIANTS, History, check
 from deploy.chaos.nemesis import Nemesis
 from deploy.chaos.postgres_state import read_ledger, wait_sagas_end
 from deploy.chaos.schedule import FAULT_KINDS, plan
@@ -91,7 +91,7 @@ def _first_answer_after(client: ChaosClient, t0: float, healed_s: float | None) 
     return round(min(after), 2) if after else None
 
 
-def _counts(history: Any, answered: bool) -> dict[str, Any]:
+def _counts(history: History, answered: bool) -> dict[str, Any]:
     states: dict[str, int] = {}
     firsts: dict[str, str] = {}
     for r in history.results:

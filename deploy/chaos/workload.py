@@ -22,12 +22,12 @@ from aiokafka.errors import KafkaError
 from deploy.bench.workload import Workload, WorkloadSettings
 from deploy.chaos.checker import BalanceRead, History, Observed, Sent
 from deploy.config import LedgerConfig
+from deploy.stack import ISSUER
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public, request_fingerprint
 from shards.adapters.postgres_migrations import quoted_schema
 from shards.domain.partitioning import PartitionMap
 
 log = logging.getLogger(__name__)
-ISSUER = "issuer"
 
 
 @dataclass(frozen=True)
