@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import re
 import shutil
 import signal
@@ -191,6 +192,19 @@ class LocalKafka:
         node = self._node(node_id)
         if node.process is not None:
             node.process.stop(signal.SIGKILL)
+
+    def active_controller(self) -> int | None:
+        """The node id of the KRaft quorum's leader, as recorded with the newest epoch in any node's
+        quorum-state file (None while no leader is known: an election is under way)."""
+        views = []
+        for node in self.nodes:
+            try:
+                state = json.loads((node.root / "data" / "__cluster_metadata-0" / "quorum-state").read_text())
+            except (OSError, ValueError):
+                continue  # not written yet, or being replaced
+            views.append((int(state.get("leaderEpoch", -1)), int(state.get("leaderId", -1))))
+        _, leader = max(views, default=(-1, -1))
+        return leader if leader >= 0 else None
 
     def stop(self) -> None:
         """Stop every node (controlled shutdown, then SIGKILL after a timeout). Idempotent."""

@@ -22,6 +22,9 @@ class WorkloadSettings:
     """Share of transfers whose accounts live on different shards."""
     zipf_s: float = 0.0
     """Skew of debit accounts: 0 is uniform; 1.0 makes a few accounts hot."""
+    balanced: bool = False
+    """Turn each drawn pair either way with equal chance, so that every account (the hot ones too)
+    expects to receive as much as it pays and none runs dry over a long run."""
     max_amount: int = 10_000
     """Ordinary amounts are at most this many minor units."""
     amounts: str = "uniform"
@@ -63,11 +66,14 @@ class Workload:
         others = [sh for sh in self.by_shard if sh != home]
         cross = bool(others) and rng.random() < s.cross_fraction
         pool = self.by_shard[rng.choice(others)] if cross else self.by_shard[home]
+        if len(pool) == 1 and pool[0] == debit:
+            pool = self.accounts  # a shard with one account cannot pair with itself
         credit = debit
         while credit == debit:
             credit = rng.choice(pool)
-            if len(pool) == 1 and pool[0] == debit:
-                pool = self.accounts  # a shard with one account cannot pair with itself
+        if s.balanced and rng.random() < 0.5:
+            debit, credit = credit, debit
+            home = self.shard_of[debit]
         # A rejected share asks more than any account can hold in this run.
         amount = s.funding * 10 if rng.random() < s.reject_fraction else self._amount()
         return Move(debit, credit, amount, home != self.shard_of[credit], home)

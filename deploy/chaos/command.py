@@ -70,15 +70,19 @@ def table(report: dict[str, Any]) -> str:
         f"chaos run: seed {report['seed']}, {report['duration_s']:.0f}s of workload under faults",
         f"  transfers: {t['sent']} sent, by result {t['by_state']}; {t['duplicates_sent']} duplicates and"
         f" {t['reused_ids_sent']} reused ids sent; {t['balance_reads']} balance reads;"
+        f" {t['account_freezes']} account freezes;"
         f" all answered within the bound: {t['all_answered_within_bound']}",
-        f"  settled after healing: {report['settled_after_heal_s']} s",
-        "  faults:",
+        f"  rejected and compensated, by reason: {t['by_reason']}",
+        f"  every saga terminal {report['settled_after_heal_s']} s after the final heal",
+        *(f"  skipped {kind}: {reason}" for kind, reason in report["skipped_kinds"].items()),
+        "  faults (recovery: from the heal to the first new completion; settled: until every transfer"
+        " sent before the heal had its result):",
     ]
     for f in report["faults"]:
-        error = f"  ERROR {f['error']}" if f["error"] else ""
+        note = f"  ERROR {f['error']}" if f["error"] else f"  {f['detail']}" if f["detail"] else ""
         lines.append(
-            f"    {f['started_s']:6.1f}s {f['kind']:<27} target {f['target']}  healed {f['healed_s']:.1f}s,"
-            f" next answer {f['recovered_s']} s after{error}"
+            f"    {f['started_s']:6.1f}s {f['kind']:<27} target {f['target']}  healed {f['healed_s']:6.1f}s,"
+            f" recovery {f['recovered_s']} s, settled {f['settled_s']} s{note}"
         )
     for window, lat in sorted(report["latency_ms"].items()):
         lines.append(

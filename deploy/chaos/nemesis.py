@@ -1,5 +1,6 @@
 """The nemesis: injects each planned fault into a local stack, holds it, heals it, and records
-when. Processes are found by their stack names (shard-N, coordinator-N, relay-N, kafka-N)."""
+when. Processes are found by their stack names (shard-N, coordinator-N, relay-N); Kafka nodes by
+node id, the active controller from the quorum's own record."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from deploy.chaos.schedule import PlannedFault
+from deploy.chaos.iptables import LoopbackCut
+from deploy.chaos.schedule import CUT_KINDS, PlannedFault
 from deploy.config import LedgerConfig
+from deploy.kafka_local import LocalKafka
 from deploy.stack import LocalStack
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,8 @@ class InjectedFault:
     healed_s: float | None = None
     """Seconds after the run's start."""
     error: str | None = None
+    detail: str | None = None
+    """What was hit, when the plan could not know it (which node was the active controller)."""
 
 
 class Nemesis:
@@ -43,13 +48,13 @@ class Nemesis:
             self.injected.append(record)
             log.warning("nemesis: %s %d", fault.kind, fault.target)
             try:
-                await self._inject(fault)
+                record.detail = await self._inject(fault)
             except Exception as e:  # a fault that could not be injected is reported, not fatal
                 record.error = f"{type(e).__name__}: {e}"
                 log.exception("nemesis: %s failed", fault.kind)
             record.healed_s = time.monotonic() - t0
 
-    async def _inject(self, fault: PlannedFault) -> None:
+    async def _inject(self, fault: PlannedFault) -> str | None:
         kind, target, hold = fault.kind, fault.target, fault.hold_s
         if kind in ("kill_shard", "kill_coordinator", "kill_relay"):
             name = {"kill_shard": "shard", "kill_coordinator": "coordinator", "kill_relay": "relay"}[kind]
@@ -64,14 +69,10 @@ class Nemesis:
                 await asyncio.sleep(max(hold, SESSION_TIMEOUT_S + 2) if kind == "pause_coordinator" else hold)
             finally:
                 process.send(signal.SIGCONT)
-        elif kind == "kill_broker":
-            kafka = self.stack.kafka
-            assert kafka is not None, "the chaos stack starts its own brokers"
-            node_id = kafka.nodes[target].node_id
-            kafka.kill_node(node_id)
-            await asyncio.sleep(hold)
-            kafka.start_node(node_id, wait=False)
-            await kafka.wait_ready()
+        elif kind in ("kill_broker", "kill_controller"):
+            return await self._kill_broker(target, hold, controller=kind == "kill_controller")
+        elif kind in CUT_KINDS:
+            return await self._cut(kind, target, hold)
         elif kind.startswith("restart_postgres_"):
             postgres = self.stack.postgres
             assert postgres is not None, "the chaos stack starts its own PostgreSQL"
@@ -84,6 +85,38 @@ class Nemesis:
                 await asyncio.sleep(1.0)
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
+        return None
+
+    async def _kill_broker(self, target: int, hold: float, *, controller: bool) -> str:
+        kafka = self.stack.kafka
+        assert kafka is not None, "the chaos stack starts its own brokers"
+        leader = await _controller(kafka)
+        if controller:
+            node_id = leader
+        else:
+            others = [n.node_id for n in kafka.nodes if n.node_id != leader]
+            node_id = others[target % len(others)]
+        kafka.kill_node(node_id)
+        await asyncio.sleep(hold)
+        kafka.start_node(node_id, wait=False)
+        await kafka.wait_ready()
+        led = "the active controller" if node_id == leader else f"node {leader} was the controller"
+        return f"node {node_id} ({led})"
+
+    async def _cut(self, kind: str, target: int, hold: float) -> str:
+        shards = self.stack.settings.shards
+        name = f"shard-{target}" if target < shards else f"coordinator-{target - shards}"
+        if kind == "cut_kafka":
+            assert self.stack.kafka is not None, "the chaos stack starts its own brokers"
+            ports = [n.port for n in self.stack.kafka.nodes]
+            # Longer than a consumer session, so that the group notices (as with a pause).
+            hold = max(hold, SESSION_TIMEOUT_S + 2)
+        else:
+            assert self.stack.postgres is not None, "the chaos stack starts its own PostgreSQL"
+            ports = [self.stack.postgres.port]
+        with LoopbackCut(self.stack.process(name).pid, ports, name):
+            await asyncio.sleep(hold)
+        return f"{name} cut from {kind.removeprefix('cut_')} ports {ports}"
 
     async def _terminate(self, schema: str) -> None:
         conn = await asyncpg.connect(self.config.database_url, timeout=5)
@@ -95,3 +128,13 @@ class Nemesis:
         finally:
             await conn.close()
         log.warning("nemesis: ended %s connections of %s", ended, schema)
+
+
+async def _controller(kafka: LocalKafka, within_s: float = 30.0) -> int:
+    """The active controller's node id, waiting out an election."""
+    deadline = time.monotonic() + within_s
+    while (leader := kafka.active_controller()) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no active KRaft controller within {within_s:.0f}s")
+        await asyncio.sleep(0.5)
+    return leader

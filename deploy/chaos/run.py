@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from deploy.chaos.checker import INVARIANTS, History, check
+from deploy.chaos.checker import INVARIANTS, REUSED, History, Observed, check
+from deploy.chaos.iptables import sweep_stale, unavailable_reason
 from deploy.chaos.nemesis import Nemesis
 from deploy.chaos.postgres_state import read_ledger, wait_sagas_end
-from deploy.chaos.schedule import FAULT_KINDS, plan
+from deploy.chaos.schedule import CUT_KINDS, FAULT_KINDS, plan
 from deploy.chaos.workload import ChaosClient, ChaosWorkloadSettings
 from deploy.ledger_init import init_ledger
 from deploy.stack import LocalStack
@@ -41,18 +44,21 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
     targets = {
         **dict.fromkeys(("kill_shard", "pause_shard", "kill_relay", "terminate_backends"), shards),
         **dict.fromkeys(("kill_coordinator", "pause_coordinator"), coordinators),
-        "kill_broker": stack.settings.brokers,
+        **dict.fromkeys(CUT_KINDS, shards + coordinators),
+        "kill_broker": stack.settings.brokers - 1,  # those that are not the controller
     }
-    planned = plan(
-        settings.seed, settings.duration_s, settings.fault_s, settings.calm_s, settings.kinds, targets
-    )
+    skipped = _skipped(settings.kinds)
+    kinds = tuple(k for k in settings.kinds if k not in skipped)
+    planned = plan(settings.seed, settings.duration_s, settings.fault_s, settings.calm_s, kinds, targets)
+    sweep_stale()
     nemesis = Nemesis(stack, config)
     workload = ChaosWorkloadSettings(**(asdict(settings.workload) | {"seed": settings.seed}))
     async with ChaosClient(config, pmap, workload) as client:
         await client.prepare()
         t0 = time.monotonic()
         faults = asyncio.create_task(nemesis.run(planned, t0))
-        sent, next_read = 0, t0
+        sent, next_read, next_freeze = 0, t0, t0
+        every = settings.workload.freeze_every_s
         while (elapsed := time.monotonic() - t0) < settings.duration_s:
             while sent < int(elapsed * settings.rate) + 1:
                 await client.send_next()
@@ -60,7 +66,11 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
             if time.monotonic() >= next_read:
                 await client.read_balances()
                 next_read += 1.0
+            if every and time.monotonic() >= next_freeze:
+                await client.rotate_freeze()
+                next_freeze += every
             await asyncio.sleep(0.01)
+        await client.unfreeze()
         await faults  # the last fault is healed when this returns
         healed = time.monotonic()
         answered = await client.wait_settled(settings.settle_s)
@@ -71,10 +81,13 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
         violations = check(history, ledger)
         return {
             "seed": settings.seed, "duration_s": settings.duration_s, "settings": asdict(settings),
-            "faults": [asdict(f) | {"recovered_s": _first_answer_after(client, t0, f.healed_s)}
-                       for f in nemesis.injected],
-            "faults_by_kind": {k: sum(f.kind == k for f in nemesis.injected) for k in settings.kinds},
-            "transfers": _counts(history, answered),
+            "faults": [
+                asdict(f) | recovery(client.sent_at, client.answered_at, client.completed_at, t0 + f.healed_s)
+                for f in nemesis.injected if f.healed_s is not None
+            ],
+            "faults_by_kind": {k: sum(f.kind == k for f in nemesis.injected) for k in kinds},
+            "skipped_kinds": skipped,
+            "transfers": _counts(history, answered) | {"account_freezes": client.freezes},
             "settled_after_heal_s": round(time.monotonic() - healed, 1) if quiet_s is not None else None,
             "violations": {k: {"invariant": INVARIANTS[k], "count": len(v), "examples": v[:5]}
                            for k, v in violations.items()},
@@ -83,28 +96,41 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
         }  # fmt: skip
 
 
-def _first_answer_after(client: ChaosClient, t0: float, healed_s: float | None) -> float | None:
-    """Seconds from a fault's heal to the first result that arrived after it."""
-    if healed_s is None:
-        return None
-    after = [at - t0 - healed_s for at in client.answered_at.values() if at - t0 >= healed_s]
-    return round(min(after), 2) if after else None
+def _skipped(kinds: tuple[str, ...]) -> dict[str, str]:
+    """The kinds asked for that this machine cannot inject, each with the reason."""
+    reason = unavailable_reason() if set(kinds) & set(CUT_KINDS) else None
+    return {k: reason for k in kinds if k in CUT_KINDS and reason is not None}
+
+
+def recovery(
+    sent_at: Mapping[str, float], answered_at: Mapping[str, float], completed_at: list[float], healed: float
+) -> dict[str, float | None]:
+    """Seconds from a fault's heal to the first transfer completed after it, and until every
+    transfer sent before the heal had its result (the backlog it left had settled); None for
+    never. Times are monotonic; each transfer id's first send and first result."""
+    first = min((at for at in completed_at if at >= healed), default=None)
+    before = [answered_at.get(tid) for tid, at in sent_at.items() if at < healed]
+    settled = None if None in before else max([healed, *(a for a in before if a is not None)])
+    return {
+        "recovered_s": None if first is None else round(first - healed, 2),
+        "settled_s": None if settled is None else round(settled - healed, 2),
+    }
 
 
 def _counts(history: History, answered: bool) -> dict[str, Any]:
-    states: dict[str, int] = {}
-    firsts: dict[str, str] = {}
+    firsts: dict[str, Observed] = {}
     for r in history.results:
-        if r.reason != "transfer_id_reused":
-            firsts.setdefault(r.transfer_id, r.state)
-    for state in firsts.values():
-        states[state] = states.get(state, 0) + 1
+        if r.reason != REUSED:
+            firsts.setdefault(r.transfer_id, r)
+    states = Counter(r.state for r in firsts.values())
+    reasons = Counter(f"{r.state} ({r.reason})" for r in firsts.values() if r.reason is not None)
     return {
         "sent": sum(s.kind == "original" for s in history.sent),
         "duplicates_sent": sum(s.kind == "duplicate" for s in history.sent),
         "reused_ids_sent": sum(s.kind == "reused" for s in history.sent),
         "balance_reads": len(history.reads),
-        "by_state": states,
+        "by_state": dict(states),
+        "by_reason": dict(reasons.most_common()),
         "all_answered_within_bound": answered,
     }
 

@@ -12,11 +12,15 @@ FAULT_KINDS = (
     "kill_relay",  # SIGKILL a shard's outbox relay process
     "pause_shard",  # SIGSTOP a shard worker for the window, then SIGCONT
     "pause_coordinator",  # SIGSTOP longer than the group session timeout: its partitions move
-    "kill_broker",  # SIGKILL a Kafka node (each in turn, so the active controller too), restart it
+    "kill_broker",  # SIGKILL a Kafka node that is not the active controller (in turn), restart it
+    "kill_controller",  # SIGKILL the node that is the KRaft quorum's active controller, restart it
     "restart_postgres_fast",
     "restart_postgres_immediate",  # a crash: recovery from the WAL
     "terminate_backends",  # pg_terminate_backend on one shard's connections
+    "cut_kafka",  # iptables drops what one worker (shard or coordinator) sends to every broker
+    "cut_postgres",  # ... or to PostgreSQL
 )
+CUT_KINDS = ("cut_kafka", "cut_postgres")
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,8 @@ class PlannedFault:
     """Seconds after the start."""
     kind: str
     target: int
-    """Shard, coordinator or broker index, by kind (0 where there is no choice)."""
+    """By kind: a shard, a coordinator, the n-th broker that is not the controller, or a worker
+    (shards first, then coordinators); 0 where there is no choice."""
     hold_s: float
     """How long the fault lasts before it is healed."""
 
@@ -50,7 +55,7 @@ def plan(
             rng.shuffle(bag)
         kind = bag.pop()
         count = max(1, targets.get(kind, 1))
-        # Brokers in turn, so every node (the active controller among them) is killed.
+        # Brokers in turn, so that each is killed.
         target = turn % count if kind == "kill_broker" else rng.randrange(count)
         turn += kind == "kill_broker"
         faults.append(PlannedFault(at, kind, target, fault_s))

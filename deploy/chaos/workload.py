@@ -23,7 +23,14 @@ from deploy.bench.workload import Workload, WorkloadSettings
 from deploy.chaos.checker import BalanceRead, History, Observed, Sent
 from deploy.config import LedgerConfig
 from deploy.stack import ISSUER
-from schemas.public import OpenAccountRequest, TransferFunds, encode_public, request_fingerprint
+from schemas.public import (
+    FreezeAccount,
+    OpenAccountRequest,
+    TransferFunds,
+    UnfreezeAccount,
+    encode_public,
+    request_fingerprint,
+)
 from shards.adapters.postgres_migrations import quoted_schema
 from shards.domain.partitioning import PartitionMap
 
@@ -42,6 +49,9 @@ class ChaosWorkloadSettings:
     """Sized beyond any balance; Zipf-hot accounts running dry add more rejections."""
     duplicate_fraction: float = 0.05
     reuse_fraction: float = 0.02
+    freeze_every_s: float = 2.0
+    """One account at a time is frozen, another every this many seconds: a cross-shard credit to
+    it is refused after its debit was reserved, so the saga compensates (0: never)."""
     seed: int = 1
 
 
@@ -55,7 +65,7 @@ class ChaosClient:
             WorkloadSettings(
                 accounts=settings.accounts, cross_fraction=settings.cross_fraction, zipf_s=settings.zipf_s,
                 max_amount=settings.max_amount, reject_fraction=settings.reject_fraction,
-                funding=settings.funding, seed=settings.seed, prefix="chaos",
+                funding=settings.funding, seed=settings.seed, prefix="chaos", balanced=True,
             ),
             pmap,
         )  # fmt: skip
@@ -76,6 +86,10 @@ class ChaosClient:
         self.sent_at: dict[str, float] = {}
         """Transfer id -> when it was first sent (monotonic); answered_at: its first result."""
         self.answered_at: dict[str, float] = {}
+        self.completed_at: list[float] = []
+        """When each completed result arrived (monotonic): recovery is to the first new one."""
+        self.frozen: str | None = None
+        self.freezes = 0
 
     async def __aenter__(self) -> ChaosClient:
         await self.producer.start()
@@ -128,6 +142,24 @@ class ChaosClient:
             other = TransferFunds(command.transfer_id, move.debit, move.credit, move.amount + 1, "EUR")
             await self.send(other, kind="reused")
 
+    async def rotate_freeze(self) -> None:
+        """Unfreeze the frozen account, if any, and freeze another. Both go on one partition (keyed
+        by account), so the shard applies them in order; their results are not awaited."""
+        await self.unfreeze()
+        self.frozen = self.rng.choice(self.moves.accounts)
+        await self._account_command(FreezeAccount(str(uuid.uuid4()), self.frozen))
+        self.freezes += 1
+
+    async def unfreeze(self) -> None:
+        if self.frozen is not None:
+            await self._account_command(UnfreezeAccount(str(uuid.uuid4()), self.frozen))
+            self.frozen = None
+
+    async def _account_command(self, command: FreezeAccount | UnfreezeAccount) -> None:
+        await self._produce(
+            self.config.namespace.account_commands, command.account_id, encode_public(command)
+        )
+
     async def send(self, command: TransferFunds, kind: str = "original") -> None:
         self.sent.append(Sent(command.transfer_id, request_fingerprint(command), kind))
         self.sent_at.setdefault(command.transfer_id, time.monotonic())
@@ -179,7 +211,10 @@ class ChaosClient:
                     if "command_id" in result:
                         self._account_results[str(result["command_id"])] = str(result.get("outcome"))
                         continue
-                    self.answered_at.setdefault(str(result["transfer_id"]), time.monotonic())
+                    now = time.monotonic()
+                    self.answered_at.setdefault(str(result["transfer_id"]), now)
+                    if result["state"] == "completed":
+                        self.completed_at.append(now)
                     self.results.append(
                         Observed(
                             str(result["transfer_id"]), str(result["message_id"]), str(result["state"]),
