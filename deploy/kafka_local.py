@@ -241,6 +241,20 @@ class LocalKafka:
             await asyncio.sleep(0.5)
         raise EngineError(self._failure(f"Kafka not healthy after {within_s:.0f}s ({last_error})", None))
 
+    async def wait_in_sync(self, within_s: float = 120.0) -> None:
+        """Wait until every partition's replicas are all in sync again: after a node restarts, it
+        is healed only when it has caught up (until then one more failure stops writes at min ISR)."""
+        deadline = time.monotonic() + within_s
+        lagging = -1
+        while time.monotonic() < deadline:
+            try:
+                if (lagging := await _under_replicated(self.bootstrap_servers)) == 0:
+                    return
+            except Exception:  # noqa: BLE001, S110 - a node still starting: ask again
+                pass
+            await asyncio.sleep(0.5)
+        raise EngineError(f"{lagging} partitions still under-replicated after {within_s:.0f}s")
+
     def _node(self, node_id: int) -> KafkaNode:
         for node in self.nodes:
             if node.node_id == node_id:
@@ -294,6 +308,16 @@ def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def _under_replicated(bootstrap_servers: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        topics = await admin.describe_topics()
+    finally:
+        await admin.close()
+    return sum(len(p["isr"]) < len(p["replicas"]) for t in topics for p in t["partitions"])
 
 
 async def _count_brokers(bootstrap_servers: str) -> int:

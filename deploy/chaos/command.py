@@ -69,7 +69,8 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         f"chaos run: seed {report['seed']}, {report['duration_s']:.0f}s of workload under faults",
         f"  transfers: {t['sent']} sent, by result {t['by_state']}; {t['duplicates_sent']} duplicates and"
-        f" {t['reused_ids_sent']} reused ids sent; {t['balance_reads']} balance reads;"
+        f" {t['reused_ids_sent']} reused ids sent ({t['duplicates_absorbed']} ids absorbed);"
+        f" {t['balance_reads']} balance reads;"
         f" {t['account_freezes']} account freezes;"
         f" all answered within the bound: {t['all_answered_within_bound']}",
         f"  rejected and compensated, by reason: {t['by_reason']}",

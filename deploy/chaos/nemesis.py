@@ -100,6 +100,7 @@ class Nemesis:
         await asyncio.sleep(hold)
         kafka.start_node(node_id, wait=False)
         await kafka.wait_ready()
+        await kafka.wait_in_sync()  # healed means caught up, not just started
         led = "the active controller" if node_id == leader else f"node {leader} was the controller"
         return f"node {node_id} ({led})"
 

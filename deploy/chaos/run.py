@@ -61,15 +61,16 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
         every = settings.workload.freeze_every_s
         while (elapsed := time.monotonic() - t0) < settings.duration_s:
             while sent < int(elapsed * settings.rate) + 1:
-                await client.send_next()
+                client.start_next()
                 sent += 1
             if time.monotonic() >= next_read:
-                await client.read_balances()
+                client.start_reads()
                 next_read += 1.0
             if every and time.monotonic() >= next_freeze:
-                await client.rotate_freeze()
+                client.start_freeze_rotation()
                 next_freeze += every
             await asyncio.sleep(0.01)
+        await client.drain()
         await client.unfreeze()
         await faults  # the last fault is healed when this returns
         healed = time.monotonic()
@@ -87,11 +88,14 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
             ],
             "faults_by_kind": {k: sum(f.kind == k for f in nemesis.injected) for k in kinds},
             "skipped_kinds": skipped,
-            "transfers": _counts(history, answered) | {"account_freezes": client.freezes},
+            "transfers": _counts(history, answered) | {
+                "account_freezes": client.freezes, "duplicates_absorbed": _absorbed(history, violations["I5"])
+            },
             "settled_after_heal_s": round(time.monotonic() - healed, 1) if quiet_s is not None else None,
             "violations": {k: {"invariant": INVARIANTS[k], "count": len(v), "examples": v[:5]}
                            for k, v in violations.items()},
             "latency_ms": _latency(client, t0, nemesis),
+            "completed_per_s": _per_second([at - t0 for at in client.completed_at]),
             "passed": not any(violations.values()),
         }  # fmt: skip
 
@@ -117,6 +121,12 @@ def recovery(
     }
 
 
+def _absorbed(history: History, idempotence_violations: list[str]) -> int:
+    """Transfer ids sent more than once (duplicates, reused ids) that I5 found nothing wrong with."""
+    again = {s.transfer_id for s in history.sent if s.kind != "original"}
+    return sum(not any(t in v for v in idempotence_violations) for t in again)
+
+
 def _counts(history: History, answered: bool) -> dict[str, Any]:
     firsts: dict[str, Observed] = {}
     for r in history.results:
@@ -133,6 +143,12 @@ def _counts(history: History, answered: bool) -> dict[str, Any]:
         "by_reason": dict(reasons.most_common()),
         "all_answered_within_bound": answered,
     }
+
+
+def _per_second(times: list[float]) -> list[int]:
+    """How many of `times` (seconds from the start) fell in each second: stalls show as zeros."""
+    counts = Counter(int(t) for t in times if t >= 0)
+    return [counts.get(second, 0) for second in range(max(counts, default=-1) + 1)]
 
 
 def _latency(client: ChaosClient, t0: float, nemesis: Nemesis) -> dict[str, dict[str, float]]:

@@ -10,9 +10,10 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import asyncpg
 import orjson
@@ -90,6 +91,9 @@ class ChaosClient:
         """When each completed result arrived (monotonic): recovery is to the first new one."""
         self.frozen: str | None = None
         self.freezes = 0
+        self._pending: set[asyncio.Task[None]] = set()
+        self._reading: asyncio.Task[None] | None = None
+        self._rotating: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> ChaosClient:
         await self.producer.start()
@@ -100,8 +104,8 @@ class ChaosClient:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._collector is not None:
-            self._collector.cancel()
+        for task in [*self._pending, *([self._collector] if self._collector else [])]:
+            task.cancel()
         await self.producer.stop()
         await self.consumer.stop()
 
@@ -130,17 +134,45 @@ class ChaosClient:
         completed = {r.transfer_id for r in self.results if r.transfer_id in ids and r.state == "completed"}
         self.issued = self.settings.funding * len(completed)
 
-    async def send_next(self) -> None:
-        """One transfer of the workload, sometimes followed by a duplicate or a reused id."""
+    def start_next(self) -> None:
+        """Draw the next transfer, sometimes with a duplicate or a reused id after it, and send
+        them in the background, in that order: a send held up by a fault holds up no other."""
         move = self.moves.next()
         command = TransferFunds(str(uuid.uuid4()), move.debit, move.credit, move.amount, "EUR")
-        await self.send(command)
+        batch = [(command, "original")]
         draw = self.rng.random()
         if draw < self.settings.duplicate_fraction:
-            await self.send(command, kind="duplicate")
+            batch.append((command, "duplicate"))
         elif draw < self.settings.duplicate_fraction + self.settings.reuse_fraction:
             other = TransferFunds(command.transfer_id, move.debit, move.credit, move.amount + 1, "EUR")
-            await self.send(other, kind="reused")
+            batch.append((other, "reused"))
+        self._background(self._send_in_order(batch))
+
+    def start_reads(self) -> None:
+        """Read a few balances in the background, unless the last reads are still under way."""
+        if self._reading is None or self._reading.done():
+            self._reading = self._background(self.read_balances())
+
+    def start_freeze_rotation(self) -> None:
+        """Unfreeze the frozen account, if any, and freeze another, in the background (unless the
+        last rotation is still being sent: freezes and unfreezes of one account stay in order)."""
+        if self._rotating is None or self._rotating.done():
+            self._rotating = self._background(self.rotate_freeze())
+
+    async def drain(self) -> None:
+        """Wait until everything started has been sent."""
+        while self._pending:
+            await asyncio.gather(*self._pending)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return task
+
+    async def _send_in_order(self, batch: list[tuple[TransferFunds, str]]) -> None:
+        for command, kind in batch:
+            await self.send(command, kind)
 
     async def rotate_freeze(self) -> None:
         """Unfreeze the frozen account, if any, and freeze another. Both go on one partition (keyed

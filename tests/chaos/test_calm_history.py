@@ -4,6 +4,8 @@ checker can fail; this shows the history and state it is fed are read right.)"""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from deploy.chaos.checker import check
@@ -22,9 +24,11 @@ async def test_a_calm_run_violates_no_invariant(kafka_bootstrap: str, database_u
     async with running_ledger(config, [0, 1]), ChaosClient(config, pmap, settings) as client:
         await client.prepare()
         for i in range(300):
-            await client.send_next()
+            client.start_next()
             if i % 50 == 0:
                 await client.read_balances()
+            await asyncio.sleep(0.005)
+        await client.drain()
         assert await client.wait_settled(within_s=120)
         history = client.history()
         ledger = await read_ledger(config, [0, 1])
