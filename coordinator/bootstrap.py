@@ -48,7 +48,6 @@ async def run_coordinator(
     pool = await open_pool(config.database_url, ns.coordinator_schema, max_size=4)
     control_pool = await open_pool(config.database_url, ns.control_schema, max_size=1)
     consumer = AIOKafkaConsumer(
-        ns.transfers, ns.account_commands, ns.shard_replies,
         bootstrap_servers=config.kafka_bootstrap_servers, group_id=f"{ns.prefix}ledger.coordinator",
         enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
         max_poll_interval_ms=60_000, session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
@@ -59,10 +58,12 @@ async def run_coordinator(
         coordinator = Coordinator(settings, ns, pmap, clock_ms=lambda: time.time_ns() // 1_000_000)
         store = PostgresSagaStore(pool)
         await producer.start()
+        commits = CoalescedCommits(consumer, "coordinator")
+        consumer.subscribe([ns.transfers, ns.account_commands, ns.shard_replies], listener=commits)
         await consumer.start()
         relay = OutboxRelay(pool, producer, lock_name=None)
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(_consume(consumer, store, coordinator, relay, stop, run))
+            tasks.create_task(_consume(consumer, store, coordinator, relay, commits, stop, run))
             tasks.create_task(_sweep(consumer, store, coordinator, relay, ns.transfers, stop, run))
             tasks.create_task(relay.run(stop))
     finally:
@@ -79,10 +80,10 @@ async def _consume(
     store: PostgresSagaStore,
     coordinator: Coordinator,
     relay: OutboxRelay,
+    commits: CoalescedCommits,
     stop: asyncio.Event,
     run: RunSettings,
 ) -> None:
-    commits = CoalescedCommits(consumer, "coordinator")
     try:
         await _consume_until(consumer, store, coordinator, relay, commits, stop, run)
     finally:

@@ -33,11 +33,20 @@ def unavailable_reason() -> str | None:
         return "network cuts need root (iptables and a cgroup of their own)"
     if shutil.which("iptables") is None:
         return "iptables is not installed (apt-get install iptables)"
-    if cgroup2_root() is None:
+    root = cgroup2_root()
+    if root is None:
         return "no cgroup v2 hierarchy is mounted (iptables matches the cut process by its cgroup)"
-    probe = _run("-n", "-L", "OUTPUT")
-    if probe.returncode != 0:
-        return f"iptables cannot be used here: {probe.stderr.strip()}"
+    # The real thing, on an empty cgroup and no port anyone uses: a rule in, and out again.
+    probe = root / f"{PREFIX}{os.getpid()}-probe"
+    try:
+        probe.mkdir(exist_ok=True)
+        try:
+            _iptables("-I", "OUTPUT", *drop_rule(probe.name, [1]))
+            _iptables("-D", "OUTPUT", *drop_rule(probe.name, [1]))
+        finally:
+            probe.rmdir()
+    except (OSError, CutFailed) as e:
+        return f"a network cut cannot be made here: {e}"
     return None
 
 
