@@ -17,10 +17,11 @@ from coordinator.adapters.postgres_sagas import PostgresSagaStore, SagaStoreUnav
 from coordinator.failpoints import Failpoints
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from deploy.config import LedgerConfig
+from schemas.errors import Stalled
 from shards.adapters.kafka_commits import CoalescedCommits
 from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
 from shards.adapters.postgres_control import PostgresControl
-from shards.bootstrap import open_pool
+from shards.bootstrap import close_pool, open_pool
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ class RunSettings:
     sweep_every_s: float = 0.2
     """How often overdue sagas are looked for."""
     max_backoff_s: float = 5.0
+    stall_after_s: float = 30.0
+    """An attempt still unfinished after this long is stalled (a batch normally takes well under
+    a second): the process starts again from fresh connections rather than wait forever."""
     failpoints: Failpoints = field(default_factory=Failpoints)
     """Crash tests only: where to die on purpose."""
 
@@ -71,8 +75,8 @@ async def run_coordinator(
             await consumer.stop()
         with contextlib.suppress(KafkaError, OSError):
             await producer.stop()
-        await pool.close()
-        await control_pool.close()
+        await close_pool(pool)
+        await close_pool(control_pool)
 
 
 async def _consume(
@@ -162,8 +166,13 @@ async def _with_retries(work: Callable[[], Awaitable[None]], stop: asyncio.Event
     backoff = 0.05
     while True:
         try:
-            await work()
+            async with asyncio.timeout(run.stall_after_s):
+                await work()
             return
+        except TimeoutError as e:
+            # Seen under ledger chaos (seed 12): after a PostgreSQL restart one coordinator's batch
+            # never returned, its partitions stayed assigned to it, and their sagas waited 90 s.
+            raise Stalled(f"a coordinator batch made no progress in {run.stall_after_s:.0f}s") from e
         except (SagaStoreUnavailable, VersionConflict) as e:
             if stop.is_set():
                 raise

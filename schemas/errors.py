@@ -17,3 +17,10 @@ class ConfigurationError(LedgerError):
     """A setting is missing or malformed; fix the configuration, do not retry."""
 
     retriable = False
+
+
+class Stalled(LedgerError):
+    """Work made no progress within its bound (a connection wedged by a fault, say). Retriable: the
+    process's outermost loop starts its work again, from fresh connections."""
+
+    retriable = True

@@ -29,6 +29,14 @@ async def open_pool(dsn: str, schema: str, max_size: int = 4) -> asyncpg.Pool:
     return pool
 
 
+async def close_pool(pool: asyncpg.Pool, within_s: float = 10.0) -> None:
+    """Close gracefully if that is quick; a pool wedged by a fault is terminated instead."""
+    try:
+        await asyncio.wait_for(pool.close(), within_s)
+    except TimeoutError:
+        pool.terminate()
+
+
 @dataclass
 class RunningShard:
     worker: ShardWorker
@@ -76,5 +84,5 @@ async def run_shard(
         if producer is not None:
             with contextlib.suppress(KafkaError, OSError):
                 await producer.stop()
-        await shard_pool.close()
-        await control_pool.close()
+        await close_pool(shard_pool)
+        await close_pool(control_pool)

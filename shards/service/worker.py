@@ -23,7 +23,7 @@ from opentelemetry.context import Context
 
 from deploy.tracing import child_span_headers, context_from_headers
 from schemas.dead_letters import DeadLetter
-from schemas.errors import LedgerError
+from schemas.errors import LedgerError, Stalled
 from schemas.shard_messages import (
     InvalidMessage,
     PostTransfer,
@@ -54,6 +54,8 @@ class WorkerSettings:
     checkpoint_every_s: float = 1.0
     """How often the journal chain head is published to the control schema."""
     max_backoff_s: float = 5.0
+    stall_after_s: float = 30.0
+    """A batch still unfinished after this long is stalled: the process starts again."""
     """Longest wait between retries of a batch that failed for an infrastructure reason."""
 
 
@@ -112,8 +114,12 @@ class ShardWorker:
         backoff = 0.05
         while True:
             try:
-                await self._apply(records)
+                async with asyncio.timeout(self.settings.stall_after_s):
+                    await self._apply(records)
                 break
+            except TimeoutError as e:  # a wedged connection: start again from fresh ones
+                raise Stalled(f"shard {self.settings.shard}: a batch made no progress in "
+                              f"{self.settings.stall_after_s:.0f}s") from e  # fmt: skip
             except StoreUnavailable as e:
                 if stop.is_set():
                     raise  # uncommitted: the next worker gets the batch again
