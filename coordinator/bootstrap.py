@@ -33,6 +33,10 @@ class RunSettings:
     sweep_every_s: float = 0.2
     """How often overdue sagas are looked for."""
     max_backoff_s: float = 5.0
+    instance_id: str | None = None
+    """This instance's name in the consumer group (Kafka static membership), stable across
+    restarts: one that comes back within the session timeout takes its partitions back without a
+    rebalance, so the other instances never stop. None joins as a new member each time."""
     stall_after_s: float = 30.0
     """An attempt still unfinished after this long is stalled (a batch normally takes well under
     a second): the process starts again from fresh connections rather than wait forever."""
@@ -55,6 +59,7 @@ async def run_coordinator(
         bootstrap_servers=config.kafka_bootstrap_servers, group_id=f"{ns.prefix}ledger.coordinator",
         enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
         max_poll_interval_ms=60_000, session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
+        group_instance_id=run.instance_id,
     )  # fmt: skip
     producer = idempotent_producer(config.kafka_bootstrap_servers)
     try:

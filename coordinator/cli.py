@@ -52,8 +52,15 @@ def coordinator_group() -> None:
 @click.option("--retry-after-ms", type=click.IntRange(10), default=SagaPolicy.base_backoff_ms,
               show_default=True, envvar="LEDGER_RETRY_AFTER_MS",
               help="A step's command unanswered this long is sent again (the wait doubles).")  # fmt: skip
+@click.option("--instance-id", envvar="LEDGER_COORDINATOR_INSTANCE_ID",
+              help="A name unique to this instance and stable across its restarts (a pod name): it "
+                   "then keeps its partitions over a restart instead of rebalancing the group.")  # fmt: skip
 def coordinator_run(
-    batch_max: int, max_transfer_amount: int, issuance: tuple[str, ...], retry_after_ms: int
+    batch_max: int,
+    max_transfer_amount: int,
+    issuance: tuple[str, ...],
+    retry_after_ms: int,
+    instance_id: str | None,
 ) -> None:
     """Drive transfers and sagas until SIGTERM. Run several for availability (one consumer group)."""
     config = _config()
@@ -62,7 +69,10 @@ def coordinator_run(
         max_transfer_amount=max_transfer_amount, issuance_accounts=frozenset(issuance),
         policy=SagaPolicy(base_backoff_ms=retry_after_ms),
     )  # fmt: skip
-    run = RunSettings(batch_max=batch_max, failpoints=Failpoints.parse(os.environ.get("LEDGER_FAILPOINTS")))
+    run = RunSettings(
+        batch_max=batch_max, instance_id=instance_id,
+        failpoints=Failpoints.parse(os.environ.get("LEDGER_FAILPOINTS")),
+    )  # fmt: skip
     run_until_signalled(lambda stop: run_coordinator(config, settings, stop, run))
 
 

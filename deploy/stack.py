@@ -149,7 +149,8 @@ class LocalStack:
                 self._start_process(f"shard-{shard}", "shard", "run", "--shard", str(shard))
         for n in range(coordinators):
             name = "coordinator" if coordinators == 1 else f"coordinator-{n}"
-            self._start_process(name, "coordinator", "run", *(f"--issuance-account={a}" for a in issuance))
+            issuers = (f"--issuance-account={a}" for a in issuance)
+            self._start_process(name, "coordinator", "run", f"--instance-id={name}", *issuers)
         if api_port is not None:
             self._start_process("status-api", "api", "run", "--port", str(api_port))
             self.api_url = f"http://127.0.0.1:{api_port}"
