@@ -294,6 +294,10 @@ class LocalKafka:
             "default.replication.factor": str(rf),
             "min.insync.replicas": str(isr),
             "unclean.leader.election.enable": "false",
+            # A dead node holds up every acks=all write it replicates until the controller fences
+            # it: 9 s by default, the whole stall a broker crash causes. Loopback needs less.
+            "broker.session.timeout.ms": "4000",
+            "broker.heartbeat.interval.ms": "1000",
         }
         if self.brokers == 1:
             props["controller.quorum.bootstrap.servers"] = f"127.0.0.1:{node.controller_port}"

@@ -165,7 +165,7 @@ class LocalStack:
     def _start_process(self, name: str, *args: str) -> None:
         env = {**os.environ, **self.ledger_config().as_env()}
         ledger = str(Path(sys.executable).with_name("ledger"))
-        log = self._root() / "logs" / f"{name}.log"
+        log = self.logs_dir / f"{name}.log"
         self.extra_processes.append(
             spawn(name, [ledger, *args], log, tie_to_owner=self.tie_to_owner, env=env)
         )
@@ -224,6 +224,11 @@ class LocalStack:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where the stack's processes (and a run's own log) write."""
+        return self._root() / "logs"
 
     def _root(self) -> Path:
         if self.root is not None:

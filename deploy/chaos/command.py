@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -56,12 +57,25 @@ def chaos(
     stack_settings = StackSettings.from_env(os.environ, home=home, brokers=3, shards=4, data_dir=data_dir)
     with LocalStack(stack_settings) as stack:
         stack.start_ledger(coordinators=2, separate_relays=True)
+        _log_to(stack.logs_dir / "chaos.log")
         report = asyncio.run(run_chaos(stack, settings))
     click.echo(table(report))
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2))
     if not report["passed"]:
         sys.exit(1)
+
+
+def _log_to(path: Path) -> None:
+    """The run's log goes beside its processes' logs, timed like theirs; the terminal shows only
+    the nemesis, not the clients' retries while a broker is down (hundreds of lines, expected)."""
+    logging.basicConfig(
+        level=logging.INFO, handlers=[logging.FileHandler(path)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )  # fmt: skip
+    terminal = logging.StreamHandler()
+    terminal.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logging.getLogger("deploy.chaos.nemesis").addHandler(terminal)
 
 
 def table(report: dict[str, Any]) -> str:
