@@ -54,9 +54,9 @@ class WorkerSettings:
     checkpoint_every_s: float = 1.0
     """How often the journal chain head is published to the control schema."""
     max_backoff_s: float = 5.0
+    """Longest wait between retries of a batch that failed for an infrastructure reason."""
     stall_after_s: float = 30.0
     """A batch still unfinished after this long is stalled: the process starts again."""
-    """Longest wait between retries of a batch that failed for an infrastructure reason."""
 
 
 @dataclass
