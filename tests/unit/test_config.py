@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.config import LedgerConfig
+from deploy.config import KafkaSecurity, LedgerConfig, parse_message_keys
 from schemas.errors import ConfigurationError
 from schemas.topics import Namespace
 
@@ -20,3 +20,24 @@ def test_as_env_round_trips_through_from_env() -> None:
 def test_missing_servers_are_named() -> None:
     with pytest.raises(ConfigurationError, match="LEDGER_DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS"):
         LedgerConfig.from_env({})
+
+
+def test_security_settings_round_trip() -> None:
+    security = KafkaSecurity("SASL_PLAINTEXT", username="u", password="p")
+    config = LedgerConfig(
+        "postgresql://a@h/db", "k1:9092", kafka_security=security,
+        message_keys=(("k2", bytes(32)), ("k1", b"\x01" * 32)), max_message_bytes=1000,
+    )  # fmt: skip
+    assert LedgerConfig.from_env(config.as_env()) == config
+    assert config.kafka_args()["sasl_plain_username"] == "u"
+
+
+def test_sasl_without_credentials_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="LEDGER_KAFKA_USERNAME"):
+        KafkaSecurity("SASL_SSL")
+
+
+@pytest.mark.parametrize("text", ["k1", "k1:zz", "k1:" + "00" * 8, "k1:" + "00" * 32 + ",k1:" + "11" * 32])
+def test_malformed_message_keys_are_refused(text: str) -> None:
+    with pytest.raises(ConfigurationError, match="LEDGER_MESSAGE_KEYS"):
+        parse_message_keys(text)
