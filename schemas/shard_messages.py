@@ -27,10 +27,15 @@ _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class InvalidMessage(LedgerError):
-    """A message does not match its contract. Retrying the same bytes cannot help."""
+    """A message does not match its contract. Retrying the same bytes cannot help.
+
+    `reason` is a dead-letter reason code (schemas.dead_letters.DEAD_LETTER_REASONS)."""
 
     retriable = False
-    reason = "invalid_command"
+
+    def __init__(self, detail: str, reason: str = "invalid_field") -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,26 +218,26 @@ def decode_command(raw: bytes) -> ShardCommand:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise InvalidMessage(f"not JSON: {e}") from None
+        raise InvalidMessage(f"not JSON: {e}", "not_json") from None
     return command_from_dict(data)
 
 
 def command_from_dict(data: Any) -> ShardCommand:
     if not isinstance(data, dict):
-        raise InvalidMessage("not a JSON object")
+        raise InvalidMessage("not a JSON object", "not_an_object")
     kind = data.get("type")
     cls = COMMAND_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise InvalidMessage(f"unknown command type {kind!r}")
+        raise InvalidMessage(f"unknown command type {kind!r:.80}", "unknown_message_type")
     if data.get("v") != VERSION or isinstance(data.get("v"), bool):  # True == 1 in Python, not in JSON
-        raise InvalidMessage(f"unsupported version {data.get('v')!r} of {kind}")
+        raise InvalidMessage(f"unsupported version {data.get('v')!r:.20} of {kind}", "unsupported_version")
     names = _FIELDS[cls.__name__]
     extra = data.keys() - {"type", "v", *names}
     if extra:
-        raise InvalidMessage(f"unknown fields in {kind}: {sorted(extra)}")
+        raise InvalidMessage(f"unknown fields in {kind}: {sorted(extra)!r:.200}", "unknown_field")
     for name in names:
         if name not in data:
-            raise InvalidMessage(f"{kind} lacks {name}")
+            raise InvalidMessage(f"{kind} lacks {name}", "missing_field")
         if not FIELD_CHECKS[name](data[name]):
             raise InvalidMessage(f"{kind}.{name} is invalid: {data[name]!r:.80}")
     return cls(**{name: data[name] for name in names})
@@ -248,7 +253,7 @@ def decode_reply(raw: bytes) -> ShardReply:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise InvalidMessage(f"not JSON: {e}") from None
+        raise InvalidMessage(f"not JSON: {e}", "not_json") from None
     version = data.get("v") if isinstance(data, dict) else None
     if (
         not isinstance(data, dict)
@@ -256,7 +261,7 @@ def decode_reply(raw: bytes) -> ShardReply:
         or version != VERSION
         or version is True
     ):
-        raise InvalidMessage("not a ShardReply v1")
+        raise InvalidMessage("not a ShardReply v1", "unknown_message_type")
     try:
         return ShardReply(**{k: v for k, v in data.items() if k not in ("type", "v")})
     except TypeError as e:

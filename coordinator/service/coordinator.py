@@ -35,7 +35,7 @@ from coordinator.saga.transfer_saga import (
     start,
 )
 from deploy.tracing import TRACEPARENT, context_from_headers, context_from_traceparent, current_headers
-from schemas.dead_letters import DeadLetter
+from schemas.dead_letters import DeadLetter, from_public_reason
 from schemas.public import (
     AccountResult,
     CloseAccount,
@@ -89,6 +89,14 @@ class BatchChanges:
     outbox: list[OutboxMessage] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Refused:
+    """A record no result can answer (no readable id): it is dead-lettered with this reason."""
+
+    reason: str
+    detail: str
+
+
 def result_id(transfer_id: str, fingerprint: str) -> str:
     """A result's id: the same request always gets the same result message."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ledger:result:{transfer_id}:{fingerprint}"))
@@ -123,7 +131,8 @@ class Coordinator:
                     transfer_ids.add(item.transfer_id)
             elif isinstance(item, (TransferFunds, PublicRejection)) and item.transfer_id:
                 transfer_ids.add(item.transfer_id)
-        seen = await tx.seen([m.message_id for m in replies] + [_dlq_id(r) for r, i in decoded if i is None])
+        refused = [_dlq_id(r) for r, i in decoded if isinstance(i, Refused)]
+        seen = await tx.seen([m.message_id for m in replies] + refused)
         changes = BatchChanges(await tx.load(transfer_ids))
         now = self.clock_ms()
         for record, item in decoded:
@@ -156,17 +165,13 @@ class Coordinator:
                 self._on_invalid(changes, item, record)
             case OpenAccountRequest() | FreezeAccount() | UnfreezeAccount() | CloseAccount():
                 self._on_account_command(changes, item)
-            case None if _dlq_id(record) not in seen:
+            case Refused() if _dlq_id(record) not in seen:
                 seen.add(_dlq_id(record))
                 changes.inbox.append(_dlq_id(record))
                 letter = DeadLetter.of(
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    "undecodable",
-                    record.value or b"",
-                    record.key,
-                )
+                    record.topic, record.partition, record.offset, item.reason, item.detail,
+                    record.value or b"", record.key,
+                )  # fmt: skip
                 changes.outbox.append(OutboxMessage(self.ns.dead_letters, None, letter.encode(), {}))
 
     async def sweep(self, tx: SagaTransaction, partitions: Sequence[int], limit: int = 1000) -> int:
@@ -195,10 +200,12 @@ class Coordinator:
             if r.topic == self.ns.account_commands:
                 return parse_account_command(raw)
         except PublicRejection as rejection:
-            return rejection if (rejection.transfer_id or rejection.command_id) else None
-        except InvalidMessage:
-            return None
-        return None
+            if rejection.transfer_id or rejection.command_id:
+                return rejection
+            return Refused(from_public_reason(rejection.reason), str(rejection))
+        except InvalidMessage as e:
+            return Refused(e.reason, str(e))
+        return Refused("unknown_message_type", f"no handler for topic {r.topic}")
 
     def _on_transfer(self, changes: BatchChanges, cmd: TransferFunds, partition: int, now: int) -> None:
         fingerprint = request_fingerprint(cmd)

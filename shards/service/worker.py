@@ -172,7 +172,9 @@ class ShardWorker:
             try:
                 command = decode_command(r.value or b"")
             except InvalidMessage as e:
-                dead.append(DeadLetter.of(r.topic, r.partition, r.offset, str(e), r.value or b"", r.key))
+                dead.append(
+                    DeadLetter.of(r.topic, r.partition, r.offset, e.reason, str(e), r.value or b"", r.key)
+                )
                 continue
             commands.append(command)
             if r.headers and (parent := context_from_headers(r.headers)) is not None:

@@ -262,7 +262,7 @@ def test_invalid_message_is_a_non_retriable_ledger_error() -> None:
         command_from_dict(_with("PostTransfer", amount=0))
     assert isinstance(caught.value, LedgerError)
     assert caught.value.retriable is False
-    assert caught.value.reason == "invalid_command"
+    assert caught.value.reason == "invalid_field"
     assert "amount" in str(caught.value)
 
 
