@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from coordinator.saga.reconciliation import OperationView, SagaView, ShardView
+from coordinator.saga.reconciliation import EntryGroup, OperationView, SagaView, ShardView
 from deploy.config import LedgerConfig
 from shards.adapters.postgres_migrations import quoted_schema
 
@@ -63,16 +63,17 @@ async def _sagas(conn: asyncpg.Connection, schema: str) -> dict[str, SagaView]:
 
 async def _shard(conn: asyncpg.Connection, schema: str) -> ShardView:
     view = ShardView()
-    for r in await conn.fetch(f"SELECT currency, sum(amount) FROM {schema}.journal GROUP BY currency"):
-        view.journal_by_currency[r[0]] = int(r[1])
+    # One pass over the journal: every entry, grouped by what it says (a legitimate group is one
+    # entry), so that reconciliation can hold each against the saga it claims to belong to.
+    for r in await conn.fetch(
+        "SELECT transfer_id, kind, leg, account_id, currency, count(*), sum(amount)"
+        f" FROM {schema}.journal GROUP BY transfer_id, kind, leg, account_id, currency"
+    ):
+        view.add_entries(EntryGroup(r[0], r[1], r[2], r[3], r[4].strip()), r[5], int(r[6]))
     for r in await conn.fetch(
         f"SELECT transfer_id, kind, account_id, amount, state FROM {schema}.operations"
     ):
         view.operations[(r[0], r[1])] = OperationView(r[2], r[3], r[4])
-    for r in await conn.fetch(
-        f"SELECT transfer_id, account_id, sum(amount) FROM {schema}.journal GROUP BY transfer_id, account_id"
-    ):
-        view.net[(r[0], r[1])] = int(r[2])
     for r in await conn.fetch(
         f"SELECT a.currency, b.posted FROM {schema}.accounts a JOIN {schema}.balances b USING (account_id)"
         " WHERE a.account_id LIKE 'transit:%'"

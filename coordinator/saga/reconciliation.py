@@ -6,6 +6,13 @@ Checked, for a consistent read of the coordinator and every shard:
   exactly once, a rejected or compensated one nets to zero with no leg applied, and no saga ever
   has a credit applied while its hold was released, or a commit without its credit;
 - every leg on a shard belongs to a saga the coordinator knows;
+- every journal entry belongs to a saga, on the shard, of the kind and leg, and with the account,
+  signed amount and currency that saga would write (its two entries for a same-shard transfer; for
+  a cross-shard one, the commit against transit on the debit shard and the credit against transit
+  on the credit shard), exactly once, and none at all for a rejected or compensated saga. Account
+  commands and issuance write no entries of their own (issuance is an ordinary transfer), so an
+  entry that fits no saga is a forgery or a bug;
+- every shard operation of a known saga is the one that saga would ask of that shard;
 - the transit accounts hold exactly what in-flight sagas have credited but not yet committed;
 - no reservation outlives its saga.
 """
@@ -14,6 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from shards.domain.model import transit_account
+
+FAILED = ("rejected", "compensated")  # saga outcomes that leave no entries
 
 
 @dataclass(frozen=True)
@@ -35,12 +47,36 @@ class OperationView:
     state: str  # held | committed | released
 
 
+class EntryGroup(NamedTuple):
+    """What a journal entry says, but its seq, message and hash: the entries of one shard grouped."""
+
+    transfer_id: str
+    kind: str  # transfer | credit | commit: the shard operation that wrote it
+    leg: str  # debit | credit
+    account_id: str
+    currency: str
+
+
+class EntryTotal(NamedTuple):
+    entries: int
+    amount: int  # signed: credit +, debit -
+
+
 @dataclass
 class ShardView:
     journal_by_currency: dict[str, int] = field(default_factory=dict)
     operations: dict[tuple[str, str], OperationView] = field(default_factory=dict)  # (transfer, kind)
     net: dict[tuple[str, str], int] = field(default_factory=dict)  # (transfer, account) -> journal sum
     transit: dict[str, int] = field(default_factory=dict)  # currency -> transit posted balance
+    entries: dict[EntryGroup, EntryTotal] = field(default_factory=dict)
+
+    def add_entries(self, group: EntryGroup, count: int, amount: int) -> None:
+        """Count `count` journal entries of `group` summing to `amount` (the sums follow)."""
+        before = self.entries.get(group, EntryTotal(0, 0))
+        self.entries[group] = EntryTotal(before.entries + count, before.amount + amount)
+        key = (group.transfer_id, group.account_id)
+        self.net[key] = self.net.get(key, 0) + amount
+        self.journal_by_currency[group.currency] = self.journal_by_currency.get(group.currency, 0) + amount
 
 
 @dataclass(frozen=True)
@@ -50,7 +86,7 @@ class Violation:
     detail: str
 
 
-def reconcile(sagas: Mapping[str, SagaView], shards: Mapping[int, ShardView]) -> list[Violation]:  # noqa: PLR0912
+def reconcile(sagas: Mapping[str, SagaView], shards: Mapping[int, ShardView]) -> list[Violation]:
     found: list[Violation] = []
     for shard, view in sorted(shards.items()):
         for currency, total in sorted(view.journal_by_currency.items()):
@@ -63,16 +99,8 @@ def reconcile(sagas: Mapping[str, SagaView], shards: Mapping[int, ShardView]) ->
             found.append(Violation("saga_legs", saga.transfer_id, f"{saga.status}: {problem}"))
         if credited_uncommitted:
             pending_credit[saga.currency] = pending_credit.get(saga.currency, 0) + saga.amount
-    for shard, view in sorted(shards.items()):
-        for (transfer_id, kind), op in sorted(view.operations.items()):
-            owner = sagas.get(transfer_id)
-            if owner is None and kind != "transfer" and op.amount > 0:
-                found.append(Violation("leg_without_saga", transfer_id, f"{kind} on shard {shard}"))
-            if kind == "hold" and op.state == "held" and (owner is None or owner.status != "in_flight"):
-                status = owner.status if owner else "unknown"
-                found.append(
-                    Violation("reservation_outlives_saga", transfer_id, f"held on shard {shard}, {status}")
-                )
+    found.extend(_check_entries(sagas, shards))
+    found.extend(_check_operations(sagas, shards))
     transit: dict[str, int] = {}
     for view in shards.values():
         for currency, posted in view.transit.items():
@@ -130,3 +158,107 @@ def _check_saga(saga: SagaView, shards: Mapping[int, ShardView]) -> tuple[str | 
     if not expected.get(saga.status, False):
         return f"hold {hold_state}, credited={credited}", False
     return None, credited and hold_state == "held"
+
+
+def _check_operations(sagas: Mapping[str, SagaView], shards: Mapping[int, ShardView]) -> list[Violation]:
+    found = []
+    for shard, view in sorted(shards.items()):
+        for (transfer_id, kind), op in sorted(view.operations.items()):
+            owner = sagas.get(transfer_id)
+            if op.amount > 0 and owner is None:  # a tombstone (amount 0) is harmless by design
+                found.append(Violation("leg_without_saga", transfer_id, f"{kind} on shard {shard}"))
+            elif (
+                op.amount > 0
+                and owner is not None
+                and (problem := _operation_problem(owner, shard, kind, op))
+            ):
+                found.append(Violation("operation_differs_from_saga", transfer_id, problem))
+            if kind == "hold" and op.state == "held" and (owner is None or owner.status != "in_flight"):
+                status = owner.status if owner else "unknown"
+                found.append(
+                    Violation("reservation_outlives_saga", transfer_id, f"held on shard {shard}, {status}")
+                )
+    return found
+
+
+def _check_entries(sagas: Mapping[str, SagaView], shards: Mapping[int, ShardView]) -> list[Violation]:
+    """Each group of journal entries against the saga it names: one pass over the entries."""
+    found = []
+    for shard, view in sorted(shards.items()):
+        for group, total in sorted(view.entries.items()):
+            problem = _entry_problem(sagas.get(group.transfer_id), shard, group, total)
+            if problem is not None:
+                check, why = problem
+                said = f"shard {shard}: {group.kind} {group.leg}"
+                said += f" {_amount(group.account_id, total.amount, group.currency)}"
+                found.append(Violation(check, group.transfer_id, f"{said}: {why}"))
+    return found
+
+
+def _entry_problem(
+    saga: SagaView | None, shard: int, group: EntryGroup, total: EntryTotal
+) -> tuple[str, str] | None:
+    """(check, why) when the entries of `group` on `shard` are not what `saga` would write."""
+    if saga is None:
+        return "entry_without_saga", "no saga has this id"
+    if saga.status in FAILED:
+        return "entry_for_failed_saga", f"the saga was {saga.status}, so it has no entries"
+    expected = _expected_entry(saga, shard, group.kind, group.leg)
+    if expected is None:
+        return (
+            "entry_differs_from_saga",
+            f"the saga ({_describe(saga)}) writes no {group.kind} {group.leg} here",
+        )
+    if expected != (group.account_id, total.amount, group.currency):
+        return "entry_differs_from_saga", f"the saga expects {_amount(*expected)} here"
+    if total.entries != 1:
+        return "entry_repeated", f"{total.entries} entries"
+    return None
+
+
+def _expected_entry(saga: SagaView, shard: int, kind: str, leg: str) -> tuple[str, int, str] | None:
+    """(account, signed amount, currency) of the entry `saga` writes on `shard` as (kind, leg), if any."""
+    a, transit = saga.amount, transit_account(saga.currency)
+    if saga.debit_shard == saga.credit_shard:
+        legs = {
+            ("transfer", "debit"): (saga.debit_account, -a),
+            ("transfer", "credit"): (saga.credit_account, a),
+        }
+        on = saga.debit_shard
+    elif kind == "commit":
+        legs = {("commit", "debit"): (saga.debit_account, -a), ("commit", "credit"): (transit, a)}
+        on = saga.debit_shard
+    else:
+        legs = {("credit", "debit"): (transit, -a), ("credit", "credit"): (saga.credit_account, a)}
+        on = saga.credit_shard
+    found = legs.get((kind, leg)) if shard == on else None
+    return None if found is None else (found[0], found[1], saga.currency)
+
+
+def _operation_problem(saga: SagaView, shard: int, kind: str, op: OperationView) -> str | None:
+    """What is wrong with a shard operation (not a tombstone) recorded under a known saga's id."""
+    if saga.debit_shard == saga.credit_shard:
+        expected = {(saga.debit_shard, "transfer"): saga.debit_account}
+    else:
+        expected = {
+            (saga.debit_shard, "hold"): saga.debit_account,
+            (saga.credit_shard, "credit"): saga.credit_account,
+        }
+    account = expected.get((shard, kind))
+    said = f"shard {shard}: {kind} of {op.account_id} {op.amount}"
+    if account is None:
+        return f"{said}: the saga ({_describe(saga)}) asks for none"
+    if (op.account_id, op.amount) != (account, saga.amount):
+        return f"{said}: the saga asks for {account} {saga.amount}"
+    return None
+
+
+def _amount(account: str, signed: int, currency: str) -> str:
+    return f"{account} {signed:+d} {currency}"
+
+
+def _describe(saga: SagaView) -> str:
+    return (
+        f"{saga.debit_account}@{saga.debit_shard} -> {saga.credit_account}@{saga.credit_shard}"
+        f" {saga.amount} {saga.currency}, {saga.status}"
+    )

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from coordinator.saga.reconciliation import OperationView, SagaView, ShardView, reconcile
+from coordinator.saga.reconciliation import EntryGroup, OperationView, SagaView, ShardView, reconcile
 from shards.domain.chain import ChainedEntry, first_break
 from shards.domain.model import transit_account
 from shards.domain.replay import Balance, differences, replay
@@ -178,10 +178,7 @@ def _views(ledger: LedgerState) -> dict[int, ShardView]:
     for s, shard in ledger.shards.items():
         view = ShardView(operations=dict(shard.operations))
         for e in shard.journal:
-            view.journal_by_currency[e.currency] = view.journal_by_currency.get(e.currency, 0) + e.amount
-            view.net[(e.transfer_id, e.account_id)] = (
-                view.net.get((e.transfer_id, e.account_id), 0) + e.amount
-            )
+            view.add_entries(EntryGroup(e.transfer_id, e.kind, e.leg, e.account_id, e.currency), 1, e.amount)
             if e.account_id.startswith(TRANSIT_PREFIX):
                 view.transit[e.currency] = view.transit.get(e.currency, 0) + e.amount
         views[s] = view
