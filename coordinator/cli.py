@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.adapters.postgres_status import STATES, list_transfers, transfer_status
+from coordinator.api.auth import ApiTokens
 from coordinator.api.status import make_app
 from coordinator.bootstrap import RunSettings, run_coordinator
 from coordinator.failpoints import Failpoints
@@ -81,17 +82,34 @@ def api_group() -> None:
     """The status API."""
 
 
+class _TokenList(click.ParamType):
+    """A `--token`; from the environment, a comma-separated list of them."""
+
+    name = "token"
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return [t.strip() for t in rv.split(",") if t.strip()]
+
+
 @api_group.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="LEDGER_API_HOST")
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=8080, show_default=True, envvar="LEDGER_API_PORT"
 )
-def api_run(host: str, port: int) -> None:
-    """Serve GET /transfers/{id}, /transfers?state=, /accounts/{id}, /healthz until SIGTERM."""
+@click.option("--token", "tokens", type=_TokenList(), multiple=True, envvar="LEDGER_API_TOKENS",
+              help="A bearer token clients must send (repeatable; several rotate without downtime). "
+                   "Prefer LEDGER_API_TOKENS (comma-separated): arguments show in ps. Required.")  # fmt: skip
+def api_run(host: str, port: int, tokens: tuple[str, ...]) -> None:
+    """Serve GET /transfers/{id}, /transfers?state=, /accounts/{id}, /healthz until SIGTERM.
+
+    Every route but /healthz needs `Authorization: Bearer <token>`; without any token configured
+    the API does not start (there is no unauthenticated mode).
+    """
+    access = ApiTokens(tokens)  # refuses before anything connects
     config = _config()
 
     async def serve(stop: asyncio.Event) -> None:
-        runner = web.AppRunner(await make_app(config))
+        runner = web.AppRunner(await make_app(config, access))
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         click.echo(f"status API on http://{host}:{port}", err=True)

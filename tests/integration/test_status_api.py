@@ -1,11 +1,15 @@
-"""The status API: transfers with their steps, lists by state, balances, health, and JSON errors."""
+"""The status API on a real ledger: transfers with their steps, lists by state, balances, health,
+bearer tokens and JSON errors (the edge cases without a database: tests/unit/test_status_api_access.py)."""
 
 from __future__ import annotations
 
+import secrets
 import uuid
+from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from coordinator.api.auth import ApiTokens
 from coordinator.api.status import make_app
 from deploy.ledger_init import init_ledger
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
@@ -32,17 +36,28 @@ async def test_status_api_answers_and_refuses_precisely(kafka_bootstrap: str, da
         for move in moves:
             await produce_raw(config, config.namespace.transfers, [(None, encode_public(move))])
             await results.wait_for([move.transfer_id])
-        async with TestClient(TestServer(await make_app(config))) as http:
-            health = await http.get("/healthz")
+        token = secrets.token_urlsafe(32)
+        app = await make_app(config, ApiTokens((token,)))
+        auth = {"Authorization": f"Bearer {token}"}
+        async with TestClient(TestServer(app)) as client:
+
+            def get(path: str, headers: dict[str, str] = auth) -> Any:
+                return client.get(path, headers=headers)
+
+            health = await get("/healthz", {})
             assert health.status == 200
-            cross = await (await http.get(f"/transfers/{moves[1].transfer_id}")).json()
+            for headers in ({}, {"Authorization": f"Bearer {token[:-1]}"}):
+                refused = await get(f"/transfers/{moves[1].transfer_id}", headers)
+                assert (refused.status, (await refused.json())["error"]) == (401, "unauthorized")
+                assert moves[1].transfer_id not in await refused.text()
+            cross = await (await get(f"/transfers/{moves[1].transfer_id}")).json()
             assert cross["state"] == "completed"
             assert [s["step"] for s in cross["steps"]] == ["reserving", "crediting", "committing"]
             assert [s["shard"] for s in cross["steps"]] == [0, 1, 0]
             assert all(s["answered_at"] for s in cross["steps"])
-            listed = await (await http.get("/transfers?state=completed")).json()
+            listed = await (await get("/transfers?state=completed")).json()
             assert {t["transfer_id"] for t in listed["transfers"]} >= {m.transfer_id for m in moves}
-            account = await (await http.get(f"/accounts/{a0}")).json()
+            account = await (await get(f"/accounts/{a0}")).json()
             assert (account["posted"], account["reserved"], account["available"]) == (3_800, 0, 3_800)
             for path, status, error in [
                 (f"/transfers/{uuid.uuid4()}", 404, "transfer_not_found"),
@@ -51,6 +66,7 @@ async def test_status_api_answers_and_refuses_precisely(kafka_bootstrap: str, da
                 ("/transfers?limit=x", 400, "invalid_limit"),
                 ("/accounts/nobody", 404, "account_not_found"),
                 ("/accounts/bad%20id", 400, "invalid_account_id"),
+                ("/no-such-route", 404, "not_found"),
             ]:
-                response = await http.get(path)
+                response = await get(path)
                 assert (response.status, (await response.json())["error"]) == (status, error), path
