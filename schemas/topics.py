@@ -6,6 +6,7 @@ own prefix, so each gets fresh topics and schemas on the same servers.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -60,3 +61,13 @@ class Namespace:
     @property
     def dead_letters(self) -> str:
         return f"{self.prefix}ledger.dead-letters"
+
+    def is_internal(self, topic: str) -> bool:
+        """Written only by coordinators and shards, so their messages are authenticated
+        (schemas/message_auth.py): the shard command topics and the shard replies."""
+        return topic == self.shard_replies or _shard_commands(self.prefix).match(topic) is not None
+
+
+@functools.cache
+def _shard_commands(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(prefix)}ledger\.shard\.\d{{2,4}}\.commands$")
