@@ -161,7 +161,7 @@ def demo(
         click.echo(
             f"local ledger up: {shards} shards, Kafka {e.kafka_bootstrap_servers}, API {e.status_api_url}"
         )
-        report = asyncio.run(run_demo(stack.ledger_config(), str(e.status_api_url),
+        report = asyncio.run(run_demo(stack.ledger_config(), str(e.status_api_url), str(stack.api_token),
                                       DemoSettings(customers=customers, transfers=transfers)))  # fmt: skip
         show(report)
     finally:

@@ -84,7 +84,7 @@ class _Results:
                             bar.update()
 
 
-async def run_demo(config: LedgerConfig, api_url: str, settings: DemoSettings) -> DemoReport:
+async def run_demo(config: LedgerConfig, api_url: str, api_token: str, settings: DemoSettings) -> DemoReport:
     control = await open_pool(config.database_url, config.namespace.control_schema, max_size=1)
     try:
         pmap = await PostgresControl(control).load_partition_map()
@@ -144,7 +144,7 @@ async def run_demo(config: LedgerConfig, api_url: str, settings: DemoSettings) -
         (str(results.got[t.transfer_id]["state"]), _reason(results.got[t.transfer_id])) for t in work
     )
     cross = sum(1 for t in work if pmap.shard_for(t.debit_account) != pmap.shard_for(t.credit_account))
-    examples = await _examples(api_url, work, results.got, pmap)
+    examples = await _examples(api_url, api_token, work, results.got, pmap)
     sagas, views, _ = await read_views(config, sorted(set(pmap.shards)))
     return DemoReport(
         outcomes,
@@ -167,7 +167,11 @@ async def _send(producer: AIOKafkaProducer, topic: str, items: list[tuple[str, b
 
 
 async def _examples(
-    api_url: str, work: list[TransferFunds], got: dict[str, dict[str, object]], pmap: PartitionMap
+    api_url: str,
+    api_token: str,
+    work: list[TransferFunds],
+    got: dict[str, dict[str, object]],
+    pmap: PartitionMap,
 ) -> dict[str, dict[str, object]]:
     """A couple of status queries, as an operator would make them."""
 
@@ -180,7 +184,8 @@ async def _examples(
 
     wanted = {"a completed cross-shard transfer": cross_completed, "a compensated transfer": compensated}
     examples: dict[str, dict[str, object]] = {}
-    async with aiohttp.ClientSession() as http:
+    bearer = {"Authorization": f"Bearer {api_token}"}
+    async with aiohttp.ClientSession(headers=bearer, raise_for_status=True) as http:
         for label, match in wanted.items():
             found = next((t for t in work if match(t)), None)
             if found is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -75,6 +76,8 @@ class Endpoints:
     brokers: int
     shards: int
     status_api_url: str | None = None
+    status_api_token_file: str | None = None
+    """The bearer token clients send the API (`Authorization: Bearer <token>`), owner-only."""
 
 
 @dataclass
@@ -88,6 +91,7 @@ class LocalStack:
     root: Path | None = None
     owns_root: bool = False
     api_url: str | None = None
+    api_token: str | None = None
     extra_processes: list[ProcessRecord] = field(default_factory=list)
     _commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -152,8 +156,20 @@ class LocalStack:
             issuers = (f"--issuance-account={a}" for a in issuance)
             self._start_process(name, "coordinator", "run", f"--instance-id={name}", *issuers)
         if api_port is not None:
+            self.api_token = self._new_api_token()
             self._start_process("status-api", "api", "run", "--port", str(api_port))
             self.api_url = f"http://127.0.0.1:{api_port}"
+
+    def _new_api_token(self) -> str:
+        """A random token for this stack's status API, kept in its data folder (owner-only)."""
+        token = secrets.token_urlsafe(32)
+        fd = os.open(self._api_token_path(), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+        return token
+
+    def _api_token_path(self) -> Path:
+        return self._root() / "api-token"
 
     def ledger_config(self) -> LedgerConfig:
         e = self.endpoints
@@ -164,6 +180,8 @@ class LocalStack:
 
     def _start_process(self, name: str, *args: str) -> None:
         env = {**os.environ, **self.ledger_config().as_env()}
+        if name == "status-api" and self.api_token:  # the environment, not arguments: those show in `ps`
+            env["LEDGER_API_TOKENS"] = self.api_token
         ledger = str(Path(sys.executable).with_name("ledger"))
         log = self.logs_dir / f"{name}.log"
         self.extra_processes.append(
@@ -193,7 +211,8 @@ class LocalStack:
         database = s.database_url or (self.postgres.dsn if self.postgres else None)
         if kafka is None or database is None:
             raise EngineError("the stack is not started")
-        return Endpoints(kafka, database, s.brokers, s.shards, self.api_url)
+        token_file = str(self._api_token_path()) if self.api_token else None
+        return Endpoints(kafka, database, s.brokers, s.shards, self.api_url, token_file)
 
     @property
     def processes(self) -> list[ProcessRecord]:

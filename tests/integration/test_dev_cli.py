@@ -6,6 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,27 @@ from deploy.processes import ProcessRecord
 from tests.engines import REPO
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
+
+
+def _http_status(url: str, token: str | None = None) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def _wait_healthy(url: str, within_s: float = 60) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if _http_status(url) == 200:
+                return True
+        except OSError:
+            pass  # not listening yet
+        time.sleep(0.5)
+    return False
 
 
 def _ledger(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -43,6 +67,17 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
         status = _ledger(home, "dev", "status")
         assert status.returncode == 0, status.stdout + status.stderr
         assert json.loads(status.stdout)["health"] == {"kafka": "ok", "postgres": "ok"}
+
+        # The stack made the API a token of its own, readable by its owner only, never printed.
+        token_file = Path(endpoints["status_api_token_file"])
+        assert token_file.stat().st_mode & 0o077 == 0
+        token = token_file.read_text().strip()
+        assert token not in up.stdout + up.stderr
+        api = endpoints["status_api_url"]
+        assert _wait_healthy(f"{api}/healthz")
+        assert _http_status(f"{api}/transfers") == 401
+        assert _http_status(f"{api}/transfers", token[:-1]) == 401
+        assert _http_status(f"{api}/transfers", token) == 200
 
         again = _ledger(home, "dev", "up")
         assert again.returncode == 0
