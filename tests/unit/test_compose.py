@@ -64,3 +64,16 @@ def test_engines_are_the_official_images() -> None:
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     assert services["kafka"]["image"] == f"apache/kafka:{kafka_version()}"  # the pom's release
     assert services["postgres"]["image"] == "postgres:15"
+
+
+def test_only_the_status_api_gets_its_tokens_and_only_from_the_shell() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    tokens = services["status-api"]["environment"]["LEDGER_API_TOKENS"]
+    assert tokens.startswith("${LEDGER_API_TOKENS:?"), "required, and never written in this file"
+    assert services["status-api"]["environment"]["LEDGER_DATABASE_URL"], "the shared settings are kept"
+    others = [
+        n
+        for n, s in services.items()
+        if n != "status-api" and "LEDGER_API_TOKENS" in s.get("environment", {})
+    ]
+    assert not others, f"the API's tokens leak to {others}"
