@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import asyncpg
 
 from deploy.config import LedgerConfig
 from deploy.kafka_admin import TopicSpec, create_topics
+from deploy.postgres_roles import apply_database_roles
 from shards.adapters.postgres_control import PostgresControl
 from shards.adapters.postgres_migrations import migrate
 from shards.bootstrap import open_pool
@@ -24,7 +27,9 @@ def ledger_topics(config: LedgerConfig, shard_count: int) -> list[TopicSpec]:
     ]
 
 
-async def init_ledger(config: LedgerConfig, shard_count: int) -> PartitionMap:
+async def init_ledger(
+    config: LedgerConfig, shard_count: int, db_role_passwords: Mapping[str, str] | None = None
+) -> PartitionMap:
     """Create (or check) the control schema, the partition map, every shard schema, the
     coordinator's schema and every topic. Safe to run again."""
     ns = config.namespace
@@ -49,5 +54,8 @@ async def init_ledger(config: LedgerConfig, shard_count: int) -> PartitionMap:
         await migrate(conn, ns.coordinator_schema, "coordinator")
     finally:
         await conn.close()
+    # After the migrations, so that every table, new ones included, gets its grants. Without
+    # passwords, roles that exist already are granted again; none are created.
+    await apply_database_roles(config, shard_count, db_role_passwords or {})
     await create_topics(config.kafka_bootstrap_servers, ledger_topics(config, shard_count))
     return pmap

@@ -14,6 +14,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.config import LedgerConfig
+from deploy.postgres_roles import RoleConfigs
 from schemas.shard_messages import ShardCommand, ShardReply, decode_reply, encode
 from schemas.topics import Namespace
 from shards.bootstrap import RunningShard, run_shard
@@ -89,13 +90,21 @@ class ReplyCollector:
 
 @contextlib.asynccontextmanager
 async def running_shards(
-    config: LedgerConfig, shards: Sequence[int], batch_max: int = 5000
+    config: LedgerConfig, shards: Sequence[int], batch_max: int = 5000, roles: RoleConfigs | None = None
 ) -> AsyncIterator[list[RunningShard]]:
-    """Shard workers (with relays) as tasks of this test; stopped cleanly at the end."""
+    """Shard workers (with relays) as tasks of this test; stopped cleanly at the end. With `roles`,
+    each worker connects as its shard's own database role."""
     stop = asyncio.Event()
     started: asyncio.Queue[RunningShard] = asyncio.Queue()
     tasks = [
-        asyncio.create_task(run_shard(config, WorkerSettings(s, batch_max=batch_max), stop, started=started))
+        asyncio.create_task(
+            run_shard(
+                roles.shards[s] if roles else config,
+                WorkerSettings(s, batch_max=batch_max),
+                stop,
+                started=started,
+            )
+        )
         for s in shards
     ]
     try:
@@ -126,8 +135,11 @@ async def balances(config: LedgerConfig, shard: int) -> dict[str, tuple[int, int
 
 
 @contextlib.asynccontextmanager
-async def running_ledger(config: LedgerConfig, shards: Sequence[int]) -> AsyncIterator[None]:
-    """Shard workers and one coordinator, as tasks of this test; stopped cleanly at the end."""
+async def running_ledger(
+    config: LedgerConfig, shards: Sequence[int], roles: RoleConfigs | None = None
+) -> AsyncIterator[None]:
+    """Shard workers and one coordinator, as tasks of this test; stopped cleanly at the end. With
+    `roles`, each connects as its own database role (deploy.postgres_roles)."""
     from coordinator.bootstrap import RunSettings, run_coordinator  # noqa: PLC0415 - shard tests skip it
     from coordinator.saga.transfer_saga import SagaPolicy  # noqa: PLC0415
     from coordinator.service.coordinator import CoordinatorSettings  # noqa: PLC0415
@@ -138,8 +150,11 @@ async def running_ledger(config: LedgerConfig, shards: Sequence[int]) -> AsyncIt
         issuance_accounts=frozenset({"issuer"}),
         policy=SagaPolicy(base_backoff_ms=500, max_forward_attempts=4, park_after_ms=30_000),
     )
-    async with running_shards(config, shards):
-        task = asyncio.create_task(run_coordinator(config, settings, stop, RunSettings(sweep_every_s=0.1)))
+    coordinator_config = roles.coordinator if roles else config
+    async with running_shards(config, shards, roles=roles):
+        task = asyncio.create_task(
+            run_coordinator(coordinator_config, settings, stop, RunSettings(sweep_every_s=0.1))
+        )
         try:
             yield
         finally:
