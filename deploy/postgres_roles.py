@@ -86,13 +86,22 @@ def write_passwords(path: Path, passwords: Mapping[str, str]) -> None:
 
 def read_passwords(path: Path) -> dict[str, str]:
     try:
-        loaded = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        text = path.read_text()
+    except OSError as e:
         raise ConfigurationError(f"cannot read the database role passwords in {path}: {e}") from None
+    return parse_passwords(text, str(path))
+
+
+def parse_passwords(text: str, where: str = "LEDGER_DB_ROLES") -> dict[str, str]:
+    """`{"role": "password", ...}` from a file or a variable (never echoed in an error)."""
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        raise ConfigurationError(f"{where} is not JSON") from None
     if not isinstance(loaded, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and v for k, v in loaded.items()
     ):
-        raise ConfigurationError(f"{path} must hold a JSON object of role name -> password")
+        raise ConfigurationError(f"{where} must hold a JSON object of role name -> password")
     return loaded
 
 
