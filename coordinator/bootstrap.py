@@ -56,12 +56,12 @@ async def run_coordinator(
     pool = await open_pool(config.database_url, ns.coordinator_schema, max_size=4)
     control_pool = await open_pool(config.database_url, ns.control_schema, max_size=1)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=config.kafka_bootstrap_servers, group_id=f"{ns.prefix}ledger.coordinator",
+        **config.kafka_args(), group_id=f"{ns.prefix}ledger.coordinator",
         enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
         max_poll_interval_ms=60_000, session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
         group_instance_id=run.instance_id,
     )  # fmt: skip
-    producer = idempotent_producer(config.kafka_bootstrap_servers)
+    producer = idempotent_producer(config.kafka_args())
     try:
         pmap = await PostgresControl(control_pool).load_partition_map()
         coordinator = Coordinator(settings, ns, pmap, clock_ms=lambda: time.time_ns() // 1_000_000)

@@ -126,10 +126,8 @@ async def _produce_and_wait(
 ) -> dict[str, Any] | None:
     """Produce one command; with `wait_s`, return the first result whose field `match[0]` is `match[1]`."""
     results = config.namespace.results
-    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka_bootstrap_servers, enable_auto_commit=False)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=config.kafka_bootstrap_servers, enable_idempotence=True, acks="all"
-    )
+    consumer = AIOKafkaConsumer(**config.kafka_args(), enable_auto_commit=False)
+    producer = AIOKafkaProducer(**config.kafka_args(), enable_idempotence=True, acks="all")
     await producer.start()
     await consumer.start()
     try:

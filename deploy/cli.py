@@ -14,9 +14,18 @@ from typing import Any
 
 import click
 
+from deploy.config import LedgerConfig
 from deploy.health import check_endpoints
+from deploy.kafka_principals import OPERATOR
 from deploy.processes import ProcessRecord, free_port
-from deploy.stack import LocalStack, StackSettings, load_state, save_state, stop_recorded
+from deploy.stack import (
+    LocalStack,
+    StackSettings,
+    load_state,
+    recorded_kafka_security,
+    save_state,
+    stop_recorded,
+)
 from schemas.errors import LedgerError
 
 home_option = click.option(
@@ -117,7 +126,7 @@ def dev_status(home: Path) -> None:
         click.echo(f"no local stack is recorded in {home / 'stack.json'}")
         sys.exit(3)
     processes = [ProcessRecord.from_json(p) for p in state["processes"]]
-    health = check_endpoints(state["endpoints"])
+    health = check_endpoints(state["endpoints"], recorded_kafka_security(state))
     report = {
         "endpoints": state["endpoints"],
         "processes": {p.name: {"pid": p.pid, "alive": p.alive(), "log": p.log_path} for p in processes},
@@ -161,7 +170,8 @@ def demo(
         click.echo(
             f"local ledger up: {shards} shards, Kafka {e.kafka_bootstrap_servers}, API {e.status_api_url}"
         )
-        report = asyncio.run(run_demo(stack.ledger_config(), str(e.status_api_url), str(stack.api_token),
+        report = asyncio.run(run_demo(stack.ledger_config(OPERATOR), str(e.status_api_url),
+                                      str(stack.api_token),
                                       DemoSettings(customers=customers, transfers=transfers)))  # fmt: skip
         show(report)
     finally:
@@ -172,6 +182,25 @@ def demo(
             click.echo(f"stack kept running; `ledger dev down --home {home}` stops it")
     if report.violations:
         sys.exit(1)
+
+
+@cli.group()
+def acl() -> None:
+    """The ledger's Kafka ACLs: who may read and write which topic."""
+
+
+@acl.command("apply")
+@click.option("--shards", type=click.IntRange(1, 1024), required=True, envvar="LEDGER_SHARDS",
+              help="How many shards the ledger has. [env: LEDGER_SHARDS]")  # fmt: skip
+def acl_apply(shards: int) -> None:
+    """Create the ACLs the ledger needs that the cluster lacks (as a super user). Safe to run again."""
+    from deploy.kafka_acls import apply_acls, ledger_acls  # noqa: PLC0415 - keeps `ledger dev` light
+
+    config = LedgerConfig.from_env(os.environ)
+    created = asyncio.run(apply_acls(config.kafka_args(), ledger_acls(config.namespace, shards)))
+    for rule in created:
+        click.echo(f"created: {rule}")
+    click.echo(f"ACLs in place ({len(created)} created)")
 
 
 def _register() -> None:

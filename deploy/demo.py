@@ -62,7 +62,7 @@ class _Results:
 
     def __init__(self, config: LedgerConfig) -> None:
         self.consumer = AIOKafkaConsumer(
-            config.namespace.results, bootstrap_servers=config.kafka_bootstrap_servers,
+            config.namespace.results, **config.kafka_args(),
             auto_offset_reset="earliest", enable_auto_commit=False,
         )  # fmt: skip
         self.got: dict[str, dict[str, object]] = {}
@@ -92,7 +92,7 @@ async def run_demo(config: LedgerConfig, api_url: str, api_token: str, settings:
         await control.close()
     rng = random.Random(settings.seed)  # noqa: S311 - a workload, not a secret
     customers = [f"cust-{i:04d}" for i in range(settings.customers)]
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka_bootstrap_servers, enable_idempotence=True,
+    producer = AIOKafkaProducer(**config.kafka_args(), enable_idempotence=True,
                                 acks="all", linger_ms=5)  # fmt: skip
     results = _Results(config)
     await producer.start()

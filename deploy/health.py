@@ -9,9 +9,11 @@ from typing import Any
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
+from deploy.config import KafkaSecurity
 
-async def kafka_health(bootstrap_servers: str) -> str:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+
+async def kafka_health(kafka_args: Mapping[str, Any]) -> str:
+    admin = AIOKafkaAdminClient(**kafka_args, request_timeout_ms=5000)
     try:
         await asyncio.wait_for(admin.start(), 10)
         cluster = await admin.describe_cluster()
@@ -34,12 +36,13 @@ async def postgres_health(database_url: str) -> str:
         await conn.close()
 
 
-def check_endpoints(endpoints: Mapping[str, Any]) -> dict[str, str]:
+def check_endpoints(endpoints: Mapping[str, Any], kafka_security: KafkaSecurity) -> dict[str, str]:
     """{"kafka": "ok" | error, "postgres": "ok" | error} for a stack's recorded endpoints."""
+    kafka_args = {"bootstrap_servers": endpoints["kafka_bootstrap_servers"], **kafka_security.client_args()}
 
     async def both() -> tuple[str, str]:
         return await asyncio.gather(
-            kafka_health(endpoints["kafka_bootstrap_servers"]),
+            kafka_health(kafka_args),
             postgres_health(endpoints["database_url"]),
         )
 

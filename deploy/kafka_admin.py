@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code
@@ -29,9 +30,10 @@ class TopicSpec:
     configs: Mapping[str, str] = field(default_factory=dict)
 
 
-async def create_topics(bootstrap_servers: str, specs: Sequence[TopicSpec]) -> None:
-    """Create every topic that does not exist yet; an existing one is left as it is."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=30000)
+async def create_topics(kafka_args: Mapping[str, Any], specs: Sequence[TopicSpec]) -> None:
+    """Create every topic that does not exist yet; an existing one is left as it is. `kafka_args`:
+    bootstrap servers and credentials (LedgerConfig.kafka_args()), of a principal allowed to create."""
+    admin = AIOKafkaAdminClient(**kafka_args, request_timeout_ms=30000)
     await admin.start()
     try:
         response = await admin.create_topics(

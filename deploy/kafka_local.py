@@ -2,6 +2,9 @@
 
 The jars are fetched once by `mvn dependency:copy-dependencies` from deploy/kafka/pom.xml into a
 cache directory. Each node is a combined broker + controller in its own process group.
+
+Clients and brokers authenticate with SASL/SCRAM-SHA-512 (users created at format time, passwords
+generated into the cluster's folder); the KRaft StandardAuthorizer denies what no ACL allows.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import os
 import re
 import shutil
 import signal
@@ -18,9 +22,11 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from deploy.kafka_principals import ADMIN, PROVISIONED_SHARDS, KafkaCredentials
 from deploy.processes import EngineError, ProcessRecord, free_port, run_checked, spawn, tail
 
 POM = Path(__file__).parent / "kafka" / "pom.xml"
@@ -133,6 +139,10 @@ class LocalKafka:
     heap_mb: int = 384
     tie_to_owner: bool = True
     nodes: list[KafkaNode] = field(default_factory=list)
+    shard_principals: int = PROVISIONED_SHARDS
+    """shard-NN users created at format time (SCRAM users must exist before the first start)."""
+    credentials: KafkaCredentials | None = None
+    """Every principal's password: read from (or generated into) `credentials_path` on start."""
 
     def __post_init__(self) -> None:
         if self.brokers not in (1, 3):
@@ -151,17 +161,32 @@ class LocalKafka:
     def processes(self) -> list[ProcessRecord]:
         return [n.process for n in self.nodes if n.process is not None]
 
+    @property
+    def credentials_path(self) -> Path:
+        return self.root / "kafka-credentials.json"
+
+    def client_args(self, principal: str = ADMIN) -> dict[str, Any]:
+        """Keyword arguments for an aiokafka client connecting as `principal`."""
+        if self.credentials is None:
+            raise EngineError("the Kafka cluster has no credentials yet: start it first")
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            **self.credentials.security(principal).client_args(),
+        }
+
     def start(self, timeout: float = 90.0) -> None:
         """Format every node's storage, start them all, and wait until the cluster serves."""
         java = _require_java17()
         cluster_id = run_checked(self._java(java, "kafka.tools.StorageTool", "random-uuid"), "kafka-storage")
+        self.credentials = KafkaCredentials.load_or_generate(self.credentials_path, self.shard_principals)
         for node in self.nodes:
             self._configure(node)
             # One node bootstraps its own quorum; three share a static voter set (no flag).
             flag = ["--standalone"] if self.brokers == 1 else []
             run_checked(
                 self._java(java, "kafka.tools.StorageTool", "format", *flag, "-t",
-                           cluster_id.strip(), "-c", str(node.properties_path)),
+                           cluster_id.strip(), "-c", str(node.properties_path),
+                           *self.credentials.scram_arguments()),
                 f"formatting Kafka node {node.node_id} storage",
             )  # fmt: skip
         for node in self.nodes:
@@ -232,7 +257,7 @@ class LocalKafka:
                 await asyncio.sleep(0.3)  # asking aiokafka now would only log connection errors
                 continue
             try:
-                seen = await _count_brokers(self.bootstrap_servers)
+                seen = await _count_brokers(self.client_args())
                 if seen >= expected:
                     return
                 last_error = f"{seen} of {expected} brokers registered"
@@ -248,7 +273,7 @@ class LocalKafka:
         lagging = -1
         while time.monotonic() < deadline:
             try:
-                if (lagging := await _under_replicated(self.bootstrap_servers)) == 0:
+                if (lagging := await _under_replicated(self.client_args())) == 0:
                     return
             except Exception:  # noqa: BLE001, S110 - a node still starting: ask again
                 pass
@@ -272,14 +297,16 @@ class LocalKafka:
     def _configure(self, node: KafkaNode) -> None:
         node.root.mkdir(parents=True, exist_ok=True)
         (node.root / "log4j2.properties").write_text(_LOG4J2.format(log=node.log_path))
+        listeners = f"SASL_PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}"
         props = {
             "process.roles": "broker,controller",
             "node.id": str(node.node_id),
-            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            "inter.broker.listener.name": "PLAINTEXT",
+            "listeners": listeners,
+            "advertised.listeners": listeners,
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            **self._security_properties(),
             "log.dirs": str(node.root / "data"),
             "group.initial.rebalance.delay.ms": "0",  # the 3 s default only slows tests
             "auto.create.topics.enable": "false",  # topics are created on purpose, with their settings
@@ -305,7 +332,33 @@ class LocalKafka:
             props["controller.quorum.voters"] = ",".join(
                 f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes
             )
-        node.properties_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        # The file holds the admin password: readable by its owner only.
+        fd = os.open(node.properties_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    def _security_properties(self) -> dict[str, str]:
+        """SCRAM for clients and between brokers. The controller listener uses PLAIN with a static
+        user (SCRAM users live in the metadata log the controllers are still starting to read); it
+        authenticates too, so nothing on loopback reaches a controller as an anonymous super user."""
+        assert self.credentials is not None  # set by start() before any node is configured
+        password = self.credentials.passwords[ADMIN]
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        return {
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config":
+                f'{scram} required username="{ADMIN}" password="{password}";',
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config":
+                f'{plain} required username="{ADMIN}" password="{password}" user_{ADMIN}="{password}";',
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{ADMIN}",
+            "allow.everyone.if.no.acl.found": "false",
+        }  # fmt: skip
 
 
 def _port_open(port: int) -> bool:
@@ -314,8 +367,8 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def _under_replicated(bootstrap_servers: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+async def _under_replicated(kafka_args: dict[str, Any]) -> int:
+    admin = AIOKafkaAdminClient(**kafka_args, request_timeout_ms=5000)
     await admin.start()
     try:
         topics = await admin.describe_topics()
@@ -324,8 +377,8 @@ async def _under_replicated(bootstrap_servers: str) -> int:
     return sum(len(p["isr"]) < len(p["replicas"]) for t in topics for p in t["partitions"])
 
 
-async def _count_brokers(bootstrap_servers: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+async def _count_brokers(kafka_args: dict[str, Any]) -> int:
+    admin = AIOKafkaAdminClient(**kafka_args, request_timeout_ms=5000)
     await admin.start()
     try:
         cluster = await admin.describe_cluster()

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import asyncpg
 
 from deploy.config import LedgerConfig
+from deploy.kafka_acls import apply_acls, ledger_acls
 from deploy.kafka_admin import TopicSpec, create_topics
 from deploy.postgres_roles import apply_database_roles
 from shards.adapters.postgres_control import PostgresControl
@@ -31,7 +32,8 @@ async def init_ledger(
     config: LedgerConfig, shard_count: int, db_role_passwords: Mapping[str, str] | None = None
 ) -> PartitionMap:
     """Create (or check) the control schema, the partition map, every shard schema, the
-    coordinator's schema and every topic. Safe to run again."""
+    coordinator's schema, every topic and every topic's ACLs (as a Kafka super user). Safe to run
+    again."""
     ns = config.namespace
     conn = await asyncpg.connect(config.database_url)
     try:
@@ -57,5 +59,6 @@ async def init_ledger(
     # After the migrations, so that every table, new ones included, gets its grants. Without
     # passwords, roles that exist already are granted again; none are created.
     await apply_database_roles(config, shard_count, db_role_passwords or {})
-    await create_topics(config.kafka_bootstrap_servers, ledger_topics(config, shard_count))
+    await create_topics(config.kafka_args(), ledger_topics(config, shard_count))
+    await apply_acls(config.kafka_args(), ledger_acls(ns, shard_count))
     return pmap

@@ -15,13 +15,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from deploy.config import LedgerConfig
+from deploy.config import KafkaSecurity, LedgerConfig
 from deploy.kafka_local import LocalKafka, fetch_kafka
+from deploy.kafka_principals import ADMIN, COORDINATOR, PROVISIONED_SHARDS, KafkaCredentials, shard_principal
 from deploy.ledger_init import init_ledger
 from deploy.postgres_local import LocalPostgres, find_pg_bin
 from deploy.processes import EngineError, ProcessRecord, spawn, unprivileged_user
@@ -48,6 +49,9 @@ class StackSettings:
     kafka_heap_mb: int = 384
     kafka_bootstrap_servers: str | None = None
     """An existing Kafka cluster to use instead of starting one."""
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    """How every process of the stack connects to that existing cluster (LEDGER_KAFKA_*); a cluster
+    started here has a principal per role instead, generated into its data folder."""
     database_url: str | None = None
     """An existing PostgreSQL database to use instead of starting one."""
     pg_bin: str | None = None
@@ -55,9 +59,11 @@ class StackSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> StackSettings:
-        """Read KAFKA_BOOTSTRAP_SERVERS, LEDGER_DATABASE_URL, LEDGER_HOME, LEDGER_CACHE_DIR, LEDGER_PG_BIN."""
+        """Read KAFKA_BOOTSTRAP_SERVERS, LEDGER_KAFKA_*, LEDGER_DATABASE_URL, LEDGER_HOME,
+        LEDGER_CACHE_DIR, LEDGER_PG_BIN."""
         values: dict[str, Any] = {
             "kafka_bootstrap_servers": env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+            "kafka_security": KafkaSecurity.from_env(env),
             "database_url": env.get("LEDGER_DATABASE_URL") or None,
             "home": Path(env.get("LEDGER_HOME", ".ledger")),
             "cache_dir": Path(env["LEDGER_CACHE_DIR"]) if env.get("LEDGER_CACHE_DIR") else None,
@@ -133,7 +139,10 @@ class LocalStack:
         if self.kafka is None:
             s = self.settings
             jars = fetch_kafka(s.cache_dir or s.home / "cache")
-            self.kafka = LocalKafka(self._root(), jars, s.brokers, s.kafka_heap_mb, self.tie_to_owner)
+            self.kafka = LocalKafka(
+                self._root(), jars, s.brokers, s.kafka_heap_mb, self.tie_to_owner,
+                shard_principals=max(s.shards, PROVISIONED_SHARDS),
+            )  # fmt: skip
             self.kafka.start()
         return self.kafka.bootstrap_servers
 
@@ -171,15 +180,39 @@ class LocalStack:
     def _api_token_path(self) -> Path:
         return self._root() / "api-token"
 
-    def ledger_config(self) -> LedgerConfig:
+    def ledger_config(self, principal: str = ADMIN) -> LedgerConfig:
+        """The ledger as `principal` sees it (deploy/kafka_principals.py): admin creates it,
+        workloads connect as the operator, each process as its role (`process_env`)."""
         e = self.endpoints
         # Three brokers are for fault tests: every topic then has three replicas (min ISR 2).
         return LedgerConfig(
-            e.database_url, e.kafka_bootstrap_servers, replication_factor=3 if e.brokers >= 3 else 1
-        )
+            e.database_url, e.kafka_bootstrap_servers, replication_factor=3 if e.brokers >= 3 else 1,
+            kafka_security=self.kafka_security(principal),
+        )  # fmt: skip
+
+    def kafka_security(self, principal: str) -> KafkaSecurity:
+        """A principal's credentials on the Kafka started here; the given ones on an existing cluster."""
+        if self.kafka is None or self.kafka.credentials is None:
+            return self.settings.kafka_security
+        return self.kafka.credentials.security(principal)
+
+    def process_env(self, name: str) -> dict[str, str]:
+        """The environment of the stack's process `name`, with its role's credentials only:
+        shard-N / relay-N as shard-NN, coordinators as coordinator, the status API (PostgreSQL
+        only) with no Kafka credentials."""
+        role, _, number = name.rpartition("-")
+        if role in ("shard", "relay") and number.isdigit():
+            config = self.ledger_config(shard_principal(int(number)))
+        elif name.startswith("coordinator"):
+            config = self.ledger_config(COORDINATOR)
+        elif name == "status-api":
+            config = replace(self.ledger_config(), kafka_security=KafkaSecurity())
+        else:
+            raise EngineError(f"no role for a stack process named {name!r}")
+        return {**os.environ, **config.as_env()}
 
     def _start_process(self, name: str, *args: str) -> None:
-        env = {**os.environ, **self.ledger_config().as_env()}
+        env = self.process_env(name)
         if name == "status-api" and self.api_token:  # the environment, not arguments: those show in `ps`
             env["LEDGER_API_TOKENS"] = self.api_token
         ledger = str(Path(sys.executable).with_name("ledger"))
@@ -277,6 +310,7 @@ def save_state(home: Path, stack: LocalStack) -> Path:
         "endpoints": asdict(stack.endpoints),
         "processes": [p.to_json() for p in stack.processes],
         "data_dir": str(stack.root) if stack.root else None,
+        "kafka_credentials": str(stack.kafka.credentials_path) if stack.kafka else None,
         "owns_data_dir": stack.owns_root,
         "started_at": time.time(),
     }
@@ -296,6 +330,12 @@ def load_state(home: Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as e:
         raise EngineError(f"cannot read {path}: {e}; remove it if no stack is running") from e
     return loaded
+
+
+def recorded_kafka_security(state: Mapping[str, Any], principal: str = ADMIN) -> KafkaSecurity:
+    """How a later command connects, as `principal`, to the Kafka a state file records."""
+    path = state.get("kafka_credentials")
+    return KafkaCredentials.load(Path(path)).security(principal) if path else KafkaSecurity()
 
 
 def stop_recorded(home: Path) -> list[str]:

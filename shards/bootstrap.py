@@ -56,10 +56,10 @@ async def run_shard(
     shard_pool = await open_pool(config.shard_database_url(shard), ns.shard_schema(shard), max_size=3)
     control_pool = await open_pool(config.database_url, ns.control_schema, max_size=1)
     source = KafkaCommandSource(
-        config.kafka_bootstrap_servers, ns.shard_commands(shard), f"{ns.prefix}ledger.shard.{shard:02d}",
+        config.kafka_args(), ns.shard_commands(shard), f"{ns.prefix}ledger.shard.{shard:02d}",
         settings.batch_max,
     )  # fmt: skip
-    producer = idempotent_producer(config.kafka_bootstrap_servers) if with_relay else None
+    producer = idempotent_producer(config.kafka_args()) if with_relay else None
     try:
         control = PostgresControl(control_pool)
         pmap = await control.load_partition_map()

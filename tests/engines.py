@@ -1,8 +1,12 @@
 """Real engines for tests, in one line: `kafka_bootstrap`, `database_url`, `new_topic`, `db_schema`.
 
+Kafka authenticates (SASL/SCRAM) and authorizes: `kafka_args` connects as the super user (tests'
+own setup), `kafka_principal("client")` gives another role's credentials.
+
 The backend is chosen from the environment, read here (the test session is an entry point):
 - KAFKA_BOOTSTRAP_SERVERS / LEDGER_DATABASE_URL: use those servers, start nothing;
-- LEDGER_TEST_BACKEND=docker: testcontainers; skipped, with the reason, when no Docker engine answers;
+- LEDGER_TEST_BACKEND=docker: testcontainers, without authentication (tests of it are skipped);
+  skipped, with the reason, when no Docker engine answers;
 - otherwise: engines started by the project once per session and stopped when it ends.
 """
 
@@ -13,18 +17,40 @@ import signal
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import asyncpg
 import pytest
 
+from deploy.config import KafkaSecurity
 from deploy.kafka_admin import TopicSpec, create_topics
 from deploy.kafka_local import LocalKafka, fetch_kafka, kafka_version
+from deploy.kafka_principals import ADMIN, KafkaCredentials
 from deploy.stack import LocalStack, StackSettings
 
 REPO = Path(__file__).resolve().parent.parent
 _STACKS: list[LocalStack] = []  # every stack this session started, for the leak check at the end
+
+
+@dataclass
+class SessionKafka:
+    """Who may connect to the session's Kafka: every role's credentials when it was started here,
+    the given (LEDGER_KAFKA_*) ones for an existing cluster, none for a testcontainer."""
+
+    credentials: KafkaCredentials | None = None
+    given: KafkaSecurity | None = None
+
+    def security(self, principal: str = ADMIN) -> KafkaSecurity:
+        if self.credentials is not None:
+            return self.credentials.security(principal)
+        return self.given or KafkaSecurity()
+
+
+SESSION_KAFKA = SessionKafka()
+"""Set by the `kafka_bootstrap` fixture; tests/ledger_harness.fresh_config connects with it."""
 
 
 def selected_backend() -> str:
@@ -86,6 +112,7 @@ def local_stack() -> Iterator[LocalStack]:
 def kafka_bootstrap(local_stack: LocalStack) -> Iterator[str]:
     """Bootstrap servers of a real Kafka cluster."""
     if external := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        SESSION_KAFKA.given = KafkaSecurity.from_env(os.environ)
         yield external
     elif selected_backend() == "docker":
         _skip_unless_docker()
@@ -94,7 +121,32 @@ def kafka_bootstrap(local_stack: LocalStack) -> Iterator[str]:
         with KafkaContainer(f"apache/kafka:{kafka_version()}").with_kraft() as container:
             yield str(container.get_bootstrap_server())
     else:
-        yield local_stack.start_kafka()
+        bootstrap = local_stack.start_kafka()
+        assert local_stack.kafka is not None
+        SESSION_KAFKA.credentials = local_stack.kafka.credentials
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_security(kafka_bootstrap: str) -> KafkaSecurity:
+    """The super user's credentials on the session's Kafka (PLAINTEXT when it has none)."""
+    return SESSION_KAFKA.security()
+
+
+@pytest.fixture(scope="session")
+def kafka_args(kafka_bootstrap: str, kafka_security: KafkaSecurity) -> dict[str, Any]:
+    """Keyword arguments for any aiokafka client of a test: where, and as the super user."""
+    return {"bootstrap_servers": kafka_bootstrap, **kafka_security.client_args()}
+
+
+@pytest.fixture(scope="session")
+def kafka_principal(kafka_bootstrap: str) -> Callable[[str], KafkaSecurity]:
+    """`kafka_principal("client")`: that role's credentials. Skips where Kafka has no per-role
+    credentials (a testcontainer, or an existing cluster given by KAFKA_BOOTSTRAP_SERVERS)."""
+    credentials = SESSION_KAFKA.credentials
+    if credentials is None:
+        pytest.skip("needs the local Kafka with a principal per role (LEDGER_TEST_BACKEND=local)")
+    return credentials.security
 
 
 @pytest.fixture(scope="session")
@@ -113,12 +165,12 @@ def database_url(local_stack: LocalStack) -> Iterator[str]:
 
 
 @pytest.fixture
-def new_topic(kafka_bootstrap: str) -> Callable[..., Awaitable[str]]:
+def new_topic(kafka_args: dict[str, Any]) -> Callable[..., Awaitable[str]]:
     """`await new_topic(partitions=3)`: a topic with a unique name, created on purpose."""
 
     async def make(partitions: int = 1, replication_factor: int = 1, **configs: str) -> str:
         name = f"test-{uuid.uuid4().hex[:12]}"
-        await create_topics(kafka_bootstrap, [TopicSpec(name, partitions, replication_factor, configs)])
+        await create_topics(kafka_args, [TopicSpec(name, partitions, replication_factor, configs)])
         return name
 
     return make

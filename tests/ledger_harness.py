@@ -13,21 +13,29 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from deploy.config import LedgerConfig
+from deploy.config import KafkaSecurity, LedgerConfig
 from deploy.postgres_roles import RoleConfigs
 from schemas.shard_messages import ShardCommand, ShardReply, decode_reply, encode
 from schemas.topics import Namespace
 from shards.bootstrap import RunningShard, run_shard
 from shards.domain.partitioning import PartitionMap
 from shards.service.worker import WorkerSettings
+from tests.engines import SESSION_KAFKA
 
 
 def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def fresh_config(kafka_bootstrap: str, database_url: str) -> LedgerConfig:
-    return LedgerConfig(database_url, kafka_bootstrap, Namespace(f"t{uuid.uuid4().hex[:10]}_"))
+def fresh_config(
+    kafka_bootstrap: str, database_url: str, security: KafkaSecurity | None = None
+) -> LedgerConfig:
+    """A ledger of its own (a fresh prefix) on the session's engines, connecting to Kafka as
+    `security` (the session's super user when None: tests' own setup and in-process workers)."""
+    return LedgerConfig(
+        database_url, kafka_bootstrap, Namespace(f"t{uuid.uuid4().hex[:10]}_"),
+        kafka_security=security or SESSION_KAFKA.security(),
+    )  # fmt: skip
 
 
 def accounts_on(pmap: PartitionMap, shard: int, count: int, prefix: str = "acct") -> list[str]:
@@ -37,9 +45,7 @@ def accounts_on(pmap: PartitionMap, shard: int, count: int, prefix: str = "acct"
 
 
 async def send(config: LedgerConfig, shard: int, commands: Iterable[ShardCommand]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=config.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=5
-    )
+    producer = AIOKafkaProducer(**config.kafka_args(), enable_idempotence=True, acks="all", linger_ms=5)
     await producer.start()
     try:
         topic = config.namespace.shard_commands(shard)
@@ -55,7 +61,7 @@ class ReplyCollector:
     def __init__(self, config: LedgerConfig) -> None:
         self.consumer = AIOKafkaConsumer(
             config.namespace.shard_replies,
-            bootstrap_servers=config.kafka_bootstrap_servers,
+            **config.kafka_args(),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )
@@ -168,7 +174,7 @@ class ResultCollector:
     def __init__(self, config: LedgerConfig) -> None:
         self.consumer = AIOKafkaConsumer(
             config.namespace.results,
-            bootstrap_servers=config.kafka_bootstrap_servers,
+            **config.kafka_args(),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )
@@ -200,9 +206,7 @@ class ResultCollector:
 
 
 async def produce_raw(config: LedgerConfig, topic: str, items: Iterable[tuple[bytes | None, bytes]]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=config.kafka_bootstrap_servers, enable_idempotence=True, acks="all"
-    )
+    producer = AIOKafkaProducer(**config.kafka_args(), enable_idempotence=True, acks="all")
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key) for key, value in items]

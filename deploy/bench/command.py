@@ -25,9 +25,10 @@ from deploy.bench.report import RunReport
 from deploy.bench.workload import WorkloadSettings
 from deploy.config import LedgerConfig
 from deploy.kafka_local import kafka_version
+from deploy.kafka_principals import OPERATOR
 from deploy.ledger_init import init_ledger
 from deploy.processes import EngineError, ProcessRecord
-from deploy.stack import LocalStack, StackSettings, load_state
+from deploy.stack import LocalStack, StackSettings, load_state, recorded_kafka_security
 
 SWEEPABLE = ("cross", "shards")
 
@@ -159,13 +160,17 @@ def _ledger(
         e = state["endpoints"]
         records = [ProcessRecord.from_json(p) for p in state["processes"]]
         yield (
-            LedgerConfig(e["database_url"], e["kafka_bootstrap_servers"]),
+            LedgerConfig(
+                e["database_url"],
+                e["kafka_bootstrap_servers"],
+                kafka_security=recorded_kafka_security(state, OPERATOR),
+            ),
             {p.name: p.pid for p in records if p.alive()},
         )
         return
     with LocalStack(StackSettings.from_env(os.environ, home=home, shards=shards)) as stack:
         stack.start_ledger(coordinators=coordinators)
-        yield stack.ledger_config(), {p.name: p.pid for p in stack.processes if p.alive()}
+        yield stack.ledger_config(OPERATOR), {p.name: p.pid for p in stack.processes if p.alive()}
 
 
 def _echo(reports: list[RunReport]) -> None:

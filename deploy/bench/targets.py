@@ -42,12 +42,12 @@ class LedgerTarget:
         self.funding = funding
         self.pending: dict[str, asyncio.Future[str]] = {}
         self.results = AIOKafkaConsumer(
-            config.namespace.results, bootstrap_servers=config.kafka_bootstrap_servers,
+            config.namespace.results, **config.kafka_args(),
             auto_offset_reset="latest", enable_auto_commit=False, fetch_max_bytes=16 * 1024 * 1024,
         )  # fmt: skip
         # The load generator is a client like any other: idempotent, acks from all replicas.
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=config.kafka_bootstrap_servers, enable_idempotence=True, acks="all",
+            **config.kafka_args(), enable_idempotence=True, acks="all",
             linger_ms=5, max_batch_size=512 * 1024,
         )  # fmt: skip
         self._collector: asyncio.Task[None] | None = None

@@ -18,6 +18,7 @@ from deploy.chaos.nemesis import Nemesis
 from deploy.chaos.postgres_state import read_ledger, wait_sagas_end
 from deploy.chaos.schedule import CUT_KINDS, FAULT_KINDS, plan
 from deploy.chaos.workload import ChaosClient, ChaosWorkloadSettings
+from deploy.kafka_principals import OPERATOR
 from deploy.ledger_init import init_ledger
 from deploy.stack import LocalStack
 
@@ -37,9 +38,9 @@ class ChaosSettings:
 
 
 async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any]:
-    config = stack.ledger_config()
+    config = stack.ledger_config(OPERATOR)
     shards = stack.settings.shards
-    pmap = await init_ledger(config, shards)
+    pmap = await init_ledger(stack.ledger_config(), shards)  # as admin: it applies the ACLs
     coordinators = sum(p.name.startswith("coordinator") for p in stack.extra_processes)
     targets = {
         **dict.fromkeys(("kill_shard", "pause_shard", "kill_relay", "terminate_backends"), shards),

@@ -76,10 +76,10 @@ class ChaosClient:
         self.reads: list[BalanceRead] = []
         self.issued = 0
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=config.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=5
+            **config.kafka_args(), enable_idempotence=True, acks="all", linger_ms=5
         )
         self.consumer = AIOKafkaConsumer(
-            config.namespace.results, bootstrap_servers=config.kafka_bootstrap_servers,
+            config.namespace.results, **config.kafka_args(),
             auto_offset_reset="earliest", enable_auto_commit=False,
         )  # fmt: skip
         self._collector: asyncio.Task[None] | None = None

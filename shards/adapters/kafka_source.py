@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -16,11 +19,11 @@ class SourceUnavailable(LedgerError):
 class KafkaCommandSource:
     """Partition 0 of a single-partition topic, assigned (no rebalancing: one worker per shard)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, group_id: str, max_records: int) -> None:
+    def __init__(self, kafka_args: Mapping[str, Any], topic: str, group_id: str, max_records: int) -> None:
         self.partition = TopicPartition(topic, 0)
         self.max_records = max_records
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+            **kafka_args,
             group_id=group_id,
             enable_auto_commit=False,  # the offset moves only after PostgreSQL has committed
             auto_offset_reset="earliest",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -30,10 +31,11 @@ class RelayUnavailable(LedgerError):
     retriable = True
 
 
-def idempotent_producer(bootstrap_servers: str, **overrides: Any) -> AIOKafkaProducer:
-    """The producer every money-path message leaves through: idempotent, acks from all ISRs."""
+def idempotent_producer(kafka_args: Mapping[str, Any], **overrides: Any) -> AIOKafkaProducer:
+    """The producer every money-path message leaves through: idempotent, acks from all ISRs.
+    `kafka_args`: bootstrap servers and this process's credentials (LedgerConfig.kafka_args())."""
     settings: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers,
+        **kafka_args,
         "enable_idempotence": True,
         "acks": "all",
         "linger_ms": 5,  # fills batches under load: the broker's CPU goes per request, not per message

@@ -25,6 +25,7 @@ import asyncpg
 import psutil
 
 from deploy.config import LedgerConfig
+from deploy.kafka_principals import ADMIN
 from deploy.ledger_init import init_ledger
 from deploy.processes import spawn
 from deploy.stack import LocalStack, StackSettings
@@ -128,7 +129,10 @@ def main() -> None:
     args = parser.parse_args()
     with LocalStack(StackSettings.from_env(os.environ)) as stack:
         e = stack.endpoints
-        config = LedgerConfig(e.database_url, e.kafka_bootstrap_servers, Namespace("bench_"))
+        security = stack.kafka_security(ADMIN)  # its own ledger, its own super user
+        config = LedgerConfig(
+            e.database_url, e.kafka_bootstrap_servers, Namespace("bench_"), kafka_security=security
+        )
         result = asyncio.run(bench(config, args.transfers, args.accounts, args.batch_max, args.profile))
     print(json.dumps(result, indent=2))
 

@@ -115,7 +115,7 @@ async def test_every_bad_input_is_rejected_precisely_and_changes_nothing(
     unreadable = [b for b in BAD_TRANSFERS if not b.readable_id]
     consumer = AIOKafkaConsumer(
         config.namespace.dead_letters,
-        bootstrap_servers=config.kafka_bootstrap_servers,
+        **config.kafka_args(),
         auto_offset_reset="earliest",
     )
     await consumer.start()

@@ -14,7 +14,8 @@ from tests.engines import docker_unavailable_reason
 
 
 async def _round_trip(bootstrap: str, dsn: str) -> tuple[bytes, int]:
-    await create_topics(bootstrap, [TopicSpec("docker-smoke")])
+    # The testcontainer has no authentication: a plain client connects.
+    await create_topics({"bootstrap_servers": bootstrap}, [TopicSpec("docker-smoke")])
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
     await producer.start()
     try:

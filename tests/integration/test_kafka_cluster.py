@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -13,8 +14,8 @@ from deploy.kafka_admin import TopicSpec, create_topics
 from deploy.kafka_local import LocalKafka
 
 
-async def _partition_state(bootstrap: str, topic: str) -> dict[str, object]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _partition_state(kafka: dict[str, Any], topic: str) -> dict[str, object]:
+    admin = AIOKafkaAdminClient(**kafka)
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -24,10 +25,8 @@ async def _partition_state(bootstrap: str, topic: str) -> dict[str, object]:
         await admin.close()
 
 
-async def _produce(bootstrap: str, topic: str, values: range) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", request_timeout_ms=30_000
-    )
+async def _produce(kafka: dict[str, Any], topic: str, values: range) -> None:
+    producer = AIOKafkaProducer(**kafka, enable_idempotence=True, acks="all", request_timeout_ms=30_000)
     await producer.start()
     try:
         for i in values:
@@ -36,9 +35,9 @@ async def _produce(bootstrap: str, topic: str, values: range) -> None:
         await producer.stop()
 
 
-async def _consume_all(bootstrap: str, topic: str, expected: int) -> list[int]:
+async def _consume_all(kafka: dict[str, Any], topic: str, expected: int) -> list[int]:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=f"g-{uuid.uuid4().hex[:8]}",
+        topic, **kafka, group_id=f"g-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False, auto_offset_reset="earliest",
     )  # fmt: skip
     await consumer.start()
@@ -54,7 +53,7 @@ async def _consume_all(bootstrap: str, topic: str, expected: int) -> list[int]:
 
 
 async def test_sigkill_one_broker_then_it_rejoins(kafka_cluster3: LocalKafka) -> None:
-    bootstrap = kafka_cluster3.bootstrap_servers
+    bootstrap = kafka_cluster3.client_args()
     topic = f"rf3-{uuid.uuid4().hex[:8]}"
     await create_topics(bootstrap, [TopicSpec(topic, partitions=1, replication_factor=3)])
     await _produce(bootstrap, topic, range(50))
@@ -64,7 +63,11 @@ async def test_sigkill_one_broker_then_it_rejoins(kafka_cluster3: LocalKafka) ->
     # Crash the partition's leader: the worst broker to lose.
     victim = int(before["leader"])  # type: ignore[call-overload]
     kafka_cluster3.kill_node(victim)
-    survivors = ",".join(f"127.0.0.1:{n.port}" for n in kafka_cluster3.nodes if n.node_id != victim)
+    survivors = bootstrap | {
+        "bootstrap_servers": ",".join(
+            f"127.0.0.1:{n.port}" for n in kafka_cluster3.nodes if n.node_id != victim
+        )
+    }
     await _produce(survivors, topic, range(50, 100))  # acks=all with 2 of 3 in sync
     during = await _partition_state(survivors, topic)
     assert during["leader"] != victim

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 
 async def test_idempotent_producer_and_manual_commit_round_trip(
-    kafka_bootstrap: str, new_topic: Callable[..., Awaitable[str]]
+    kafka_args: dict[str, Any], new_topic: Callable[..., Awaitable[str]]
 ) -> None:
     topic = await new_topic(partitions=3)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True, acks="all")
+    producer = AIOKafkaProducer(**kafka_args, enable_idempotence=True, acks="all")
     await producer.start()
     try:
         for i in range(300):
@@ -21,7 +22,7 @@ async def test_idempotent_producer_and_manual_commit_round_trip(
         await producer.stop()
 
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, group_id=f"g-{topic}",
+        topic, **kafka_args, group_id=f"g-{topic}",
         enable_auto_commit=False, auto_offset_reset="earliest",
     )  # fmt: skip
     await consumer.start()

@@ -113,7 +113,7 @@ async def test_duplicates_get_the_same_reply_and_change_nothing(ledger: LedgerCo
 
 
 async def test_undecodable_commands_are_dead_lettered_once(ledger: LedgerConfig) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=ledger.kafka_bootstrap_servers)
+    producer = AIOKafkaProducer(**ledger.kafka_args())
     await producer.start()
     try:
         for raw in (b"not json", b'{"type": "ReserveFunds", "v": 1}', b"\xff\xfe"):
@@ -127,7 +127,7 @@ async def test_undecodable_commands_are_dead_lettered_once(ledger: LedgerConfig)
         assert (await replies.wait_for([after.message_id]))[after.message_id].outcome == "account_opened"
     consumer = AIOKafkaConsumer(
         ledger.namespace.dead_letters,
-        bootstrap_servers=ledger.kafka_bootstrap_servers,
+        **ledger.kafka_args(),
         auto_offset_reset="earliest",
     )
     await consumer.start()

@@ -39,7 +39,7 @@ async def test_a_cross_shard_transfer_is_one_trace(kafka_bootstrap: str, databas
             move = TransferFunds(str(uuid.uuid4()), a0, b1, 200, "EUR")
             traceparent = f"00-{TRACE_ID}-00f067aa0ba902b7-01".encode()
             producer_headers = [("traceparent", traceparent)]
-            producer = AIOKafkaProducer(bootstrap_servers=config.kafka_bootstrap_servers)
+            producer = AIOKafkaProducer(**config.kafka_args())
             await producer.start()
             try:
                 await producer.send_and_wait(
