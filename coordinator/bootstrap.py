@@ -18,6 +18,7 @@ from coordinator.failpoints import Failpoints
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from deploy.config import LedgerConfig
 from schemas.errors import Stalled
+from schemas.message_auth import MessageAuthenticator, TopicSigner
 from shards.adapters.kafka_commits import CoalescedCommits
 from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
 from shards.adapters.postgres_control import PostgresControl
@@ -53,6 +54,7 @@ async def run_coordinator(
     """Drive sagas until `stop` is set. Several instances may run: they share one consumer group."""
     run = run or RunSettings()
     ns = config.namespace
+    authenticator = MessageAuthenticator(config.message_keys)  # none: refuse to start
     pool = await open_pool(config.database_url, ns.coordinator_schema, max_size=4)
     control_pool = await open_pool(config.database_url, ns.control_schema, max_size=1)
     consumer = AIOKafkaConsumer(
@@ -64,13 +66,15 @@ async def run_coordinator(
     producer = idempotent_producer(config.kafka_args())
     try:
         pmap = await PostgresControl(control_pool).load_partition_map()
-        coordinator = Coordinator(settings, ns, pmap, clock_ms=lambda: time.time_ns() // 1_000_000)
+        coordinator = Coordinator(
+            settings, ns, pmap, clock_ms=lambda: time.time_ns() // 1_000_000, authenticator=authenticator
+        )
         store = PostgresSagaStore(pool)
         await producer.start()
         commits = CoalescedCommits(consumer, "coordinator")
         consumer.subscribe([ns.transfers, ns.account_commands, ns.shard_replies], listener=commits)
         await consumer.start()
-        relay = OutboxRelay(pool, producer, lock_name=None)
+        relay = OutboxRelay(pool, producer, lock_name=None, signer=TopicSigner(authenticator, ns.is_internal))
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(_consume(consumer, store, coordinator, relay, commits, stop, run))
             tasks.create_task(_sweep(consumer, store, coordinator, relay, ns.transfers, stop, run))

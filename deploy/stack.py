@@ -7,6 +7,7 @@ and records it in a JSON file so that `ledger dev status` and `ledger dev down` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -20,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from deploy.config import KafkaSecurity, LedgerConfig
+from deploy.config import KafkaSecurity, LedgerConfig, parse_message_keys
 from deploy.kafka_local import LocalKafka, fetch_kafka
 from deploy.kafka_principals import ADMIN, COORDINATOR, PROVISIONED_SHARDS, KafkaCredentials, shard_principal
 from deploy.ledger_init import init_ledger
@@ -177,6 +178,16 @@ class LocalStack:
             out.write(token + "\n")
         return token
 
+    def message_keys(self) -> tuple[tuple[str, bytes], ...]:
+        """The HMAC key coordinators and shards share (schemas/message_auth.py): generated once into
+        the data folder (owner-only, never committed), so restarted processes keep the same one."""
+        path = self._root() / "message-keys"
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(f"local:{secrets.token_hex(32)}\n")
+        return parse_message_keys(path.read_text().strip())
+
     def _api_token_path(self) -> Path:
         return self._root() / "api-token"
 
@@ -209,6 +220,8 @@ class LocalStack:
             config = replace(self.ledger_config(), kafka_security=KafkaSecurity())
         else:
             raise EngineError(f"no role for a stack process named {name!r}")
+        if name != "status-api":  # coordinators and shards authenticate what they send each other
+            config = replace(config, message_keys=self.message_keys())
         return {**os.environ, **config.as_env()}
 
     def _start_process(self, name: str, *args: str) -> None:

@@ -11,6 +11,7 @@ import asyncpg
 from aiokafka.errors import KafkaError
 
 from deploy.config import LedgerConfig
+from schemas.message_auth import MessageAuthenticator, TopicSigner
 from shards.adapters.kafka_source import KafkaCommandSource
 from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
 from shards.adapters.postgres_control import PostgresControl
@@ -53,6 +54,7 @@ async def run_shard(
 ) -> None:
     """Run one shard's worker (and its outbox relay) until `stop` is set."""
     ns, shard = config.namespace, settings.shard
+    authenticator = MessageAuthenticator(config.message_keys)  # none: refuse to start
     shard_pool = await open_pool(config.shard_database_url(shard), ns.shard_schema(shard), max_size=3)
     control_pool = await open_pool(config.database_url, ns.control_schema, max_size=1)
     source = KafkaCommandSource(
@@ -67,9 +69,12 @@ async def run_shard(
         relay = None
         if producer is not None:
             await producer.start()
-            relay = OutboxRelay(shard_pool, producer, lock_name=f"relay:{ns.shard_schema(shard)}")
+            relay = OutboxRelay(
+                shard_pool, producer, lock_name=f"relay:{ns.shard_schema(shard)}",
+                signer=TopicSigner(authenticator, ns.is_internal),
+            )  # fmt: skip
         worker = ShardWorker(
-            settings, ns, PostgresShardStore(shard_pool), source, control, pmap,
+            settings, ns, PostgresShardStore(shard_pool), source, control, pmap, authenticator=authenticator,
             on_commit=relay.wake.set if relay else (lambda: None),
         )  # fmt: skip
         if started is not None:

@@ -21,6 +21,7 @@ from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
 from deploy.tracing import setup_tracing
 from schemas.errors import LedgerError
+from schemas.message_auth import MessageAuthenticator, TopicSigner
 from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
 from shards.adapters.postgres_control import PostgresControl
 from shards.bootstrap import open_pool, run_shard
@@ -128,13 +129,14 @@ def shard_relay(shard: int) -> None:
     """Publish one shard's outbox to Kafka until SIGTERM (when the worker runs with --no-relay)."""
     config = _config()
     schema = config.namespace.shard_schema(shard)
+    signer = TopicSigner(MessageAuthenticator(config.message_keys), config.namespace.is_internal)
 
     async def main(stop: asyncio.Event) -> None:
         pool = await open_pool(config.shard_database_url(shard), schema, max_size=2)
         producer = idempotent_producer(config.kafka_args())
         await producer.start()
         try:
-            await OutboxRelay(pool, producer, lock_name=f"relay:{schema}").run(stop)
+            await OutboxRelay(pool, producer, lock_name=f"relay:{schema}", signer=signer).run(stop)
         finally:
             await producer.stop()
             await pool.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -15,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.config import KafkaSecurity, LedgerConfig
 from deploy.postgres_roles import RoleConfigs
+from schemas.message_auth import MessageAuthenticator
 from schemas.shard_messages import ShardCommand, ShardReply, decode_reply, encode
 from schemas.topics import Namespace
 from shards.bootstrap import RunningShard, run_shard
@@ -35,6 +37,7 @@ def fresh_config(
     return LedgerConfig(
         database_url, kafka_bootstrap, Namespace(f"t{uuid.uuid4().hex[:10]}_"),
         kafka_security=security or SESSION_KAFKA.security(),
+        message_keys=(("test", secrets.token_bytes(32)),),  # coordinators' and shards' own, per ledger
     )  # fmt: skip
 
 
@@ -49,7 +52,11 @@ async def send(config: LedgerConfig, shard: int, commands: Iterable[ShardCommand
     await producer.start()
     try:
         topic = config.namespace.shard_commands(shard)
-        futures = [await producer.send(topic, encode(c)) for c in commands]
+        auth = MessageAuthenticator(config.message_keys)  # as a coordinator would send them
+        futures = [
+            await producer.send(topic, raw, headers=[auth.sign(topic, None, raw)])
+            for raw in (encode(c) for c in commands)
+        ]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

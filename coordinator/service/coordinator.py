@@ -36,6 +36,7 @@ from coordinator.saga.transfer_saga import (
 )
 from deploy.tracing import TRACEPARENT, context_from_headers, context_from_traceparent, current_headers
 from schemas.dead_letters import DeadLetter, from_public_reason
+from schemas.message_auth import MessageAuthenticator, Unauthenticated
 from schemas.public import (
     AccountResult,
     CloseAccount,
@@ -109,8 +110,11 @@ class Coordinator:
         namespace: Namespace,
         partition_map: PartitionMap,
         clock_ms: Callable[[], int],
+        *,
+        authenticator: MessageAuthenticator,
     ) -> None:
         self.settings = settings
+        self.authenticator = authenticator  # shard replies must carry a shard's MAC
         self.ns = namespace
         self.pmap = partition_map
         self.clock_ms = clock_ms
@@ -194,6 +198,7 @@ class Coordinator:
         raw = r.value or b""
         try:
             if r.topic == self.ns.shard_replies:
+                self.authenticator.verify(r.topic, r.key, raw, r.headers)
                 return decode_reply(raw)
             if r.topic == self.ns.transfers:
                 return parse_transfer(raw, max_amount=self.settings.max_transfer_amount)
@@ -203,7 +208,7 @@ class Coordinator:
             if rejection.transfer_id or rejection.command_id:
                 return rejection
             return Refused(from_public_reason(rejection.reason), str(rejection))
-        except InvalidMessage as e:
+        except (Unauthenticated, InvalidMessage) as e:
             return Refused(e.reason, str(e))
         return Refused("unknown_message_type", f"no handler for topic {r.topic}")
 

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from schemas.errors import LedgerError
+from schemas.message_auth import TopicSigner
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,11 @@ class OutboxRelay:
         lock_name: str | None,
         batch_size: int = 5000,
         idle_poll_s: float = 0.05,
+        signer: TopicSigner | None = None,
     ) -> None:
         self.pool = pool
         self.producer = producer
+        self.signer = signer  # signs at publish time: a rotated key applies to rows already queued
         self.lock_name = lock_name
         self.batch_size = batch_size
         self.idle_poll_s = idle_poll_s
@@ -106,7 +109,7 @@ class OutboxRelay:
                     return 0
                 pending = [
                     await self.producer.send(
-                        r["topic"], r["payload"], key=r["key"], headers=_headers(r["headers"])
+                        r["topic"], r["payload"], key=r["key"], headers=self._headers_of(r)
                     )
                     for r in rows
                 ]
@@ -117,6 +120,10 @@ class OutboxRelay:
             raise RelayUnavailable(f"outbox relay: {type(e).__name__}: {e}") from e
         self.published += len(rows)
         return len(rows)
+
+    def _headers_of(self, row: asyncpg.Record) -> list[tuple[str, bytes]]:
+        signed = self.signer.headers(row["topic"], row["key"], row["payload"]) if self.signer else []
+        return _headers(row["headers"]) + signed
 
 
 _PAST_CURSOR = """

@@ -24,6 +24,7 @@ from opentelemetry.context import Context
 from deploy.tracing import child_span_headers, context_from_headers
 from schemas.dead_letters import DeadLetter
 from schemas.errors import LedgerError, Stalled
+from schemas.message_auth import MessageAuthenticator, Unauthenticated
 from schemas.shard_messages import (
     InvalidMessage,
     PostTransfer,
@@ -76,6 +77,8 @@ class ShardWorker:
         source: KafkaCommandSource,
         control: PostgresControl,
         partition_map: PartitionMap,
+        *,
+        authenticator: MessageAuthenticator,
         on_commit: Callable[[], None] = lambda: None,
         clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
     ) -> None:
@@ -85,6 +88,7 @@ class ShardWorker:
         self.source = source
         self.control = control
         self.partition_map = partition_map
+        self.authenticator = authenticator
         self.on_commit = on_commit
         self.clock_us = clock_us
         self.stats = WorkerStats()
@@ -170,8 +174,10 @@ class ShardWorker:
         parents: dict[str, Context] = {}
         for r in records:
             try:
+                # Authenticated before it is even parsed: a leaked Kafka credential cannot move money.
+                self.authenticator.verify(r.topic, r.key, r.value or b"", r.headers)
                 command = decode_command(r.value or b"")
-            except InvalidMessage as e:
+            except (Unauthenticated, InvalidMessage) as e:
                 dead.append(
                     DeadLetter.of(r.topic, r.partition, r.offset, e.reason, str(e), r.value or b"", r.key)
                 )

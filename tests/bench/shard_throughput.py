@@ -131,8 +131,9 @@ def main() -> None:
         e = stack.endpoints
         security = stack.kafka_security(ADMIN)  # its own ledger, its own super user
         config = LedgerConfig(
-            e.database_url, e.kafka_bootstrap_servers, Namespace("bench_"), kafka_security=security
-        )
+            e.database_url, e.kafka_bootstrap_servers, Namespace("bench_"), kafka_security=security,
+            message_keys=stack.message_keys(),
+        )  # fmt: skip
         result = asyncio.run(bench(config, args.transfers, args.accounts, args.batch_max, args.profile))
     print(json.dumps(result, indent=2))
 
