@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,34 @@ def test_only_the_status_api_gets_its_tokens_and_only_from_the_shell() -> None:
         if n != "status-api" and "LEDGER_API_TOKENS" in s.get("environment", {})
     ]
     assert not others, f"the API's tokens leak to {others}"
+
+
+def test_kafka_authenticates_and_authorizes_every_process_as_its_own_principal() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    kafka = services["kafka"]["environment"]
+    protocols = dict(p.split(":") for p in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}, "no listener without authentication"
+    assert "SCRAM-SHA-512" in kafka["KAFKA_LISTENER_NAME_CLIENT_SASL_ENABLED_MECHANISMS"].split(",")
+    assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert kafka["KAFKA_SUPER_USERS"] == "User:admin"
+    assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert "${LEDGER_KAFKA_ADMIN_PASSWORD:?" in kafka["KAFKA_LISTENER_NAME_CLIENT_PLAIN_SASL_JAAS_CONFIG"]
+
+    principals = {"shard-0": "shard-00", "shard-1": "shard-01", "coordinator": "coordinator", "init": "admin"}
+    for name, principal in principals.items():
+        env = services[name]["environment"]
+        assert env["LEDGER_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", name
+        assert env["LEDGER_KAFKA_USERNAME"] == principal, name
+        assert env["LEDGER_KAFKA_PASSWORD"].startswith("${LEDGER_KAFKA_"), (
+            f"{name}: password from the shell only"
+        )
+    assert services["status-api"]["environment"]["LEDGER_KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
+    assert "LEDGER_KAFKA_PASSWORD" not in services["status-api"]["environment"], (
+        "the API gets no Kafka principal"
+    )
+    # The init step runs after the SCRAM users exist, and applies the ACLs.
+    assert "kafka-users" in services["init"]["depends_on"]
+    users = re.findall(
+        r"([\w-]+)=\$\{LEDGER_KAFKA_PASSWORD_", services["kafka-users"]["environment"]["USERS"]
+    )
+    assert set(users) == {"coordinator", "client", "operator", "shard-00", "shard-01"}
