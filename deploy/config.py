@@ -71,8 +71,8 @@ class KafkaSecurity:
 
 def parse_message_keys(text: str) -> tuple[tuple[str, bytes], ...]:
     """`kid:hex[,kid:hex...]`: the keys that authenticate internal messages. The first signs; every
-    one verifies, so a key is rotated by putting the new one first everywhere, then dropping the
-    old one once nothing signed with it is left in flight."""
+    one verifies. Rotation (schemas/message_auth.py): add the new key second everywhere, then move
+    it first everywhere, then drop the old one once nothing signed with it is left in flight."""
     keys: list[tuple[str, bytes]] = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         match = _KEY.match(item)
@@ -101,8 +101,8 @@ class LedgerConfig:
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     """This process's Kafka principal."""
     message_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
-    """HMAC keys shared by coordinators and shards (first signs, all verify); empty: internal
-    messages are neither signed nor checked (tests of single parts only)."""
+    """HMAC keys shared by coordinators and shards (first signs, all verify). Coordinator, shard and
+    relay processes refuse to start without one; other processes need none."""
     max_message_bytes: int = 256 * 1024
     """Largest record the public topics accept (their max.message.bytes)."""
 

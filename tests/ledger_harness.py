@@ -212,11 +212,18 @@ class ResultCollector:
         return {i: self.by_id[i][0] for i in ids}
 
 
-async def produce_raw(config: LedgerConfig, topic: str, items: Iterable[tuple[bytes | None, bytes]]) -> None:
+async def produce_raw(
+    config: LedgerConfig, topic: str, items: Iterable[tuple[bytes | None, bytes]], *, signed: bool = False
+) -> None:
+    """Write records as they are; `signed`: with the MAC a coordinator or shard would add."""
+    auth = MessageAuthenticator(config.message_keys) if signed else None
     producer = AIOKafkaProducer(**config.kafka_args(), enable_idempotence=True, acks="all")
     await producer.start()
     try:
-        futures = [await producer.send(topic, value, key=key) for key, value in items]
+        futures = [
+            await producer.send(topic, value, key=key, headers=[auth.sign(topic, key, value)] if auth else [])
+            for key, value in items
+        ]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

@@ -80,9 +80,10 @@ async def test_every_bad_input_is_rejected_precisely_and_changes_nothing(
         got = await results.wait_for([b.readable_id for b in readable if b.readable_id], within_s=120)
         answered = await results.wait_for([t.transfer_id for t in business.values()], within_s=120)
         after_bad = await _all_balances(config)
-        # A shard reply for a saga nobody started is ignored (no result, no effect).
+        # A shard reply for a saga nobody started is ignored (no result, no effect). Signed as a shard
+        # would: an unsigned one would be dead-lettered before it reached this check.
         stray = ShardReply(_id(), _id(), "CreditFunds", 0, CREDIT_ACCOUNT, _id(), "funds_credited")
-        await produce_raw(config, config.namespace.shard_replies, [(None, encode(stray))])
+        await produce_raw(config, config.namespace.shard_replies, [(None, encode(stray))], signed=True)
         # The consumer is still healthy: valid commands after the bad ones complete.
         await produce_raw(
             config,

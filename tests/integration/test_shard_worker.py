@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncpg
+import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
@@ -24,6 +25,7 @@ from tests.ledger_harness import (
     balances,
     fresh_config,
     new_id,
+    produce_raw,
     running_shards,
     send,
 )
@@ -113,13 +115,9 @@ async def test_duplicates_get_the_same_reply_and_change_nothing(ledger: LedgerCo
 
 
 async def test_undecodable_commands_are_dead_lettered_once(ledger: LedgerConfig) -> None:
-    producer = AIOKafkaProducer(**ledger.kafka_args())
-    await producer.start()
-    try:
-        for raw in (b"not json", b'{"type": "ReserveFunds", "v": 1}', b"\xff\xfe"):
-            await producer.send_and_wait(ledger.namespace.shard_commands(0), raw)
-    finally:
-        await producer.stop()
+    # Signed as a coordinator would: the decoder, not the authentication, is what refuses them.
+    bad = (b"not json", b'{"type": "ReserveFunds", "v": 1}', b"\xff\xfe")
+    await produce_raw(ledger, ledger.namespace.shard_commands(0), [(None, raw) for raw in bad], signed=True)
     pmap = await init_ledger(ledger, 2)
     (alice,) = accounts_on(pmap, 0, 1)
     async with running_shards(ledger, [0]), ReplyCollector(ledger) as replies:
@@ -137,3 +135,4 @@ async def test_undecodable_commands_are_dead_lettered_once(ledger: LedgerConfig)
     finally:
         await consumer.stop()
     assert len(letters) == 3
+    assert "unauthenticated" not in {orjson.loads(r.value or b"{}")["reason"] for r in letters}
