@@ -63,7 +63,7 @@ async def run_coordinator(
         max_poll_interval_ms=60_000, session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
         group_instance_id=run.instance_id,
     )  # fmt: skip
-    producer = idempotent_producer(config.kafka_args())
+    producer = idempotent_producer(config.kafka_args(), max_message_bytes=config.max_message_bytes)
     try:
         pmap = await PostgresControl(control_pool).load_partition_map()
         coordinator = Coordinator(

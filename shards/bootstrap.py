@@ -61,7 +61,11 @@ async def run_shard(
         config.kafka_args(), ns.shard_commands(shard), f"{ns.prefix}ledger.shard.{shard:02d}",
         settings.batch_max,
     )  # fmt: skip
-    producer = idempotent_producer(config.kafka_args()) if with_relay else None
+    producer = (
+        idempotent_producer(config.kafka_args(), max_message_bytes=config.max_message_bytes)
+        if with_relay
+        else None
+    )
     try:
         control = PostgresControl(control_pool)
         pmap = await control.load_partition_map()

@@ -133,7 +133,7 @@ def shard_relay(shard: int) -> None:
 
     async def main(stop: asyncio.Event) -> None:
         pool = await open_pool(config.shard_database_url(shard), schema, max_size=2)
-        producer = idempotent_producer(config.kafka_args())
+        producer = idempotent_producer(config.kafka_args(), max_message_bytes=config.max_message_bytes)
         await producer.start()
         try:
             await OutboxRelay(pool, producer, lock_name=f"relay:{schema}", signer=signer).run(stop)
