@@ -111,6 +111,7 @@ def shard_group() -> None:
 def shard_run(shard_ids: tuple[int, ...], batch_max: int, relay: bool) -> None:
     """Apply commands from the shards' topics until SIGTERM (which finishes the current batch)."""
     config = _config()
+    MessageAuthenticator(config.message_keys)  # no key: refused here, before anything starts
     setup_tracing("ledger-shard", os.environ)
 
     async def main(stop: asyncio.Event) -> None:
