@@ -8,7 +8,7 @@ import asyncpg
 
 from deploy.config import LedgerConfig
 from deploy.kafka_acls import apply_acls, ledger_acls
-from deploy.kafka_admin import TopicSpec, create_topics
+from deploy.kafka_admin import TopicSpec, align_topic_configs, create_topics
 from deploy.postgres_roles import apply_database_roles
 from shards.adapters.postgres_control import PostgresControl
 from shards.adapters.postgres_migrations import migrate
@@ -17,14 +17,20 @@ from shards.domain.partitioning import PartitionMap
 
 
 def ledger_topics(config: LedgerConfig, shard_count: int) -> list[TopicSpec]:
+    """Every topic, each bounded by `max_message_bytes` (max.message.bytes): the public ones so that
+    nobody can write a record the ledger cannot handle or dead-letter, the internal ones (shard
+    commands and replies, well under 1 KiB each) alike, because the outbox relays write both kinds
+    with one producer whose max_request_size and batch size must fit every topic it writes: a
+    batch the broker refuses costs that producer its sequence numbers (see IdempotentProducer)."""
     ns, rf = config.namespace, config.replication_factor
+    bounded = {"max.message.bytes": str(config.max_message_bytes)}
     return [
-        *(TopicSpec(ns.shard_commands(s), 1, rf) for s in range(shard_count)),
-        TopicSpec(ns.shard_replies, config.partitions, rf),
-        TopicSpec(ns.transfers, config.partitions, rf),
-        TopicSpec(ns.account_commands, config.partitions, rf),
-        TopicSpec(ns.results, config.partitions, rf),
-        TopicSpec(ns.dead_letters, 1, rf),
+        *(TopicSpec(ns.shard_commands(s), 1, rf, bounded) for s in range(shard_count)),
+        TopicSpec(ns.shard_replies, config.partitions, rf, bounded),
+        TopicSpec(ns.transfers, config.partitions, rf, bounded),
+        TopicSpec(ns.account_commands, config.partitions, rf, bounded),
+        TopicSpec(ns.results, config.partitions, rf, bounded),
+        TopicSpec(ns.dead_letters, 1, rf, bounded),
     ]
 
 
@@ -59,6 +65,8 @@ async def init_ledger(
     # After the migrations, so that every table, new ones included, gets its grants. Without
     # passwords, roles that exist already are granted again; none are created.
     await apply_database_roles(config, shard_count, db_role_passwords or {})
-    await create_topics(config.kafka_args(), ledger_topics(config, shard_count))
+    topics = ledger_topics(config, shard_count)
+    await create_topics(config.kafka_args(), topics)
+    await align_topic_configs(config.kafka_args(), topics)  # topics made before, or with another limit
     await apply_acls(config.kafka_args(), ledger_acls(ns, shard_count))
     return pmap
