@@ -26,7 +26,9 @@ from jsonschema import Draft202012Validator, ValidationError
 from referencing import Registry, Resource
 
 from schemas.currencies import JSON_DIR
+from schemas.dead_letters import from_public_reason
 from schemas.errors import LedgerError
+from schemas.json_bounds import too_deep
 
 VERSION: Final = 1
 MAX_PAYLOAD_BYTES: Final = 16 * 1024
@@ -65,6 +67,7 @@ class PublicRejection(LedgerError):
         *,
         command_id: str | None = None,
         account_id: str | None = None,
+        dead_letter_reason: str | None = None,
     ) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
@@ -72,6 +75,10 @@ class PublicRejection(LedgerError):
         self.detail = detail
         self.command_id = command_id
         self.account_id = account_id
+        self.dead_letter_reason = dead_letter_reason or from_public_reason(reason)
+        """The reason a dead letter gives (schemas.dead_letters.DEAD_LETTER_REASONS): finer than
+        `reason` where the public contract lumps causes together (not_utf8 and not_json are both
+        malformed_json to a payment service, whose result reasons do not change)."""
 
 
 # --- the messages --------------------------------------------------------------------------------
@@ -363,33 +370,22 @@ _PAIRS_DECODER: Final = json.JSONDecoder(
     object_pairs_hook=_Pairs, parse_constant=_reject_constant, parse_int=_bounded_int
 )
 
-# A JSON string, or an unterminated one running to the end. Possessive, and matching from every
-# opening quote, so it reads 16 KiB of quotes and backslashes in one linear pass.
-_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*+\\?(?:"|\Z)', re.DOTALL)
-_NOT_BRACKET: Final = re.compile(rb"[^\[\]{}]++")
-
 
 def _too_deep(raw: bytes) -> bool:
     """Nesting beyond MAX_DEPTH, found before the recursive json parser ever sees it."""
-    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
-        return False  # every valid command: too few brackets to nest that deep
-    depth = 0
-    for byte in _NOT_BRACKET.sub(b"", _STRING.sub(b"", raw)):
-        if byte in b"[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                return True
-        else:
-            depth -= 1
-    return False
+    return too_deep(raw, MAX_DEPTH)
 
 
 class _Unreadable(Exception):
-    """The bytes are not a JSON object the contract can read; `readable_id` as PublicRejection says."""
+    """The bytes are not a JSON object the contract can read; `readable_id` as PublicRejection says,
+    `letter` the finer dead-letter reason (not_utf8 or not_json where the result says malformed_json)."""
 
-    def __init__(self, reason: str, detail: str, readable_id: str | None = None) -> None:
+    def __init__(
+        self, reason: str, detail: str, readable_id: str | None = None, letter: str | None = None
+    ) -> None:
         super().__init__(reason, detail)
         self.reason, self.detail, self.readable_id = reason, detail, readable_id
+        self.letter = letter or from_public_reason(reason)
 
 
 def _read_object(raw: bytes, id_field: str) -> dict[str, Any]:
@@ -400,7 +396,7 @@ def _read_object(raw: bytes, id_field: str) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise _Unreadable("malformed_json", f"not UTF-8: {e}") from None
+        raise _Unreadable("malformed_json", f"not UTF-8: {e}", letter="not_utf8") from None
     if _too_deep(raw):
         raise _Unreadable("nesting_too_deep", f"nested more than {MAX_DEPTH} deep")
     try:
@@ -458,7 +454,7 @@ def parse_transfer(raw: bytes, *, max_amount: int) -> TransferFunds:
     try:
         data = _read_object(raw, "transfer_id")
     except _Unreadable as e:
-        raise PublicRejection(e.reason, e.readable_id, e.detail) from None
+        raise PublicRejection(e.reason, e.readable_id, e.detail, dead_letter_reason=e.letter) from None
     failure = _schema_reason(_TRANSFER_VALIDATOR, data, _TRANSFER_FIELDS)
     if failure is not None:
         raise PublicRejection(failure[0], _readable(data, "transfer_id"), failure[1])
@@ -485,7 +481,9 @@ def parse_account_command(raw: bytes) -> AccountCommand:
     try:
         data = _read_object(raw, "command_id")
     except _Unreadable as e:
-        raise PublicRejection(e.reason, None, e.detail, command_id=e.readable_id) from None
+        raise PublicRejection(
+            e.reason, None, e.detail, command_id=e.readable_id, dead_letter_reason=e.letter
+        ) from None
     outcome = _account_command(data)
     if not isinstance(outcome, tuple):
         return outcome

@@ -18,9 +18,15 @@ import orjson
 
 from schemas.currencies import CURRENCIES
 from schemas.errors import LedgerError
+from schemas.json_bounds import too_deep
 
 MAX_AMOUNT: Final = 2**63 - 1  # PostgreSQL BIGINT
 VERSION: Final = 1
+MAX_INTERNAL_BYTES: Final = 64 * 1024
+"""The largest valid message, an OpenAccount with 16 metadata entries of the longest keys and
+values, every character written as an escaped surrogate pair (12 bytes), is under 64 KiB."""
+MAX_INTERNAL_DEPTH: Final = 2
+"""A command's metadata is the deepest a valid message goes: the top-level object is depth 1."""
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -213,13 +219,25 @@ _FIELDS: Final = {name: tuple(f.name for f in fields(cls)) for name, cls in COMM
 _ENCODED_FIELDS: Final = _FIELDS | {"ShardReply": tuple(f.name for f in fields(ShardReply))}
 
 
-def decode_command(raw: bytes) -> ShardCommand:
-    """Bytes from Kafka -> a typed command, or InvalidMessage saying exactly what is wrong."""
+def _read(raw: bytes) -> Any:
+    """Bytes -> a JSON value, bounded in size and nesting before orjson reads them."""
+    if len(raw) > MAX_INTERNAL_BYTES:
+        raise InvalidMessage(f"{len(raw)} bytes, at most {MAX_INTERNAL_BYTES}", "too_large")
     try:
-        data = orjson.loads(raw)
+        raw.decode("utf-8")  # orjson says "not JSON" for both; a dead letter tells them apart
+    except UnicodeDecodeError as e:
+        raise InvalidMessage(f"not UTF-8: {e}", "not_utf8") from None
+    if too_deep(raw, MAX_INTERNAL_DEPTH):
+        raise InvalidMessage(f"nested more than {MAX_INTERNAL_DEPTH} deep", "nesting_too_deep")
+    try:
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise InvalidMessage(f"not JSON: {e}", "not_json") from None
-    return command_from_dict(data)
+
+
+def decode_command(raw: bytes) -> ShardCommand:
+    """Bytes from Kafka -> a typed command, or InvalidMessage saying exactly what is wrong."""
+    return command_from_dict(_read(raw))
 
 
 def command_from_dict(data: Any) -> ShardCommand:
@@ -249,20 +267,47 @@ def encode(message: ShardCommand | ShardReply) -> bytes:
     return orjson.dumps({"type": kind, "v": VERSION, **body})
 
 
+REPLY_OUTCOMES: Final = frozenset({
+    "account_opened", "account_status_changed", "transfer_posted", "funds_reserved", "funds_credited",
+    "reservation_committed", "reservation_released", "credit_cancelled", "rejected",
+})  # fmt: skip
+REPLY_REASONS: Final = frozenset({
+    "insufficient_funds", "account_not_found", "account_frozen", "account_closed", "account_exists",
+    "account_not_empty", "currency_mismatch", "amount_overflow", "same_account", "wrong_shard",
+    "reservation_not_found", "reservation_released", "reservation_committed", "amount_mismatch",
+    "invalid_command", "already_applied", "credit_cancelled", "credit_applied",
+})  # fmt: skip
+_REPLY_CHECKS: Final[dict[str, Callable[[object], bool]]] = {
+    "message_id": _uuid,
+    "in_reply_to": _uuid,
+    "command": lambda v: isinstance(v, str) and v in COMMAND_TYPES,
+    "shard": lambda v: type(v) is int and 0 <= v <= 1023,
+    "account_id": lambda v: isinstance(v, str) and len(v) <= 64,
+    "transfer_id": lambda v: v is None or _uuid(v),
+    "outcome": lambda v: isinstance(v, str) and v in REPLY_OUTCOMES,
+    "reason": lambda v: v is None or (isinstance(v, str) and v in REPLY_REASONS),
+    "journal_seq": lambda v: v is None or (type(v) is int and 1 <= v <= MAX_AMOUNT),
+}
+
+
 def decode_reply(raw: bytes) -> ShardReply:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise InvalidMessage(f"not JSON: {e}", "not_json") from None
+    """Bytes from Kafka -> a ShardReply whose every field is of its contract's kind (a reply with a
+    string for a shard number would fail deep in the coordinator), or InvalidMessage."""
+    data = _read(raw)
     version = data.get("v") if isinstance(data, dict) else None
-    if (
-        not isinstance(data, dict)
-        or data.get("type") != "ShardReply"
-        or version != VERSION
-        or version is True
-    ):
-        raise InvalidMessage("not a ShardReply v1", "unknown_message_type")
-    try:
-        return ShardReply(**{k: v for k, v in data.items() if k not in ("type", "v")})
-    except TypeError as e:
-        raise InvalidMessage(f"malformed ShardReply: {e}") from None
+    if not isinstance(data, dict):
+        raise InvalidMessage("not a JSON object", "not_an_object")
+    if data.get("type") != "ShardReply":
+        raise InvalidMessage(f"not a ShardReply: type {data.get('type')!r:.80}", "unknown_message_type")
+    if version != VERSION or version is True:
+        raise InvalidMessage(f"unsupported version {version!r:.20} of ShardReply", "unsupported_version")
+    names = _ENCODED_FIELDS["ShardReply"]
+    extra = data.keys() - {"type", "v", *names}
+    if extra:
+        raise InvalidMessage(f"unknown fields in ShardReply: {sorted(extra)!r:.200}", "unknown_field")
+    for name in names:
+        if name not in data:
+            raise InvalidMessage(f"ShardReply lacks {name}", "missing_field")
+        if not _REPLY_CHECKS[name](data[name]):
+            raise InvalidMessage(f"ShardReply.{name} is invalid: {data[name]!r:.80}")
+    return ShardReply(**{name: data[name] for name in names})

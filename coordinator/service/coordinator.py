@@ -35,7 +35,7 @@ from coordinator.saga.transfer_saga import (
     start,
 )
 from deploy.tracing import TRACEPARENT, context_from_headers, context_from_traceparent, current_headers
-from schemas.dead_letters import DeadLetter, from_public_reason
+from schemas.dead_letters import DeadLetter
 from schemas.message_auth import MessageAuthenticator, Unauthenticated
 from schemas.public import (
     AccountResult,
@@ -207,7 +207,7 @@ class Coordinator:
         except PublicRejection as rejection:
             if rejection.transfer_id or rejection.command_id:
                 return rejection
-            return Refused(from_public_reason(rejection.reason), str(rejection))
+            return Refused(rejection.dead_letter_reason, str(rejection))
         except (Unauthenticated, InvalidMessage) as e:
             return Refused(e.reason, str(e))
         return Refused("unknown_message_type", f"no handler for topic {r.topic}")
