@@ -7,7 +7,9 @@ controller. Every name comes from the Namespace, so each test's prefix gets its 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -112,27 +114,42 @@ async def apply_acls(kafka_args: Mapping[str, Any], wanted: Iterable[Acl]) -> li
         if held is None:
             log.warning("Kafka runs no authorizer: ACLs not applied, every client may write every topic")
             return []
-        missing = sorted(set(wanted) - held)
+        wanted = set(wanted)
+        missing = sorted(wanted - held)
         for acl in missing:
             request = CreateAclsRequest(
                 _RESOURCE[acl.resource], acl.name, _PATTERN[acl.pattern], f"User:{acl.principal}",
                 _ANY_HOST, _OPERATION[acl.operation], _ALLOW,
             )  # fmt: skip
-            response = await admin._send_request(request)
+            response = await admin._send_request(request)  # the admin client has no ACL call
             for code, message in response.creation_responses:
                 if code:
                     raise AclUpdateFailed(f"cannot create {acl}", code, message)
+        if missing:
+            await _wait_visible(admin, wanted)
         return missing
     finally:
         await admin.close()
 
 
-async def _describe(admin: AIOKafkaAdminClient) -> frozenset[Acl] | None:
+async def _wait_visible(admin: AIOKafkaAdminClient, wanted: set[Acl], within_s: float = 30.0) -> None:
+    """Until every broker authorizes by the new rules. The controller records them at once, but a
+    broker applies them from the metadata log a moment later: a process started right after
+    `ledger init` was refused (ClusterAuthorizationFailedError on InitProducerId, not retriable)."""
+    deadline = time.monotonic() + within_s
+    for broker in admin._client.cluster.brokers():  # each broker's own view
+        while not wanted <= (await _describe(admin, broker.nodeId) or frozenset()):
+            if time.monotonic() > deadline:
+                raise AclUpdateFailed(f"broker {broker.nodeId} does not show the new ACLs", 7, None)
+            await asyncio.sleep(0.2)
+
+
+async def _describe(admin: AIOKafkaAdminClient, node_id: int | None = None) -> frozenset[Acl] | None:
     any_name: Any = None  # a null string in the filter: any name, principal, host
     request = DescribeAclsRequest(
         _RESOURCE["ANY"], any_name, _PATTERN["ANY"], any_name, any_name, _OPERATION["ANY"], _ANY_PERMISSION
     )
-    response = await admin._send_request(request)
+    response = await admin._send_request(request, node_id)  # the admin client has no ACL call
     if response.error_code == _SECURITY_DISABLED:
         return None
     if response.error_code:

@@ -18,6 +18,7 @@ from deploy.kafka_acls import apply_acls, describe_acls, ledger_acls
 from deploy.ledger_init import init_ledger
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from schemas.shard_messages import CreditFunds, ShardReply, encode
+from shards.adapters.outbox_relay import idempotent_producer
 from tests.ledger_harness import (
     ResultCollector,
     accounts_on,
@@ -179,3 +180,21 @@ async def _read_once(consumer: AIOKafkaConsumer) -> None:
         await consumer.getmany(timeout_ms=5000)
     finally:
         await consumer.stop()
+
+
+async def test_a_refused_write_reaches_the_relay_as_a_non_retriable_authorization_error(
+    kafka_bootstrap: str, database_url: str, kafka_principal: Any
+) -> None:
+    """The outbox relay's producer sees the broker's refusal as TopicAuthorizationFailedError, not
+    retriable and not a timeout, so the relay can park the row instead of retrying it forever."""
+    config = fresh_config(kafka_bootstrap, database_url)
+    await init_ledger(config, 1)
+    client: KafkaSecurity = kafka_principal("client")
+    producer = idempotent_producer({"bootstrap_servers": kafka_bootstrap, **client.client_args()})
+    await producer.start()
+    try:
+        with pytest.raises(TopicAuthorizationFailedError) as refused:
+            await producer.send_and_wait(config.namespace.shard_commands(0), b"{}")
+    finally:
+        await producer.stop()
+    assert not refused.value.retriable
