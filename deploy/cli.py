@@ -208,8 +208,9 @@ def _register() -> None:
     from deploy.bench.command import bench  # noqa: PLC0415
     from deploy.chaos.command import chaos  # noqa: PLC0415
     from shards.cli import COMMANDS as SHARD_COMMANDS  # noqa: PLC0415
+    from shards.outbox_cli import outbox  # noqa: PLC0415
 
-    for command in (*SHARD_COMMANDS, *COORDINATOR_COMMANDS, bench, chaos):
+    for command in (*SHARD_COMMANDS, *COORDINATOR_COMMANDS, outbox, bench, chaos):
         cli.add_command(command)
 
 

@@ -26,6 +26,8 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
+from shards.adapters.postgres_migrations import quoted_schema
+
 log = logging.getLogger(__name__)
 
 # Errors about one record or its topic, which sending the same bytes again cannot change. A list,
@@ -82,3 +84,23 @@ async def park(
         "outbox row %s parked: Kafka will not take it (topic %s, %d bytes): %s",
         row["seq"], row["topic"], len(row["payload"]), text,
     )  # fmt: skip
+
+
+async def list_parked(conn: asyncpg.Connection, schema: str) -> list[dict[str, Any]]:
+    """`schema`'s parked rows, oldest first (none when its migrations predate parking)."""
+    name = quoted_schema(schema)
+    if await conn.fetchval("SELECT to_regclass($1)", f"{name}.outbox_parked") is None:
+        return []
+    # A shard's rows are numbered by seq, a coordinator's by id: the first column either way.
+    rows = await conn.fetch(f"SELECT * FROM {name}.outbox_parked ORDER BY parked_at, 1")
+    return [
+        {
+            "schema": schema,
+            "seq": r[0],
+            "topic": r["topic"],
+            "size": len(r["payload"]),
+            "error": r["error"],
+            "parked_at": r["parked_at"],
+        }
+        for r in rows
+    ]
