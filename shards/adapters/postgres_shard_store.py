@@ -31,6 +31,13 @@ class StoreUnavailable(LedgerError):
     retriable = True
 
 
+class StoreRefused(LedgerError):
+    """PostgreSQL refuses what the batch writes (a value it cannot store, a check violated): the same
+    rows are refused every time, so the worker finds the record that causes it and dead-letters it."""
+
+    retriable = False
+
+
 class FencedOut(LedgerError):
     """Another worker has claimed this shard since we did: stop writing at once."""
 
@@ -249,6 +256,8 @@ class PostgresShardStore:
                 yield ShardTransaction(conn, Head(row[0], bytes(row[1]), row[2]), epoch)
         except TRANSIENT_ERRORS as e:
             raise StoreUnavailable(f"batch transaction failed: {type(e).__name__}: {e}") from e
+        except (asyncpg.DataError, asyncpg.CheckViolationError) as e:
+            raise StoreRefused(f"the database refuses the batch: {type(e).__name__}: {e}") from e
 
 
 def decode_stored_replies(raw: dict[str, bytes]) -> dict[str, ShardReply]:

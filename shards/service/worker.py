@@ -37,7 +37,13 @@ from schemas.shard_messages import (
 from schemas.topics import Namespace
 from shards.adapters.kafka_source import KafkaCommandSource, SourceUnavailable
 from shards.adapters.postgres_control import PostgresControl
-from shards.adapters.postgres_shard_store import Head, OutboxMessage, PostgresShardStore, StoreUnavailable
+from shards.adapters.postgres_shard_store import (
+    Head,
+    OutboxMessage,
+    PostgresShardStore,
+    StoreRefused,
+    StoreUnavailable,
+)
 from shards.domain.book import ShardBook
 from shards.domain.partitioning import PartitionMap
 
@@ -114,13 +120,37 @@ class ShardWorker:
         await self._maybe_checkpoint(force=True)
 
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]], stop: asyncio.Event) -> None:
-        """Apply one polled batch, retrying it whole on infrastructure errors, then commit offsets."""
+        """Apply one polled batch, retrying it whole on infrastructure errors, then commit offsets.
+
+        A batch the database refuses (StoreRefused: the same every time) is applied one record at a
+        time, and a record refused alone is dead-lettered: one record must never stop the shard."""
+        try:
+            await self._apply_retrying(records, stop)
+        except StoreRefused as e:
+            log.warning("shard %d: %s; applying the batch one record at a time", self.settings.shard, e)
+            for record in records:
+                try:
+                    await self._apply_retrying([record], stop)
+                except StoreRefused as refused:
+                    log.error(
+                        "shard %d: dead-lettering offset %d: %s", self.settings.shard, record.offset, refused
+                    )
+                    await self._apply_retrying([record], stop, refused={record.offset: str(refused)})
+        self.on_commit()
+        self.source.commit(records[-1].offset + 1)
+
+    async def _apply_retrying(
+        self,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        stop: asyncio.Event,
+        refused: dict[int, str] | None = None,
+    ) -> None:
         backoff = 0.05
         while True:
             try:
                 async with asyncio.timeout(self.settings.stall_after_s):
-                    await self._apply(records)
-                break
+                    await self._apply(records, refused or {})
+                return
             except TimeoutError as e:  # a wedged connection: start again from fresh ones
                 raise Stalled(f"shard {self.settings.shard}: a batch made no progress in "
                               f"{self.settings.stall_after_s:.0f}s") from e  # fmt: skip
@@ -131,11 +161,9 @@ class ShardWorker:
                 log.warning("shard %d: batch failed (%s); retrying in %.2fs", self.settings.shard, e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.max_backoff_s)
-        self.on_commit()
-        self.source.commit(records[-1].offset + 1)
 
-    async def _apply(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        commands, dead, parents = self._decode(records)
+    async def _apply(self, records: Sequence[ConsumerRecord[bytes, bytes]], refused: dict[int, str]) -> None:
+        commands, dead, parents = self._decode(records, refused)
         async with self.store.batch(self.epoch) as tx:
             stored = await tx.replies_for([c.message_id for c in commands] + [d.inbox_id for d in dead])
             earlier = {
@@ -166,13 +194,22 @@ class ShardWorker:
         self.stats.dead_letters += len(dead)
 
     def _decode(
-        self, records: Sequence[ConsumerRecord[bytes, bytes]]
+        self, records: Sequence[ConsumerRecord[bytes, bytes]], refused: dict[int, str]
     ) -> tuple[list[ShardCommand], list[DeadLetter], dict[str, Context]]:
-        """Commands, dead letters, and the trace context of each command that carries one."""
+        """Commands, dead letters (`refused`: offsets the database refused, with why), and the trace
+        context of each command that carries one."""
         commands: list[ShardCommand] = []
         dead: list[DeadLetter] = []
         parents: dict[str, Context] = {}
         for r in records:
+            if r.offset in refused:
+                detail = f"valid, but the database refuses it: {refused[r.offset]}"
+                dead.append(
+                    DeadLetter.of(
+                        r.topic, r.partition, r.offset, "invalid_field", detail, r.value or b"", r.key
+                    )
+                )
+                continue
             try:
                 # Authenticated before it is even parsed: a leaked Kafka credential cannot move money.
                 self.authenticator.verify(r.topic, r.key, r.value or b"", r.headers)
