@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from schemas.currencies import JSON_DIR
 from schemas.dead_letters import DEAD_LETTER_REASONS, DeadLetter
+from schemas.message_auth import HEADER, MessageAuthenticator, Unauthenticated
 from schemas.public import (
     MAX_PAYLOAD_BYTES,
     PublicRejection,
@@ -164,3 +165,29 @@ def test_the_reply_checks_name_the_contracts_outcomes_and_reasons() -> None:
     assert set(schema["outcome"]["enum"]) == REPLY_OUTCOMES
     assert set(schema["reason"]["anyOf"][0]["enum"]) == REPLY_REASONS
     assert set(schema["command"]["enum"]) == set(COMMAND_TYPES)
+
+
+_AUTH = MessageAuthenticator([("k1", b"s" * 32)])
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([HEADER, "traceparent", "x"]) | st.text(max_size=12),
+            st.binary(max_size=120) | st.from_regex(rb"\Av1:[ -~]{0,12}:[0-9a-fA-F]{0,70}\Z"),
+        ),
+        max_size=3,
+    ),
+    st.binary(max_size=200),
+    st.none() | st.binary(max_size=20),
+)
+def test_no_headers_make_authentication_raise_anything_but_unauthenticated(
+    headers: list[tuple[str, bytes]], payload: bytes, key: bytes | None
+) -> None:
+    try:
+        _AUTH.verify("t.shard.00.commands", key, payload, headers)
+    except Unauthenticated as e:
+        assert len(DeadLetter.of("t", 0, 0, e.reason, str(e), payload, key).encode()) < 8 * 1024  # noqa: PT017
+    else:
+        raise AssertionError("random headers verified")
