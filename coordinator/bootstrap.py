@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
-from coordinator.adapters.postgres_sagas import PostgresSagaStore, SagaStoreUnavailable, VersionConflict
+from coordinator.adapters.postgres_sagas import (
+    PostgresSagaStore,
+    SagaStoreRefused,
+    SagaStoreUnavailable,
+    VersionConflict,
+)
 from coordinator.failpoints import Failpoints
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from deploy.config import LedgerConfig
@@ -122,12 +127,39 @@ async def _consume_until(
         records = [r for rs in batch.values() for r in rs]
         if not records:
             continue
-        await _with_retries(
-            functools.partial(_handle, store, coordinator, records, run.failpoints), stop, run
-        )
+        await _handle_isolating(store, coordinator, records, stop, run)
         relay.wake.set()
         # A redelivery is absorbed by the inbox and the fingerprints, so commits need not be awaited.
         commits.advance({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
+
+
+async def _handle_isolating(
+    store: PostgresSagaStore,
+    coordinator: Coordinator,
+    records: list[ConsumerRecord[bytes, bytes]],
+    stop: asyncio.Event,
+    run: RunSettings,
+) -> None:
+    """Handle a polled batch. One the database refuses (the same every time) is handled a record at a
+    time, and a record refused alone is dead-lettered: one record must never stop a partition."""
+    try:
+        await _with_retries(
+            functools.partial(_handle, store, coordinator, records, run.failpoints), stop, run
+        )
+        return
+    except SagaStoreRefused as e:
+        log.warning("%s; handling the batch one record at a time", e)
+    for r in records:
+        try:
+            await _with_retries(
+                functools.partial(_handle, store, coordinator, [r], run.failpoints), stop, run
+            )
+        except SagaStoreRefused as e:
+            log.error("dead-lettering %s[%d]@%d: %s", r.topic, r.partition, r.offset, e)
+            refused = {(r.topic, r.partition, r.offset): str(e)}
+            await _with_retries(
+                functools.partial(_handle, store, coordinator, [r], run.failpoints, refused), stop, run
+            )
 
 
 async def _handle(
@@ -135,9 +167,10 @@ async def _handle(
     coordinator: Coordinator,
     records: list[ConsumerRecord[bytes, bytes]],
     failpoints: Failpoints,
+    refused: dict[tuple[str, int, int], str] | None = None,
 ) -> None:
     async with store.batch() as tx:
-        steps = await coordinator.handle(tx, records)
+        steps = await coordinator.handle(tx, records, refused)
         failpoints.hit("before_commit", steps)
     failpoints.hit("after_commit", steps)
 

@@ -29,6 +29,13 @@ class SagaStoreUnavailable(LedgerError):
     retriable = True
 
 
+class SagaStoreRefused(LedgerError):
+    """PostgreSQL refuses what the batch writes (a value it cannot store, a check violated): the same
+    every time, so the coordinator finds the record that causes it and dead-letters it."""
+
+    retriable = False
+
+
 @dataclass
 class TransferRecord:
     """A transfers row. `state` is None for a command rejected before it could be routed."""
@@ -213,3 +220,5 @@ class PostgresSagaStore:
                 yield SagaTransaction(conn)
         except TRANSIENT_ERRORS as e:
             raise SagaStoreUnavailable(f"coordinator transaction failed: {type(e).__name__}: {e}") from e
+        except (asyncpg.DataError, asyncpg.CheckViolationError) as e:
+            raise SagaStoreRefused(f"the database refuses the batch: {type(e).__name__}: {e}") from e

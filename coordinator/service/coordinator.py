@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRecord
@@ -121,13 +121,25 @@ class Coordinator:
 
     # --- a polled batch ----------------------------------------------------------------------
 
-    async def handle(self, tx: SagaTransaction, records: Sequence[ConsumerRecord[bytes, bytes]]) -> set[str]:
-        """Apply a batch; return the saga steps it moved sagas into (for failpoints and logs)."""
+    async def handle(
+        self,
+        tx: SagaTransaction,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        refusals: Mapping[tuple[str, int, int], str] | None = None,
+    ) -> set[str]:
+        """Apply a batch; return the saga steps it moved sagas into (for failpoints and logs).
+        `refusals`: records (topic, partition, offset) the database would not store, with why: each
+        is dead-lettered instead."""
         replies: list[ShardReply] = []
         transfer_ids: set[str] = set()
         decoded: list[tuple[ConsumerRecord[bytes, bytes], object]] = []
         for r in records:
-            item = self._decode(r)
+            why = refusals.get((r.topic, r.partition, r.offset)) if refusals else None
+            item = (
+                Refused("invalid_field", f"valid, but the database refuses it: {why}")
+                if why
+                else self._decode(r)
+            )
             decoded.append((r, item))
             if isinstance(item, ShardReply):
                 replies.append(item)

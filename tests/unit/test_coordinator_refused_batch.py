@@ -1,0 +1,57 @@
+"""A batch PostgreSQL refuses (the same every time: a value it cannot store, a check violated) no
+longer stops the coordinator's partitions: it is handled a record at a time, the record refused
+alone is dead-lettered (invalid_field) and the others go through. Before, the database's error
+left the consume loop, and the restarted coordinator met the same batch again, forever."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import cast
+
+import orjson
+
+from coordinator.adapters.postgres_sagas import PostgresSagaStore, SagaStoreRefused
+from coordinator.bootstrap import RunSettings, _handle_isolating
+from coordinator.service.coordinator import Coordinator, CoordinatorSettings
+from schemas.public import TransferFunds, encode_public
+from tests.unit.test_internal_auth_edges import ALICE, AUTH, BOB, NS, PMAP, FakeSagaTx, record
+
+
+class RefusingStore:
+    """Commits like PostgreSQL would, except a batch that writes the poisoned transfer."""
+
+    def __init__(self, poisoned: str) -> None:
+        self.poisoned = poisoned
+        self.committed: list[FakeSagaTx] = []
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[FakeSagaTx]:
+        tx = FakeSagaTx({})
+        yield tx
+        if any(r.transfer_id == self.poisoned for r in tx.changed):
+            raise SagaStoreRefused("the database refuses the batch: CheckViolationError: (simulated)")
+        self.committed.append(tx)
+
+
+def test_the_refused_record_is_dead_lettered_and_the_rest_go_through() -> None:
+    coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000, authenticator=AUTH)
+    before, poison, after = (TransferFunds(str(uuid.uuid4()), ALICE, BOB, 5, "EUR") for _ in range(3))
+    records = [
+        record(NS.transfers, encode_public(t), None, [], n) for n, t in enumerate((before, poison, after))
+    ]
+    store = RefusingStore(poison.transfer_id)
+    asyncio.run(
+        _handle_isolating(
+            cast(PostgresSagaStore, store), coordinator, records, asyncio.Event(), RunSettings()
+        )
+    )
+    started = {r.transfer_id for tx in store.committed for r in tx.changed}
+    assert started == {before.transfer_id, after.transfer_id}
+    letters = [
+        orjson.loads(m.payload) for tx in store.committed for m in tx.outbox if m.topic == NS.dead_letters
+    ]
+    assert [(d["offset"], d["reason"]) for d in letters] == [(1, "invalid_field")]
+    assert "CheckViolationError" in letters[0]["detail"]
