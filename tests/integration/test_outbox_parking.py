@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
 from shards.adapters.postgres_migrations import migrate
@@ -100,4 +101,44 @@ async def test_a_refused_row_is_parked_and_the_rows_behind_it_go_out(
             assert await c.fetchval("SELECT published_seq FROM relay_state") == len(rows)
         else:
             assert await c.fetchval("SELECT count(*) FROM outbox") == 0
+    await pool.close()
+
+
+async def test_rows_for_a_topic_deleted_under_the_relay_are_parked(
+    kafka_args: dict[str, Any], database_url: str, db_schema: str, new_topic: Callable[..., Awaitable[str]]
+) -> None:
+    """The producer knew the topic (its metadata cached), then the topic was deleted."""
+    doomed, kept = await new_topic(1, 1), await new_topic(1, 1)
+    conn = await asyncpg.connect(database_url)
+    await migrate(conn, db_schema, "shard")
+    await conn.close()
+    pool = await asyncpg.create_pool(
+        database_url, server_settings={"search_path": db_schema}, min_size=1, max_size=3
+    )
+    assert pool is not None
+    producer = idempotent_producer(kafka_args, request_timeout_ms=3000)
+    await producer.start()
+    relay = OutboxRelay(pool, producer, lock_name=f"relay:{db_schema}", batch_size=50)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await pool.execute("INSERT INTO outbox (seq, topic, payload) VALUES (1, $1, 'first')", doomed)
+        assert await _consume(kafka_args, doomed, 1, timeout_s=30) == [b"first"]
+        admin = AIOKafkaAdminClient(**kafka_args)
+        await admin.start()
+        try:
+            await admin.delete_topics([doomed])
+        finally:
+            await admin.close()
+        await asyncio.sleep(2)
+        await pool.execute(
+            "INSERT INTO outbox (seq, topic, payload) VALUES (2, $1, 'lost'), (3, $2, 'after')", doomed, kept
+        )
+        assert await _consume(kafka_args, kept, 1, timeout_s=90) == [b"after"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        await producer.stop()
+    parked = await pool.fetch("SELECT seq, topic, error FROM outbox_parked")
+    assert [(r["seq"], r["topic"]) for r in parked] == [(2, doomed)], parked
     await pool.close()
