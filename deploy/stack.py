@@ -26,7 +26,9 @@ from deploy.kafka_local import LocalKafka, fetch_kafka
 from deploy.kafka_principals import ADMIN, COORDINATOR, PROVISIONED_SHARDS, KafkaCredentials, shard_principal
 from deploy.ledger_init import init_ledger
 from deploy.postgres_local import LocalPostgres, find_pg_bin
+from deploy.postgres_roles import LedgerRoles, generate_passwords, read_passwords, role_dsn, write_passwords
 from deploy.processes import EngineError, ProcessRecord, spawn, unprivileged_user
+from schemas.topics import Namespace
 
 ISSUER = "issuer"
 """The issuance account a local stack's coordinators allow: where the demo, the benchmark and the
@@ -85,6 +87,8 @@ class Endpoints:
     status_api_url: str | None = None
     status_api_token_file: str | None = None
     """The bearer token clients send the API (`Authorization: Bearer <token>`), owner-only."""
+    database_roles_file: str | None = None
+    """Each process's PostgreSQL role and its password (deploy/postgres_roles.py), owner-only."""
 
 
 @dataclass
@@ -154,7 +158,7 @@ class LocalStack:
         """Create the ledger's schemas and topics, then start one `ledger shard run` per shard,
         `coordinators` coordinators (one consumer group) and, with `api_port`, the status API,
         each as its own process."""
-        asyncio.run(init_ledger(self.ledger_config(), self.settings.shards))
+        asyncio.run(init_ledger(self.ledger_config(), self.settings.shards, self.db_role_passwords()))
         for shard in range(self.settings.shards):
             if separate_relays:  # each its own process (the chaos suite kills relays alone)
                 self._start_process(f"shard-{shard}", "shard", "run", "--shard", str(shard), "--no-relay")
@@ -188,6 +192,32 @@ class LocalStack:
                 out.write(f"local:{secrets.token_hex(32)}\n")
         return parse_message_keys(path.read_text().strip())
 
+    def db_role_passwords(self) -> dict[str, str]:
+        """A password per PostgreSQL role of the ledger, generated once into the data folder
+        (owner-only, never committed), so restarted processes and `ledger init` agree."""
+        path = self._db_roles_path()
+        if not path.exists():
+            write_passwords(path, generate_passwords(LedgerRoles(Namespace(), self.settings.shards)))
+        return read_passwords(path)
+
+    def database_url_for(self, name: str) -> str:
+        """Process `name`'s own PostgreSQL role: shard-N and relay-N that shard's, coordinators
+        the coordinators', the status API the read-only reader."""
+        roles = LedgerRoles(Namespace(), self.settings.shards)
+        kind, _, number = name.rpartition("-")
+        if kind in ("shard", "relay") and number.isdigit():
+            role = roles.shard(int(number))
+        elif name.startswith("coordinator"):
+            role = roles.coordinator
+        elif name == "status-api":
+            role = roles.reader
+        else:
+            raise EngineError(f"no database role for a stack process named {name!r}")
+        return role_dsn(self.endpoints.database_url, role, self.db_role_passwords()[role])
+
+    def _db_roles_path(self) -> Path:
+        return self._root() / "postgres-roles.json"
+
     def _api_token_path(self) -> Path:
         return self._root() / "api-token"
 
@@ -220,14 +250,16 @@ class LocalStack:
             config = replace(self.ledger_config(), kafka_security=KafkaSecurity())
         else:
             raise EngineError(f"no role for a stack process named {name!r}")
+        config = replace(config, database_url=self.database_url_for(name))
         if name != "status-api":  # coordinators and shards authenticate what they send each other
             config = replace(config, message_keys=self.message_keys())
-        return {**os.environ, **config.as_env()}
+        env = {**os.environ, **config.as_env()}
+        if name == "status-api" and self.api_token:  # the environment, not arguments: those show in `ps`
+            env["LEDGER_API_TOKENS"] = self.api_token
+        return env
 
     def _start_process(self, name: str, *args: str) -> None:
         env = self.process_env(name)
-        if name == "status-api" and self.api_token:  # the environment, not arguments: those show in `ps`
-            env["LEDGER_API_TOKENS"] = self.api_token
         ledger = str(Path(sys.executable).with_name("ledger"))
         log = self.logs_dir / f"{name}.log"
         self.extra_processes.append(
@@ -258,7 +290,9 @@ class LocalStack:
         if kafka is None or database is None:
             raise EngineError("the stack is not started")
         token_file = str(self._api_token_path()) if self.api_token else None
-        return Endpoints(kafka, database, s.brokers, s.shards, self.api_url, token_file)
+        roles = self._db_roles_path() if self.root is not None else None
+        roles_file = str(roles) if roles is not None and roles.exists() else None
+        return Endpoints(kafka, database, s.brokers, s.shards, self.api_url, token_file, roles_file)
 
     @property
     def processes(self) -> list[ProcessRecord]:

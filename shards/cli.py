@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,6 +20,7 @@ import click
 
 from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
+from deploy.postgres_roles import parse_passwords, read_passwords
 from deploy.tracing import setup_tracing
 from schemas.errors import LedgerError
 from schemas.message_auth import MessageAuthenticator, TopicSigner
@@ -86,12 +88,21 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
 @click.command("init")
 @click.option("--shards", type=click.IntRange(1, 1024), required=True, envvar="LEDGER_SHARDS",
               help="How many shards the ledger has. [env: LEDGER_SHARDS]")  # fmt: skip
-def init_command(shards: int) -> None:
-    """Create the control schema, the partition map, every shard schema and every topic.
+@click.option("--db-roles", "db_roles", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="LEDGER_DB_ROLES_FILE",
+              help="JSON {role: password}: create (or re-password) these PostgreSQL roles (or JSON "
+                   "text in LEDGER_DB_ROLES). Existing roles are granted again either way. "
+                   "[env: LEDGER_DB_ROLES_FILE]")  # fmt: skip
+def init_command(shards: int, db_roles: Path | None) -> None:
+    """Create the control schema, the partition map, every shard schema and every topic, then
+    grant each process's PostgreSQL role exactly its rights (README, Security).
 
     Safe to run again: what exists is checked and kept.
     """
-    pmap = asyncio.run(init_ledger(_config(), shards))
+    # The variable lets docker-compose pass passwords it takes from the operator's shell.
+    roles_json = os.environ.get("LEDGER_DB_ROLES")
+    passwords = read_passwords(db_roles) if db_roles else parse_passwords(roles_json) if roles_json else None
+    pmap = asyncio.run(init_ledger(_config(), shards, passwords))
     click.echo(f"ledger ready: {pmap.shard_count} shards, partition map v{pmap.version}")
 
 
