@@ -70,3 +70,13 @@ async def init_ledger(
     await align_topic_configs(config.kafka_args(), topics)  # topics made before, or with another limit
     await apply_acls(config.kafka_args(), ledger_acls(ns, shard_count))
     return pmap
+
+
+async def read_partition_map(config: LedgerConfig) -> PartitionMap:
+    """The partition map of a ledger that is already initialised (by its admin): what a workload
+    needs to place accounts, with no right to create anything."""
+    pool = await open_pool(config.database_url, config.namespace.control_schema, max_size=1)
+    try:
+        return await PostgresControl(pool).load_partition_map()
+    finally:
+        await pool.close()
