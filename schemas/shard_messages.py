@@ -250,15 +250,22 @@ def command_from_dict(data: Any) -> ShardCommand:
     if data.get("v") != VERSION or isinstance(data.get("v"), bool):  # True == 1 in Python, not in JSON
         raise InvalidMessage(f"unsupported version {data.get('v')!r:.20} of {kind}", "unsupported_version")
     names = _FIELDS[cls.__name__]
+    _check_fields(cls.__name__, data, names, FIELD_CHECKS)
+    return cls(**{name: data[name] for name in names})
+
+
+def _check_fields(
+    kind: str, data: dict[str, Any], names: tuple[str, ...], checks: Mapping[str, Callable[[Any], bool]]
+) -> None:
+    """Exactly these fields besides type and v, each passing its check; else InvalidMessage."""
     extra = data.keys() - {"type", "v", *names}
     if extra:
         raise InvalidMessage(f"unknown fields in {kind}: {sorted(extra)!r:.200}", "unknown_field")
     for name in names:
         if name not in data:
             raise InvalidMessage(f"{kind} lacks {name}", "missing_field")
-        if not FIELD_CHECKS[name](data[name]):
+        if not checks[name](data[name]):
             raise InvalidMessage(f"{kind}.{name} is invalid: {data[name]!r:.80}")
-    return cls(**{name: data[name] for name in names})
 
 
 def encode(message: ShardCommand | ShardReply) -> bytes:
@@ -302,12 +309,5 @@ def decode_reply(raw: bytes) -> ShardReply:
     if version != VERSION or version is True:
         raise InvalidMessage(f"unsupported version {version!r:.20} of ShardReply", "unsupported_version")
     names = _ENCODED_FIELDS["ShardReply"]
-    extra = data.keys() - {"type", "v", *names}
-    if extra:
-        raise InvalidMessage(f"unknown fields in ShardReply: {sorted(extra)!r:.200}", "unknown_field")
-    for name in names:
-        if name not in data:
-            raise InvalidMessage(f"ShardReply lacks {name}", "missing_field")
-        if not _REPLY_CHECKS[name](data[name]):
-            raise InvalidMessage(f"ShardReply.{name} is invalid: {data[name]!r:.80}")
+    _check_fields("ShardReply", data, names, _REPLY_CHECKS)
     return ShardReply(**{name: data[name] for name in names})

@@ -9,6 +9,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
 
 import asyncpg
 import orjson
@@ -227,3 +228,20 @@ async def produce_raw(
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+async def dead_letters(config: LedgerConfig, want: int, within_s: float = 30) -> list[dict[str, Any]]:
+    """The ledger's dead letters, decoded, once `want` have arrived (or `within_s` has passed)."""
+    consumer = AIOKafkaConsumer(
+        config.namespace.dead_letters, **config.kafka_args(), auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    letters: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + within_s
+        while len(letters) < want and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                letters += [orjson.loads(r.value or b"{}") for r in records]
+    finally:
+        await consumer.stop()
+    return letters

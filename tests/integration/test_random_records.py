@@ -6,17 +6,22 @@ every one is dead-lettered, balances are unchanged, and a transfer sent after th
 from __future__ import annotations
 
 import random
-import time
 import uuid
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
-from tests.ledger_harness import ResultCollector, balances, fresh_config, produce_raw, running_ledger
+from tests.ledger_harness import (
+    ResultCollector,
+    balances,
+    dead_letters,
+    fresh_config,
+    produce_raw,
+    running_ledger,
+)
 
 PER_TOPIC = 120
 _WORDS = ["type", "v", "amount", "account_id", "message_id", "CreditFunds", "ShardReply", "EUR", "{", "\x00"]
@@ -45,22 +50,6 @@ def _junk(rng: random.Random) -> bytes:
 
 async def _all_balances(config: LedgerConfig) -> dict[str, tuple[int, int]]:
     return {**await balances(config, 0), **await balances(config, 1)}
-
-
-async def _count_dead_letters(config: LedgerConfig, want: int) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(
-        config.namespace.dead_letters, **config.kafka_args(), auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    letters: list[dict[str, Any]] = []
-    try:
-        deadline = time.monotonic() + 90
-        while len(letters) < want and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                letters += [orjson.loads(r.value or b"{}") for r in records]
-    finally:
-        await consumer.stop()
-    return letters
 
 
 async def test_random_records_on_every_consumed_topic_change_nothing(
@@ -93,7 +82,7 @@ async def test_random_records_on_every_consumed_topic_change_nothing(
                 (rng.choice([None, rng.randbytes(rng.randrange(40))]), _junk(rng)) for _ in range(PER_TOPIC)
             ]
             await produce_raw(config, topic, junk, signed=signed)
-        letters = await _count_dead_letters(config, PER_TOPIC * len(targets))
+        letters = await dead_letters(config, PER_TOPIC * len(targets), within_s=90)
         after_junk = await _all_balances(config)
         t = TransferFunds(str(uuid.uuid4()), "a", "b", 7, "EUR")
         await produce_raw(config, ns.transfers, [(None, encode_public(t))])

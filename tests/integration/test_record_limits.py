@@ -9,17 +9,16 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
-from tests.ledger_harness import ResultCollector, fresh_config, produce_raw, running_ledger
+from tests.ledger_harness import ResultCollector, dead_letters, fresh_config, produce_raw, running_ledger
 
 MB = 1_000_000
 LARGE_LIMIT = 1_153_434  # ~1.1 MB: lets 0.5, 0.9 and 1 MB records reach the ledger
@@ -63,22 +62,6 @@ async def _send_big(config: LedgerConfig, topic: str, value: bytes) -> None:
         await producer.stop()
 
 
-async def _dead_letters(config: LedgerConfig, want: int) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(
-        config.namespace.dead_letters, **config.kafka_args(), auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    letters: list[dict[str, Any]] = []
-    try:
-        deadline = time.monotonic() + 30
-        while len(letters) < want and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                letters += [orjson.loads(r.value or b"{}") for r in records]
-    finally:
-        await consumer.stop()
-    return letters
-
-
 async def test_large_records_are_dead_lettered_and_the_ledger_goes_on(
     kafka_bootstrap: str, database_url: str
 ) -> None:
@@ -96,7 +79,7 @@ async def test_large_records_are_dead_lettered_and_the_ledger_goes_on(
             with pytest.raises(MessageSizeTooLargeError):
                 await _send_big(config, topic, _record(LARGE_LIMIT + 1))
             await _a_transfer_completes_quickly(config, results)
-        letters = await _dead_letters(config, len(sent))
+        letters = await dead_letters(config, len(sent))
     assert sorted((d["source_topic"], d["raw_size"], d["reason"]) for d in letters) == sorted(
         (topic, size, "too_large") for topic, size in sent
     )
@@ -117,7 +100,7 @@ async def test_the_default_limit_refuses_half_a_megabyte_at_the_broker(
                     await _send_big(config, topic, _record(size))
             await _send_big(config, topic, _record(200_000))  # under the limit: read, and dead-lettered
             await _a_transfer_completes_quickly(config, results)
-        letters = await _dead_letters(config, 2)
+        letters = await dead_letters(config, 2)
     assert sorted((d["source_topic"], d["reason"]) for d in letters) == sorted(
         (t, "too_large") for t in (config.namespace.transfers, config.namespace.account_commands)
     )
