@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import uuid
 from dataclasses import asdict
@@ -49,7 +50,8 @@ def coordinator_group() -> None:
 @click.option("--max-transfer-amount", type=click.IntRange(1), default=10**12, show_default=True,
               envvar="LEDGER_MAX_TRANSFER_AMOUNT", help="Per-transfer limit, in minor units.")  # fmt: skip
 @click.option("--issuance-account", "issuance", multiple=True, envvar="LEDGER_ISSUANCE_ACCOUNTS",
-              help="May be opened with an overdraft: where money enters. Repeatable.")  # fmt: skip
+              help="May be opened with an overdraft: where money enters (one per currency, say). "
+                   "Repeatable; LEDGER_ISSUANCE_ACCOUNTS lists them comma- or space-separated.")  # fmt: skip
 @click.option("--retry-after-ms", type=click.IntRange(10), default=SagaPolicy.base_backoff_ms,
               show_default=True, envvar="LEDGER_RETRY_AFTER_MS",
               help="A step's command unanswered this long is sent again (the wait doubles).")  # fmt: skip
@@ -67,7 +69,7 @@ def coordinator_run(
     config = _config()
     setup_tracing("ledger-coordinator", os.environ)
     settings = CoordinatorSettings(
-        max_transfer_amount=max_transfer_amount, issuance_accounts=frozenset(issuance),
+        max_transfer_amount=max_transfer_amount, issuance_accounts=_account_list(issuance),
         policy=SagaPolicy(base_backoff_ms=retry_after_ms),
     )  # fmt: skip
     run = RunSettings(
@@ -75,6 +77,12 @@ def coordinator_run(
         failpoints=Failpoints.parse(os.environ.get("LEDGER_FAILPOINTS")),
     )  # fmt: skip
     run_until_signalled(lambda stop: run_coordinator(config, settings, stop, run))
+
+
+def _account_list(values: tuple[str, ...]) -> frozenset[str]:
+    """Account ids from repeated options or the environment: click splits an envvar of a multiple
+    option on whitespace only, so commas are split here (no account id holds either)."""
+    return frozenset(a for v in values for a in re.split(r"[,\s]+", v) if a)
 
 
 @click.group("api")
