@@ -54,7 +54,10 @@ class PublicRejection(LedgerError):
 
     `transfer_id` (transfer commands) or `command_id` and `account_id` (account commands) are set
     when the payload was read as a JSON object carrying a valid id, so the caller can publish a
-    rejected result for it; when they are None the caller dead-letters the raw bytes.
+    rejected result for it. `id_as_sent` is set instead when the transfer id is a UUID in another
+    spelling (upper-case, braces, no dashes, urn:uuid:): the caller answers that string, so its
+    sender hears back, but records nothing under it (it is no transfer's id). When all are None the
+    caller dead-letters the raw bytes.
     """
 
     retriable = False
@@ -68,6 +71,7 @@ class PublicRejection(LedgerError):
         command_id: str | None = None,
         account_id: str | None = None,
         dead_letter_reason: str | None = None,
+        id_as_sent: str | None = None,
     ) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
@@ -75,6 +79,7 @@ class PublicRejection(LedgerError):
         self.detail = detail
         self.command_id = command_id
         self.account_id = account_id
+        self.id_as_sent = id_as_sent
         self.dead_letter_reason = dead_letter_reason or from_public_reason(reason)
         """The reason a dead letter gives (schemas.dead_letters.DEAD_LETTER_REASONS): finer than
         `reason` where the public contract lumps causes together (not_utf8 and not_json are both
@@ -273,6 +278,11 @@ def _reason_for(error: ValidationError) -> str:
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# A UUID as other tools write it: any case, optional urn:uuid:, optional braces, dashes or none.
+_OTHER_UUID_SPELLING = re.compile(
+    r"(?:urn:uuid:)?(\{)?[0-9a-f]{8}(-?)[0-9a-f]{4}\2[0-9a-f]{4}\2[0-9a-f]{4}\2[0-9a-f]{12}(?(1)\})",
+    re.IGNORECASE,
+)
 
 
 def _uuid(value: object) -> bool:
@@ -429,6 +439,15 @@ def _readable(data: dict[str, Any], name: str) -> str | None:
     return value if _uuid(value) else None
 
 
+def _spelled_otherwise(data: dict[str, Any], name: str) -> str | None:
+    """The id as sent when it is a UUID in a spelling other than the contract's (at most 47
+    characters, printable ASCII: safe to echo in a result)."""
+    value = data.get(name)
+    if isinstance(value, str) and not _uuid(value) and _OTHER_UUID_SPELLING.fullmatch(value):
+        return value
+    return None
+
+
 def _schema_reason(
     validator: Draft202012Validator, data: dict[str, Any], names: tuple[str, ...]
 ) -> tuple[str, str] | None:
@@ -457,7 +476,10 @@ def parse_transfer(raw: bytes, *, max_amount: int) -> TransferFunds:
         raise PublicRejection(e.reason, e.readable_id, e.detail, dead_letter_reason=e.letter) from None
     failure = _schema_reason(_TRANSFER_VALIDATOR, data, _TRANSFER_FIELDS)
     if failure is not None:
-        raise PublicRejection(failure[0], _readable(data, "transfer_id"), failure[1])
+        raise PublicRejection(
+            failure[0], _readable(data, "transfer_id"), failure[1],
+            id_as_sent=_spelled_otherwise(data, "transfer_id"),
+        )  # fmt: skip
     command = TransferFunds(
         transfer_id=data["transfer_id"],
         debit_account=data["debit_account"],

@@ -217,7 +217,7 @@ class Coordinator:
             if r.topic == self.ns.account_commands:
                 return parse_account_command(raw)
         except PublicRejection as rejection:
-            if rejection.transfer_id or rejection.command_id:
+            if rejection.transfer_id or rejection.command_id or rejection.id_as_sent:
                 return rejection
             return Refused(rejection.dead_letter_reason, str(rejection))
         except (Unauthenticated, InvalidMessage) as e:
@@ -246,8 +246,13 @@ class Coordinator:
             self._account_result(changes, rejection.command_id, rejection.account_id, rejection.reason)
             return
         transfer_id = rejection.transfer_id
-        assert transfer_id is not None
         fingerprint = hashlib.sha256(record.value or b"").hexdigest()
+        if transfer_id is None:
+            # A UUID spelled otherwise is no transfer's id: answered, recorded nowhere, so no row
+            # under it can meet the canonical spelling's transfer or fill the table with variants.
+            assert rejection.id_as_sent is not None  # else it was dead-lettered
+            self._unrecorded_result(changes, rejection.id_as_sent, fingerprint, rejection.reason)
+            return
         if self._answered_before(changes, transfer_id, fingerprint):
             return
         rec = TransferRecord(
@@ -266,15 +271,22 @@ class Coordinator:
             if rec.terminal:
                 self._publish(changes, rec, rec.state.transfer if rec.state else None)
             return True
-        reused = TransferResult(
+        self._unrecorded_result(changes, transfer_id, fingerprint, "transfer_id_reused")
+        return True
+
+    def _unrecorded_result(
+        self, changes: BatchChanges, transfer_id: str, fingerprint: str, reason: str
+    ) -> None:
+        """A rejected result that no saga row holds: sent again (same message_id) each time the same
+        bytes arrive again."""
+        result = TransferResult(
             message_id=result_id(transfer_id, fingerprint), transfer_id=transfer_id, state="rejected",
-            reason="transfer_id_reused", request_fingerprint=fingerprint, debit_account=None,
+            reason=reason, request_fingerprint=fingerprint, debit_account=None,
             credit_account=None, amount=None, currency=None, finished_at=_iso(self.clock_ms()),
         )  # fmt: skip
         changes.outbox.append(
-            OutboxMessage(self.ns.results, transfer_id.encode(), encode_public(reused), current_headers())
+            OutboxMessage(self.ns.results, transfer_id.encode(), encode_public(result), current_headers())
         )
-        return True
 
     def _on_reply(self, changes: BatchChanges, reply: ShardReply, now: int) -> None:
         if reply.transfer_id is None:
