@@ -199,18 +199,24 @@ class LocalKafka:
         From async code pass `wait=False` and await `wait_ready()`.
         """
         node = self._node(node_id)
-        java = _require_java17()
-        log4j = node.root / "log4j2.properties"
-        argv = [
-            java, f"-Xmx{self.heap_mb}M", f"-Xms{self.heap_mb}M", *_JVM_FLAGS,
-            f"-Dkafka.logs.dir={node.root}", f"-Dlog4j2.configurationFile={log4j}",
-            "-cp", f"{self.jars}/*", "kafka.Kafka", str(node.properties_path),
-        ]  # fmt: skip
         node.process = spawn(
-            f"kafka-{node_id}", argv, node.root / "stdout.log", tie_to_owner=self.tie_to_owner
+            f"kafka-{node_id}",
+            self.node_argv(node_id),
+            node.root / "stdout.log",
+            tie_to_owner=self.tie_to_owner,
         )
         if wait:
             self.wait_healthy(timeout)
+
+    def node_argv(self, node_id: int) -> list[str]:
+        """The command that runs one formatted node (`ledger dev up`'s supervisor restarts it with it)."""
+        node = self._node(node_id)
+        log4j = node.root / "log4j2.properties"
+        return [
+            _require_java17(), f"-Xmx{self.heap_mb}M", f"-Xms{self.heap_mb}M", *_JVM_FLAGS,
+            f"-Dkafka.logs.dir={node.root}", f"-Dlog4j2.configurationFile={log4j}",
+            "-cp", f"{self.jars}/*", "kafka.Kafka", str(node.properties_path),
+        ]  # fmt: skip
 
     def kill_node(self, node_id: int) -> None:
         """SIGKILL one node, as a crash would."""

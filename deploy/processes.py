@@ -127,6 +127,18 @@ class ProcessRecord:
         return tail(Path(self.log_path), lines)
 
 
+def reap(record: ProcessRecord) -> int | None:
+    """The exit code (negative: killed by that signal) of a process started here, once it has ended;
+    None while it runs, and for a process this one did not start (see `ProcessRecord.alive`)."""
+    popen = _OWNED.get(record.pid)
+    if popen is None:
+        return None
+    code = popen.poll()
+    if code is not None:
+        del _OWNED[record.pid]
+    return code
+
+
 def tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

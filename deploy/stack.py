@@ -30,9 +30,14 @@ from deploy.postgres_roles import LedgerRoles, generate_passwords, read_password
 from deploy.processes import EngineError, ProcessRecord, spawn, unprivileged_user
 from schemas.topics import Namespace
 
+ISSUERS = {"EUR": "issuer-eur", "USD": "issuer-usd"}
+"""A local stack's issuance accounts, one per currency: where the demo brings money into the
+ledger (only an issuance account may be opened with an overdraft)."""
 ISSUER = "issuer"
-"""The issuance account a local stack's coordinators allow: where the demo, the benchmark and the
-chaos workload bring money into the ledger."""
+"""Also an issuance account of a local stack (EUR by use): where the benchmark and the chaos
+workload bring money in, and scripts written before there was one per currency."""
+ISSUANCE = (ISSUER, *ISSUERS.values())
+"""What a local stack's coordinators are started with (`--issuance-account`, each)."""
 
 
 @dataclass(frozen=True)
@@ -152,27 +157,42 @@ class LocalStack:
         return self.kafka.bootstrap_servers
 
     def start_ledger(
-        self, *, api_port: int | None = None, issuance: tuple[str, ...] = (ISSUER,), coordinators: int = 1,
+        self, *, api_port: int | None = None, issuance: tuple[str, ...] = ISSUANCE, coordinators: int = 1,
         separate_relays: bool = False,
     ) -> None:  # fmt: skip
         """Create the ledger's schemas and topics, then start one `ledger shard run` per shard,
         `coordinators` coordinators (one consumer group) and, with `api_port`, the status API,
         each as its own process."""
+        plan = self.prepare_ledger(
+            api_port=api_port, issuance=issuance, coordinators=coordinators, separate_relays=separate_relays
+        )
+        for name, args in plan:
+            self._start_process(name, *args)
+
+    def prepare_ledger(
+        self, *, api_port: int | None = None, issuance: tuple[str, ...] = ISSUANCE, coordinators: int = 1,
+        separate_relays: bool = False,
+    ) -> list[tuple[str, tuple[str, ...]]]:  # fmt: skip
+        """Create the ledger's schemas and topics (again: it is idempotent) and return the processes
+        `start_ledger` starts, as (name, `ledger` arguments), without starting them (`ledger dev
+        up`'s supervisor does)."""
         asyncio.run(init_ledger(self.ledger_config(), self.settings.shards, self.db_role_passwords()))
+        plan: list[tuple[str, tuple[str, ...]]] = []
         for shard in range(self.settings.shards):
             if separate_relays:  # each its own process (the chaos suite kills relays alone)
-                self._start_process(f"shard-{shard}", "shard", "run", "--shard", str(shard), "--no-relay")
-                self._start_process(f"relay-{shard}", "shard", "relay", "--shard", str(shard))
+                plan.append((f"shard-{shard}", ("shard", "run", "--shard", str(shard), "--no-relay")))
+                plan.append((f"relay-{shard}", ("shard", "relay", "--shard", str(shard))))
             else:
-                self._start_process(f"shard-{shard}", "shard", "run", "--shard", str(shard))
+                plan.append((f"shard-{shard}", ("shard", "run", "--shard", str(shard))))
         for n in range(coordinators):
             name = "coordinator" if coordinators == 1 else f"coordinator-{n}"
             issuers = (f"--issuance-account={a}" for a in issuance)
-            self._start_process(name, "coordinator", "run", f"--instance-id={name}", *issuers)
+            plan.append((name, ("coordinator", "run", f"--instance-id={name}", *issuers)))
         if api_port is not None:
             self.api_token = self._new_api_token()
-            self._start_process("status-api", "api", "run", "--port", str(api_port))
+            plan.append(("status-api", ("api", "run", "--port", str(api_port))))
             self.api_url = f"http://127.0.0.1:{api_port}"
+        return plan
 
     def _new_api_token(self) -> str:
         """A random token for this stack's status API, kept in its data folder (owner-only)."""
@@ -351,9 +371,12 @@ def state_path(home: Path) -> Path:
 
 
 def save_state(home: Path, stack: LocalStack) -> Path:
-    path = state_path(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
+    return write_state(home, stack_state(stack))
+
+
+def stack_state(stack: LocalStack) -> dict[str, Any]:
+    """What the state file records of a stack: its endpoints, processes and data folder."""
+    return {
         "endpoints": asdict(stack.endpoints),
         "processes": [p.to_json() for p in stack.processes],
         "data_dir": str(stack.root) if stack.root else None,
@@ -361,10 +384,18 @@ def save_state(home: Path, stack: LocalStack) -> Path:
         "owns_data_dir": stack.owns_root,
         "started_at": time.time(),
     }
+
+
+def write_state(home: Path, state: Mapping[str, Any]) -> Path:
+    """Replace the state file at once (temp file + rename): a reader never sees half of one."""
+    path = state_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     # The DSN holds the private cluster's password: readable by its owner only.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump(state, out, indent=2)
+    temp.replace(path)
     return path
 
 
@@ -385,12 +416,23 @@ def recorded_kafka_security(state: Mapping[str, Any], principal: str = ADMIN) ->
     return KafkaCredentials.load(Path(path)).security(principal) if path else KafkaSecurity()
 
 
-def stop_recorded(home: Path) -> list[str]:
-    """Stop every process a state file records and delete it. Returns what was stopped."""
+def stop_recorded(home: Path, *, purge: bool = False) -> list[str]:
+    """Stop every process a state file records and delete it. Returns what was stopped.
+
+    The supervisor of `ledger dev up` goes first, so that it restarts nothing; the processes are
+    then read again, since it records each one it (re)starts. `purge` also deletes a data folder
+    that was given (`--data-dir`), not made for the stack.
+    """
     state = load_state(home)
     if state is None:
         return []
     stopped = []
+    if state.get("supervisor"):
+        supervisor = ProcessRecord.from_json(state["supervisor"])
+        if supervisor.alive():
+            supervisor.stop(timeout=15)
+            stopped.append(supervisor.name)
+        state = load_state(home) or state
     # Recorded in start order; stop the last started first (workers before brokers, brokers
     # before the database they do not need).
     for raw in reversed(state.get("processes", [])):
@@ -398,7 +440,7 @@ def stop_recorded(home: Path) -> list[str]:
         if record.alive():
             record.stop()
             stopped.append(record.name)
-    if state.get("owns_data_dir") and state.get("data_dir"):
+    if (purge or state.get("owns_data_dir")) and state.get("data_dir"):
         shutil.rmtree(state["data_dir"], ignore_errors=True)
     state_path(home).unlink(missing_ok=True)
     return stopped
