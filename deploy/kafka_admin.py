@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
@@ -31,9 +34,15 @@ class TopicSpec:
     configs: Mapping[str, str] = field(default_factory=dict)
 
 
-async def create_topics(kafka_args: Mapping[str, Any], specs: Sequence[TopicSpec]) -> None:
+async def create_topics(
+    kafka_args: Mapping[str, Any], specs: Sequence[TopicSpec], *, leaders_within_s: float = 60.0
+) -> None:
     """Create every topic that does not exist yet; an existing one is left as it is. `kafka_args`:
-    bootstrap servers and credentials (LedgerConfig.kafka_args()), of a principal allowed to create."""
+    bootstrap servers and credentials (LedgerConfig.kafka_args()), of a principal allowed to create.
+
+    Returns once every partition of every topic has a leader that serves it: a client started
+    while leaders were still being elected logged NotLeaderForPartitionError warnings (52 in one
+    demo) and retried."""
     admin = AIOKafkaAdminClient(**kafka_args, request_timeout_ms=30000)
     await admin.start()
     try:
@@ -41,13 +50,59 @@ async def create_topics(kafka_args: Mapping[str, Any], specs: Sequence[TopicSpec
             [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=dict(s.configs))
              for s in specs]
         )  # fmt: skip
+        expected: dict[str, int | None] = {}  # partitions of a topic made now; None: as it has
+        for topic, code, *rest in response.topic_errors:
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                error = for_code(code)
+                message = rest[0] if rest and rest[0] else error.__name__
+                raise TopicCreationFailed(topic, message, retriable=bool(error.retriable))
+            expected[topic] = next(s.partitions for s in specs if s.name == topic) if code == 0 else None
+        deadline = time.monotonic() + leaders_within_s
+        while True:
+            partitions, leaderless = _leaders(await admin.describe_topics(list(expected)), expected)
+            if not leaderless:
+                break
+            if time.monotonic() > deadline:
+                raise TopicCreationFailed(leaderless[0], f"no leader after {leaders_within_s:.0f}s", True)
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
-    for topic, code, *rest in response.topic_errors:
-        if code not in (0, _TOPIC_ALREADY_EXISTS):
-            error = for_code(code)
-            message = rest[0] if rest and rest[0] else error.__name__
-            raise TopicCreationFailed(topic, message, retriable=bool(error.retriable))
+    await _until_leaders_serve(kafka_args, partitions, leaders_within_s)
+
+
+def _leaders(
+    described: Sequence[Mapping[str, Any]], expected: Mapping[str, int | None]
+) -> tuple[list[TopicPartition], list[str]]:
+    """Every partition of the topics, and `topic[partition]` for each one the metadata names no
+    leader for (or does not list yet)."""
+    topics = {t["topic"]: t for t in described if t["error_code"] == 0}
+    every: list[TopicPartition] = []
+    missing: list[str] = []
+    for name, count in expected.items():
+        listed = topics[name]["partitions"] if name in topics else []
+        led = {p["partition"] for p in listed if p["leader"] >= 0}
+        numbers = range(count) if count is not None else sorted(p["partition"] for p in listed)
+        every += [TopicPartition(name, p) for p in numbers]
+        missing += [f"{name}[{p}]" for p in numbers if p not in led]
+        if name not in topics or (count is None and not listed):
+            missing.append(name)
+    return every, missing
+
+
+async def _until_leaders_serve(
+    kafka_args: Mapping[str, Any], partitions: Sequence[TopicPartition], within_s: float
+) -> None:
+    """A leader named in the metadata may still be loading the partition (it answers NOT_LEADER
+    until then): asking each leader for its partitions' end offsets returns once all of them
+    serve (aiokafka retries such errors quietly, within its request timeout)."""
+    consumer = AIOKafkaConsumer(
+        **kafka_args, enable_auto_commit=False, request_timeout_ms=int(within_s * 1000)
+    )
+    await consumer.start()
+    try:
+        await consumer.end_offsets(list(partitions))
+    finally:
+        await consumer.stop()
 
 
 _DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs v1+ config_source: set on the topic itself
