@@ -29,7 +29,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 log = logging.getLogger(__name__)
 
 
-class CoalescedCommits(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped here
+class CoalescedCommits(ConsumerRebalanceListener):
     """Pass it as the listener when subscribing (`consumer.subscribe(topics, listener=commits)`);
     with manually assigned partitions there is no rebalance to race."""
 

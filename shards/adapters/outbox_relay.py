@@ -57,7 +57,7 @@ def idempotent_producer(
     return IdempotentProducer(settings | overrides)
 
 
-class IdempotentProducer(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka has no type hints
+class IdempotentProducer(AIOKafkaProducer):
     """An AIOKafkaProducer that can make a fresh copy of itself.
 
     aiokafka numbers each partition's batches and never takes a number back: after the broker

@@ -30,7 +30,7 @@ async def _round_trip(bootstrap: str, dsn: str) -> tuple[bytes, int]:
         await consumer.stop()
     conn = await asyncpg.connect(dsn)
     try:
-        return record.value, await conn.fetchval("SELECT 41 + 1")
+        return record.value or b"", await conn.fetchval("SELECT 41 + 1")
     finally:
         await conn.close()
 

@@ -46,7 +46,7 @@ async def _consume_all(kafka: dict[str, Any], topic: str, expected: int) -> list
         deadline = time.monotonic() + 60
         while len(seen) < expected and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=2000)).values():
-                seen += [int(r.value) for r in records]
+                seen += [int(r.value or 0) for r in records]
         return seen
     finally:
         await consumer.stop()
