@@ -1,14 +1,14 @@
 """The demo: a 4-shard ledger on a local stack, thousands of transfers, and the proof it balances.
 
-Everything goes through the public Kafka topics, as a payment service would use it: accounts are
-opened with account commands, money enters only by transfers from the issuance account, and the
-outcome of each transfer is read from the results topic. Then the status API is queried and the
-whole ledger is reconciled.
+Everything goes through the public Kafka topics with the LedgerClient, as a payment service would
+use them: accounts are opened with account commands, in two currencies, money enters only by
+transfers from each currency's issuance account, and the outcome of each transfer is read from the
+results topic (duplicates dropped by message_id). Then the status API is queried and the whole
+ledger is reconciled.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import time
@@ -18,24 +18,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from tqdm import tqdm
 
 from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.saga.reconciliation import Violation, reconcile
 from deploy.config import LedgerConfig
-from deploy.stack import ISSUER
-from schemas.public import FreezeAccount, OpenAccountRequest, TransferFunds, encode_public
+from deploy.ledger_client import LedgerClient
+from deploy.stack import ISSUERS
+from schemas.public import FreezeAccount, OpenAccountRequest, TransferFunds
 from shards.adapters.postgres_control import PostgresControl
 from shards.bootstrap import open_pool
 from shards.domain.partitioning import PartitionMap
 
-FUNDING = 1_000_000  # minor units each customer receives from the issuer
+FUNDING = 1_000_000  # minor units each customer receives from its currency's issuer
 
 
 @dataclass(frozen=True)
 class DemoSettings:
     customers: int = 200
+    """Every fourth holds USD, the others EUR."""
     transfers: int = 3000
     frozen: int = 4
     """Accounts frozen after funding: transfers to them are rejected or compensated."""
@@ -47,6 +48,7 @@ class DemoSettings:
 class DemoReport:
     outcomes: Counter[tuple[str, str | None]]
     cross_shard: int
+    currencies: Counter[str]
     elapsed_s: float
     latencies_ms: list[float]
     examples: dict[str, dict[str, object]]
@@ -57,31 +59,32 @@ class DemoReport:
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
 
 
-class _Results:
-    """Collects results from ledger.results, timing each against when its command was sent."""
+async def _until(client: LedgerClient, ids: set[str], timeout_s: float, bar: tqdm[Any] | None = None) -> None:
+    """Until every id has its result; the bar counts them as they come."""
+    deadline = time.monotonic() + timeout_s
+    while missing := len(ids - client.by_id.keys()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{missing} results missing after {timeout_s:.0f}s")
+        await client.poll()
+        if bar is not None:
+            bar.update(len(ids) - len(ids - client.by_id.keys()) - bar.n)
 
-    def __init__(self, config: LedgerConfig) -> None:
-        self.consumer = AIOKafkaConsumer(
-            config.namespace.results, **config.kafka_args(),
-            auto_offset_reset="earliest", enable_auto_commit=False,
-        )  # fmt: skip
-        self.got: dict[str, dict[str, object]] = {}
-        self.arrived: dict[str, float] = {}
 
-    async def until(self, ids: set[str], timeout_s: float, bar: tqdm[Any] | None = None) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not ids <= self.got.keys():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(ids - self.got.keys())} results missing after {timeout_s:.0f}s")
-            for records in (await self.consumer.getmany(timeout_ms=200)).values():
-                for r in records:
-                    result = json.loads(r.value or b"{}")
-                    key = str(result.get("transfer_id") or result.get("command_id"))
-                    if key not in self.got:
-                        self.got[key] = result
-                        self.arrived[key] = time.monotonic()
-                        if bar is not None and key in ids:
-                            bar.update()
+def _workload(customers: dict[str, str], settings: DemoSettings, rng: random.Random) -> list[TransferFunds]:
+    """Transfers between customers of one currency; one in twenty to a frozen account (rejected
+    on the same shard, compensated across shards), one in ten too large (insufficient funds)."""
+    frozen = list(customers)[: settings.frozen]
+    active = [c for c in customers if c not in frozen]
+    work = []
+    for _ in range(settings.transfers):
+        debit = rng.choice(active)
+        currency = customers[debit]
+        payees = [c for c in active if customers[c] == currency and c != debit]
+        blocked = [c for c in frozen if customers[c] == currency]
+        credit = rng.choice(blocked) if blocked and rng.random() < 0.05 else rng.choice(payees)
+        amount = rng.randint(1, 40_000) if rng.random() < 0.9 else rng.randint(2 * FUNDING, 3 * FUNDING)
+        work.append(TransferFunds(str(uuid.uuid4()), debit, credit, amount, currency))
+    return work
 
 
 async def run_demo(config: LedgerConfig, api_url: str, api_token: str, settings: DemoSettings) -> DemoReport:
@@ -91,39 +94,20 @@ async def run_demo(config: LedgerConfig, api_url: str, api_token: str, settings:
     finally:
         await control.close()
     rng = random.Random(settings.seed)  # noqa: S311 - a workload, not a secret
-    customers = [f"cust-{i:04d}" for i in range(settings.customers)]
-    producer = AIOKafkaProducer(**config.kafka_args(), enable_idempotence=True,
-                                acks="all", linger_ms=5)  # fmt: skip
-    results = _Results(config)
-    await producer.start()
-    await results.consumer.start()
-    try:
-        opens = [OpenAccountRequest(str(uuid.uuid4()), a, "EUR", 10**15 if a == ISSUER else 0, {})
-                 for a in [ISSUER, *customers]]  # fmt: skip
-        await _send(
-            producer, config.namespace.account_commands, [(o.account_id, encode_public(o)) for o in opens]
-        )
-        await results.until({o.command_id for o in opens}, settings.timeout_s)
-        funding = [TransferFunds(str(uuid.uuid4()), ISSUER, c, FUNDING, "EUR") for c in customers]
-        await _send(
-            producer, config.namespace.transfers, [(t.transfer_id, encode_public(t)) for t in funding]
-        )
-        await results.until({t.transfer_id for t in funding}, settings.timeout_s)
-        frozen = customers[: settings.frozen]
-        freezes = [FreezeAccount(str(uuid.uuid4()), a) for a in frozen]
-        await _send(
-            producer, config.namespace.account_commands, [(f.account_id, encode_public(f)) for f in freezes]
-        )
-        await results.until({f.command_id for f in freezes}, settings.timeout_s)
+    customers = {f"cust-{i:04d}": "USD" if i % 4 == 3 else "EUR" for i in range(settings.customers)}
+    async with LedgerClient(config.kafka_args(), config.namespace) as client:
+        issuers = [OpenAccountRequest(str(uuid.uuid4()), a, c, 10**15, {}) for c, a in ISSUERS.items()]
+        opens = [
+            *issuers,
+            *(OpenAccountRequest(str(uuid.uuid4()), a, c, 0, {}) for a, c in customers.items()),
+        ]
+        await _until(client, set(await client.send_account_commands(opens)), settings.timeout_s)
+        funding = [TransferFunds(str(uuid.uuid4()), ISSUERS[c], a, FUNDING, c) for a, c in customers.items()]
+        await _until(client, set(await client.send_transfers(funding)), settings.timeout_s)
+        freezes = [FreezeAccount(str(uuid.uuid4()), a) for a in list(customers)[: settings.frozen]]
+        await _until(client, set(await client.send_account_commands(freezes)), settings.timeout_s)
 
-        work = []
-        for _ in range(settings.transfers):
-            debit, credit = rng.sample(customers[settings.frozen :], 2)
-            if rng.random() < 0.05:
-                credit = rng.choice(frozen)  # rejected (same shard) or compensated (cross-shard)
-            # One in ten asks for more than any account can have: rejected for insufficient funds.
-            amount = rng.randint(1, 40_000) if rng.random() < 0.9 else rng.randint(2 * FUNDING, 3 * FUNDING)
-            work.append(TransferFunds(str(uuid.uuid4()), debit, credit, amount, "EUR"))
+        work = _workload(customers, settings, rng)
         sent: dict[str, float] = {}
         started = time.monotonic()
         with tqdm(total=len(work), desc="transfers", unit="tx") as bar:
@@ -131,26 +115,22 @@ async def run_demo(config: LedgerConfig, api_url: str, api_token: str, settings:
                 batch = work[chunk : chunk + 500]
                 now = time.monotonic()
                 sent.update({t.transfer_id: now for t in batch})
-                await _send(
-                    producer, config.namespace.transfers, [(t.transfer_id, encode_public(t)) for t in batch]
-                )
-            await results.until(set(sent), settings.timeout_s, bar)
+                await client.send_transfers(batch)
+            await _until(client, set(sent), settings.timeout_s, bar)
         elapsed = time.monotonic() - started
-    finally:
-        await producer.stop()
-        await results.consumer.stop()
+        got = {t.transfer_id: client.by_id[t.transfer_id][0] for t in work}
+        arrived = dict(client.arrived)
 
-    outcomes = Counter(
-        (str(results.got[t.transfer_id]["state"]), _reason(results.got[t.transfer_id])) for t in work
-    )
+    outcomes = Counter((str(got[t.transfer_id]["state"]), _reason(got[t.transfer_id])) for t in work)
     cross = sum(1 for t in work if pmap.shard_for(t.debit_account) != pmap.shard_for(t.credit_account))
-    examples = await _examples(api_url, api_token, work, results.got, pmap)
+    examples = await _examples(api_url, api_token, work, got, pmap)
     sagas, views, _ = await read_views(config, sorted(set(pmap.shards)))
     return DemoReport(
         outcomes,
         cross,
+        Counter(t.currency for t in work),
         elapsed,
-        [(results.arrived[i] - sent[i]) * 1000 for i in sent],
+        [(arrived[i] - sent[i]) * 1000 for i in sent],
         examples,
         reconcile(sagas, views),
     )
@@ -159,11 +139,6 @@ async def run_demo(config: LedgerConfig, api_url: str, api_token: str, settings:
 def _reason(result: dict[str, object]) -> str | None:
     reason = result.get("reason")
     return str(reason) if reason is not None else None
-
-
-async def _send(producer: AIOKafkaProducer, topic: str, items: list[tuple[str, bytes]]) -> None:
-    futures = [await producer.send(topic, value, key=key.encode()) for key, value in items]
-    await asyncio.gather(*futures)
 
 
 async def _examples(
@@ -201,6 +176,7 @@ def show(report: DemoReport) -> None:
     total = sum(report.outcomes.values())
     print(f"\n{total} transfers ({report.cross_shard} cross-shard) in {report.elapsed_s:.1f}s: "
           f"{total / report.elapsed_s:.0f} transfers/s")  # fmt: skip
+    print("currencies: " + ", ".join(f"{n} in {c}" for c, n in sorted(report.currencies.items())))
     worst = max(report.latencies_ms, default=0)
     print(f"latency, command produced -> result read: p50 {report.percentile(50):.0f} ms, "
           f"p99 {report.percentile(99):.0f} ms, max {worst:.0f} ms")  # fmt: skip

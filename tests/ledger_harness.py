@@ -16,6 +16,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.config import KafkaSecurity, LedgerConfig
+from deploy.ledger_client import LedgerClient
 from deploy.postgres_roles import RoleConfigs
 from schemas.message_auth import MessageAuthenticator
 from schemas.shard_messages import ShardCommand, ShardReply, decode_reply, encode
@@ -176,41 +177,13 @@ async def running_ledger(
             await task
 
 
-class ResultCollector:
-    """Reads ledger.results from the start: TransferResult by transfer id, AccountResult by command id."""
+class ResultCollector(LedgerClient):
+    """The test's view of ledger.results, read from the start through the LedgerClient: `by_id`
+    holds each transfer id's (or command id's) distinct results, duplicates (the same message_id
+    again) dropped and counted in `deliveries`; `wait_for` returns the first result of each id."""
 
     def __init__(self, config: LedgerConfig) -> None:
-        self.consumer = AIOKafkaConsumer(
-            config.namespace.results,
-            **config.kafka_args(),
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
-        self.by_id: dict[str, list[dict[str, object]]] = {}
-
-    async def __aenter__(self) -> ResultCollector:
-        await self.consumer.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.consumer.stop()
-
-    async def poll(self, timeout_ms: int = 500) -> None:
-        for records in (await self.consumer.getmany(timeout_ms=timeout_ms)).values():
-            for r in records:
-                result = orjson.loads(r.value or b"{}")
-                key = str(result.get("transfer_id") or result.get("command_id"))
-                self.by_id.setdefault(key, []).append(result)
-
-    async def wait_for(self, ids: Sequence[str], within_s: float = 60) -> dict[str, dict[str, object]]:
-        deadline = time.monotonic() + within_s
-        while not all(i in self.by_id for i in ids):
-            missing = [i for i in ids if i not in self.by_id]
-            assert time.monotonic() < deadline, (
-                f"{len(missing)} results missing after {within_s}s: {missing[:3]}"
-            )
-            await self.poll()
-        return {i: self.by_id[i][0] for i in ids}
+        super().__init__(config.kafka_args(), config.namespace, since="start")
 
 
 async def produce_raw(

@@ -34,3 +34,12 @@ def test_the_demo_runs_and_reconciles(tmp_path: Path) -> None:
         assert outcome in out, outcome
     assert '"state": "compensated"' in out, "a status query of a compensated saga is shown"
     assert "stack stopped" in out
+    assert " in EUR" in out, "customers hold two currencies, each funded by its own issuance account"
+    assert " in USD" in out
+    # Quiet start (issue 13, item 5): topics are led before any client starts.
+    noise = [
+        line
+        for line in (out + done.stderr).splitlines()
+        if "NotLeaderForPartition" in line or "Unable connect" in line
+    ]
+    assert noise == [], noise[:5]
