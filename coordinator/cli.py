@@ -1,4 +1,4 @@
-"""`ledger coordinator run`, `ledger api run`, and the client commands: transfer, open-account, status."""
+"""`ledger coordinator run`, `ledger api run`, and the client commands: transfer, open-account."""
 
 from __future__ import annotations
 
@@ -8,27 +8,23 @@ import os
 import re
 import sys
 import uuid
-from dataclasses import asdict
 from typing import Any
 
 import click
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from coordinator.adapters.postgres_reconcile import read_views
-from coordinator.adapters.postgres_status import STATES, list_transfers, transfer_status
 from coordinator.api.auth import ApiTokens
 from coordinator.api.status import make_app
 from coordinator.bootstrap import RunSettings, run_coordinator
 from coordinator.failpoints import Failpoints
-from coordinator.saga.reconciliation import Violation, reconcile
+from coordinator.query_cli import COMMANDS as QUERY_COMMANDS
 from coordinator.saga.transfer_saga import SagaPolicy
 from coordinator.service.coordinator import CoordinatorSettings
 from deploy.config import LedgerConfig
+from deploy.stack_env import ledger_config
 from deploy.tracing import setup_tracing
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
-from shards.adapters.postgres_control import PostgresControl
-from shards.bootstrap import open_pool
 from shards.cli import run_until_signalled
 
 # Exit codes of `--wait`: the transfer's outcome, or 75 (EX_TEMPFAIL) when no result came in time.
@@ -37,6 +33,11 @@ EXIT_CODES = {"completed": 0, "done": 0, "rejected": 3, "compensated": 4}
 
 def _config() -> LedgerConfig:
     return LedgerConfig.from_env(os.environ)
+
+
+def _config_as(role: str) -> LedgerConfig:
+    """A client command's ledger: the environment's, or the local stack's as `role`."""
+    return ledger_config(role, os.environ)
 
 
 @click.group("coordinator")
@@ -140,7 +141,9 @@ async def _produce_and_wait(
     await consumer.start()
     try:
         if wait_s is not None:
-            partitions = [p for p in (await consumer.partitions_for_topic(results) or ())]
+            # The producer waits for the topic's metadata; the consumer's partitions_for_topic
+            # (not a coroutine) only reads a cache that is still empty here.
+            partitions = await producer.partitions_for(results)
             consumer.assign([TopicPartition(results, p) for p in partitions])
             await consumer.seek_to_end()
             for tp in consumer.assignment():
@@ -181,7 +184,7 @@ def transfer_command(
     debit: str, credit: str, amount: int, currency: str, transfer_id: str | None, wait: bool, timeout: float
 ) -> None:
     """Put a transfer command on ledger.transfers (exit 0 completed, 3 rejected, 4 compensated)."""
-    config = _config()
+    config = _config_as("client")
     tid = transfer_id or str(uuid.uuid4())
     payload = encode_public(TransferFunds(tid, debit, credit, amount, currency, {}))
     result = asyncio.run(
@@ -202,7 +205,7 @@ def transfer_command(
 @click.option("--timeout", type=float, default=60.0, show_default=True)
 def open_account_command(account_id: str, currency: str, overdraft_limit: int, timeout: float) -> None:
     """Open an account (through ledger.account-commands) and wait for the answer."""
-    config = _config()
+    config = _config_as("operator")
     command_id = str(uuid.uuid4())
     payload = encode_public(OpenAccountRequest(command_id, account_id, currency, overdraft_limit, {}))
     topic = config.namespace.account_commands
@@ -213,72 +216,5 @@ def open_account_command(account_id: str, currency: str, overdraft_limit: int, t
     )
 
 
-async def _query_status(config: LedgerConfig, transfer_id: str | None, state: str, limit: int) -> Any:
-    pool = await open_pool(config.database_url, config.namespace.coordinator_schema, max_size=1)
-    try:
-        if transfer_id is not None:
-            return await transfer_status(pool, transfer_id)
-        return await list_transfers(pool, state, limit)
-    finally:
-        await pool.close()
-
-
-@click.command("status")
-@click.argument("transfer_id")
-def status_command(transfer_id: str) -> None:
-    """Where a transfer stands: state, reason, and each saga step (exit 1 when unknown)."""
-    found = asyncio.run(_query_status(_config(), transfer_id, "", 0))
-    if found is None:
-        click.echo(f"no transfer {transfer_id}", err=True)
-        sys.exit(1)
-    click.echo(json.dumps(found, indent=2, default=str))
-
-
-@click.command("transfers")
-@click.option("--state", type=click.Choice(sorted(STATES)), default="in_flight", show_default=True)
-@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
-def transfers_command(state: str, limit: int) -> None:
-    """List transfers in a state; `needs_attention` lists parked sagas."""
-    click.echo(json.dumps(asyncio.run(_query_status(_config(), None, state, limit)), indent=2, default=str))
-
-
-async def _reconcile(config: LedgerConfig) -> tuple[list[Violation], int, int, bool]:
-    pool = await open_pool(config.database_url, config.namespace.control_schema, max_size=1)
-    try:
-        pmap = await PostgresControl(pool).load_partition_map()
-    finally:
-        await pool.close()
-    sagas, views, one_snapshot = await read_views(config, sorted(set(pmap.shards)))
-    return reconcile(sagas, views), len(sagas), len(views), one_snapshot
-
-
-@click.command("reconcile")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def reconcile_command(as_json: bool) -> None:
-    """Check, without stopping anything, that every shard's journal agrees with every saga (exit 1)."""
-    violations, sagas, shards, one_snapshot = asyncio.run(_reconcile(_config()))
-    if as_json:
-        report = {
-            "sagas": sagas,
-            "shards": shards,
-            "one_snapshot": one_snapshot,
-            "ok": not violations,
-            "violations": [asdict(v) for v in violations],
-        }
-        click.echo(json.dumps(report, indent=2))
-    else:
-        click.echo(f"reconciled {sagas} sagas across {shards} shards: {len(violations)} violations")
-        for v in violations[:50]:
-            click.echo(f"  {v.check}: {v.subject}: {v.detail}")
-    sys.exit(1 if violations else 0)
-
-
-COMMANDS = (
-    reconcile_command,
-    coordinator_group,
-    api_group,
-    transfer_command,
-    open_account_command,
-    status_command,
-    transfers_command,
-)
+# With the read-only ones, for callers that register every command of the package at once.
+COMMANDS = (coordinator_group, api_group, transfer_command, open_account_command, *QUERY_COMMANDS)

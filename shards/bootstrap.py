@@ -7,7 +7,6 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-import asyncpg
 from aiokafka.errors import KafkaError
 
 from deploy.config import LedgerConfig
@@ -15,27 +14,12 @@ from schemas.message_auth import MessageAuthenticator, TopicSigner
 from shards.adapters.kafka_source import KafkaCommandSource
 from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
 from shards.adapters.postgres_control import PostgresControl
+from shards.adapters.postgres_pool import close_pool, open_pool
 from shards.adapters.postgres_shard_store import PostgresShardStore
 from shards.service.worker import ShardWorker, WorkerSettings
 
 log = logging.getLogger(__name__)
-
-
-async def open_pool(dsn: str, schema: str, max_size: int = 4) -> asyncpg.Pool:
-    # The application name says whose connections these are (pg_stat_activity, pg_terminate_backend).
-    settings = {"search_path": schema, "application_name": f"ledger {schema}"}
-    pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=max_size, server_settings=settings
-    )
-    return pool
-
-
-async def close_pool(pool: asyncpg.Pool, within_s: float = 10.0) -> None:
-    """Close gracefully if that is quick; a pool wedged by a fault is terminated instead."""
-    try:
-        await asyncio.wait_for(pool.close(), within_s)
-    except TimeoutError:
-        pool.terminate()
+__all__ = ["RunningShard", "close_pool", "open_pool", "run_shard"]  # pools: postgres_pool
 
 
 @dataclass

@@ -11,9 +11,10 @@ import asyncpg
 import click
 
 from deploy.config import LedgerConfig
+from deploy.stack_env import ledger_config
 from shards.adapters.outbox_parking import list_parked
 from shards.adapters.postgres_control import PostgresControl
-from shards.bootstrap import open_pool
+from shards.adapters.postgres_pool import open_pool
 
 
 async def _all_parked(config: LedgerConfig) -> list[dict[str, Any]]:
@@ -45,7 +46,7 @@ def outbox() -> None:
 def parked_command(as_json: bool) -> None:
     """Rows Kafka refused for good (too large for their topic, topic gone, not authorized), moved
     aside so the rows behind them could go out: schema, seq (id), topic, size, error, parked_at."""
-    rows = asyncio.run(_all_parked(LedgerConfig.from_env(os.environ)))
+    rows = asyncio.run(_all_parked(ledger_config("reader", os.environ)))
     if as_json:
         for row in rows:
             click.echo(json.dumps(row | {"parked_at": row["parked_at"].isoformat()}))

@@ -1,0 +1,24 @@
+"""Connection pools to one schema of the ledger's PostgreSQL (no Kafka: read-only commands use it)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+
+async def open_pool(dsn: str, schema: str, max_size: int = 4) -> asyncpg.Pool:
+    # The application name says whose connections these are (pg_stat_activity, pg_terminate_backend).
+    settings = {"search_path": schema, "application_name": f"ledger {schema}"}
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=max_size, server_settings=settings
+    )
+    return pool
+
+
+async def close_pool(pool: asyncpg.Pool, within_s: float = 10.0) -> None:
+    """Close gracefully if that is quick; a pool wedged by a fault is terminated instead."""
+    try:
+        await asyncio.wait_for(pool.close(), within_s)
+    except TimeoutError:
+        pool.terminate()
