@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -40,19 +40,30 @@ class LedgerClient:
 
     `since="start"` reads the results topic from its beginning (a fresh ledger, a test);
     `since="now"` only results published after the client started (a CLI command): its position
-    is pinned before anything is sent, so no answer to what it sends can be missed.
+    is pinned before anything is sent, so no answer to what it sends can be missed; `since=None`
+    reads no results (send only).
     """
 
     def __init__(
-        self, kafka_args: Mapping[str, Any], namespace: Namespace, *, since: Literal["start", "now"] = "start"
+        self,
+        kafka_args: Mapping[str, Any],
+        namespace: Namespace,
+        *,
+        since: Literal["start", "now"] | None = "start",
+        producer_options: Mapping[str, Any] | None = None,
+        consumer_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.ns = namespace
         self.since = since
-        self._producer = AIOKafkaProducer(**kafka_args, enable_idempotence=True, acks="all", linger_ms=5)
-        self._consumer = AIOKafkaConsumer(
+        self._producer = AIOKafkaProducer(
+            **kafka_args, enable_idempotence=True, acks="all", linger_ms=5, **(producer_options or {})
+        )
+        self._consumer = None if since is None else AIOKafkaConsumer(
             namespace.results, **kafka_args, enable_auto_commit=False,
-            auto_offset_reset="earliest" if since == "start" else "latest",
+            auto_offset_reset="earliest" if since == "start" else "latest", **(consumer_options or {}),
         )  # fmt: skip
+        self.on_result: Callable[[str, Result], None] | None = None
+        """Called with the id and the result for each new (not duplicate) result, as it is read."""
         self.by_id: dict[str, list[Result]] = {}
         """Distinct results (by message_id) per transfer id or command id, in arrival order."""
         self.arrived: dict[str, float] = {}
@@ -65,9 +76,10 @@ class LedgerClient:
     async def __aenter__(self) -> Self:
         await self._producer.start()
         try:
-            await self._consumer.start()
-            if self.since == "now":
-                await self._pin_positions()
+            if self._consumer is not None:
+                await self._consumer.start()
+            if self._consumer is not None and self.since == "now":
+                await self._pin_positions(self._consumer)
         except BaseException:
             await self._producer.stop()
             raise
@@ -79,16 +91,17 @@ class LedgerClient:
         try:
             await self._producer.stop()
         finally:
-            await self._consumer.stop()
+            if self._consumer is not None:
+                await self._consumer.stop()
 
-    async def _pin_positions(self, within_s: float = 30.0) -> None:
+    async def _pin_positions(self, consumer: AIOKafkaConsumer, within_s: float = 30.0) -> None:
         deadline = time.monotonic() + within_s
-        while not self._consumer.assignment():  # assigned once the topic's metadata is in
+        while not consumer.assignment():  # assigned once the topic's metadata is in
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no partitions of {self.ns.results} after {within_s:.0f}s")
             await asyncio.sleep(0.05)
-        for tp in self._consumer.assignment():
-            await self._consumer.position(tp)
+        for tp in consumer.assignment():
+            await consumer.position(tp)
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -111,10 +124,18 @@ class LedgerClient:
         futures = [await self._producer.send(topic, value, key=key) for key, value in items]
         await asyncio.gather(*futures)
 
+    async def enqueue(self, topic: str, key: str, value: bytes) -> None:
+        """Hand one record to the producer without awaiting the broker's acknowledgement (a load
+        generator's pace); a record the producer cannot deliver has no result, which is how the
+        caller finds out."""
+        await self._producer.send(topic, value, key=key.encode())
+
     # --- results ------------------------------------------------------------------------------
 
     async def poll(self, timeout_ms: int = 200) -> int:
         """Read what arrives within `timeout_ms`; return how many new (not duplicate) results."""
+        if self._consumer is None:
+            raise RuntimeError("this LedgerClient reads no results (since=None)")
         new = 0
         for records in (await self._consumer.getmany(timeout_ms=timeout_ms)).values():
             for r in records:
@@ -139,6 +160,8 @@ class LedgerClient:
             return 0
         self.by_id.setdefault(key, []).append(result)
         self.arrived.setdefault(key, time.monotonic())
+        if self.on_result is not None:
+            self.on_result(key, result)
         return 1
 
     def result(self, id_: str) -> Result | None:

@@ -11,14 +11,13 @@ import uuid
 from types import TracebackType
 
 import asyncpg
-import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.saga.reconciliation import reconcile
 from deploy.bench import baseline
 from deploy.bench.workload import Move
 from deploy.config import LedgerConfig
+from deploy.ledger_client import LedgerClient, Result
 from deploy.stack import ISSUER
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from shards.adapters.postgres_migrations import quoted_schema
@@ -31,7 +30,8 @@ def outcome_of(result: dict[str, object]) -> str:
 
 
 class LedgerTarget:
-    """Transfers produced onto `ledger.transfers`; outcomes read from `ledger.results`."""
+    """Transfers produced onto `ledger.transfers`; outcomes read from `ledger.results`, both through
+    the LedgerClient (duplicate results dropped by message_id)."""
 
     name = "ledger"
 
@@ -41,21 +41,17 @@ class LedgerTarget:
         self.accounts = accounts
         self.funding = funding
         self.pending: dict[str, asyncio.Future[str]] = {}
-        self.results = AIOKafkaConsumer(
-            config.namespace.results, **config.kafka_args(),
-            auto_offset_reset="latest", enable_auto_commit=False, fetch_max_bytes=16 * 1024 * 1024,
-        )  # fmt: skip
         # The load generator is a client like any other: idempotent, acks from all replicas.
-        self.producer = AIOKafkaProducer(
-            **config.kafka_args(), enable_idempotence=True, acks="all",
-            linger_ms=5, max_batch_size=512 * 1024,
+        self.client = LedgerClient(
+            config.kafka_args(), config.namespace, since="now",
+            producer_options={"max_batch_size": 512 * 1024},
+            consumer_options={"fetch_max_bytes": 16 * 1024 * 1024},
         )  # fmt: skip
+        self.client.on_result = self._resolve
         self._collector: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> LedgerTarget:
-        await self.results.start()
-        await self.producer.start()
-        await self.results.seek_to_end()
+        await self.client.__aenter__()
         self._collector = asyncio.create_task(self._collect())
         try:
             await self._prepare()
@@ -69,8 +65,7 @@ class LedgerTarget:
     ) -> None:
         if self._collector is not None:
             self._collector.cancel()
-        await self.producer.stop()
-        await self.results.stop()
+        await self.client.__aexit__(exc_type, exc, tb)
 
     async def submit(self, move: Move) -> asyncio.Future[str]:
         transfer_id = str(uuid.uuid4())
@@ -83,18 +78,17 @@ class LedgerTarget:
         else:
             key, topic = command.command_id, self.config.namespace.account_commands
         self.pending[key] = done
-        await self.producer.send(topic, encode_public(command), key=key.encode())
+        await self.client.enqueue(topic, key, encode_public(command))
         return done
 
     async def _collect(self) -> None:
         while True:
-            for records in (await self.results.getmany(timeout_ms=100)).values():
-                for r in records:
-                    result = orjson.loads(r.value or b"{}")
-                    key = str(result.get("transfer_id") or result.get("command_id"))
-                    waiting = self.pending.pop(key, None)
-                    if waiting is not None and not waiting.done():
-                        waiting.set_result(outcome_of(result))
+            await self.client.poll(timeout_ms=100)
+
+    def _resolve(self, key: str, result: Result) -> None:
+        waiting = self.pending.pop(key, None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(outcome_of(result))
 
     async def _prepare(self, within_s: float = 300) -> None:
         """Open the issuer and every account, then fund them, through the public topics. On a

@@ -32,6 +32,8 @@ def _result(transfer_id: str, message_id: str, state: str = "completed", reason:
 
 async def test_duplicates_are_dropped_by_message_id_and_other_answers_kept() -> None:
     client = LedgerClient({"bootstrap_servers": "127.0.0.1:1"}, Namespace("t_"))  # never started
+    heard: list[tuple[str, str]] = []
+    client.on_result = lambda key, result: heard.append((key, result["message_id"]))
     first, refusal = _result("t1", "m1"), _result("t1", "m2", "rejected", "transfer_id_reused")
     for raw in (first, first, refusal, first, b"not json", b"[1]", orjson.dumps({"transfer_id": "t2"})):
         client._record(raw)
@@ -39,6 +41,7 @@ async def test_duplicates_are_dropped_by_message_id_and_other_answers_kept() -> 
     assert client.result("t1") == orjson.loads(first)
     assert client.deliveries == {"m1": 3, "m2": 1}
     assert client.unreadable == 3, "not JSON, not an object, no message_id"
+    assert heard == [("t1", "m1"), ("t1", "m2")], "on_result hears each new result once"
     assert "t2" not in client.by_id
     account = orjson.dumps(
         {"type": "AccountResult", "message_id": "m3", "command_id": "c1", "outcome": "done"}
