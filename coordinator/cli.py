@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from coordinator.api.auth import ApiTokens
 from coordinator.api.status import make_app
@@ -22,6 +21,7 @@ from coordinator.query_cli import COMMANDS as QUERY_COMMANDS
 from coordinator.saga.transfer_saga import SagaPolicy
 from coordinator.service.coordinator import CoordinatorSettings
 from deploy.config import LedgerConfig
+from deploy.ledger_client import LedgerClient
 from deploy.stack_env import ledger_config
 from deploy.tracing import setup_tracing
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
@@ -131,37 +131,16 @@ def api_run(host: str, port: int, tokens: tuple[str, ...]) -> None:
 
 
 async def _produce_and_wait(
-    config: LedgerConfig, topic: str, key: str, payload: bytes, match: tuple[str, str], wait_s: float | None
+    config: LedgerConfig, topic: str, key: str, payload: bytes, result_id: str, wait_s: float | None
 ) -> dict[str, Any] | None:
-    """Produce one command; with `wait_s`, return the first result whose field `match[0]` is `match[1]`."""
-    results = config.namespace.results
-    consumer = AIOKafkaConsumer(**config.kafka_args(), enable_auto_commit=False)
-    producer = AIOKafkaProducer(**config.kafka_args(), enable_idempotence=True, acks="all")
-    await producer.start()
-    await consumer.start()
-    try:
-        if wait_s is not None:
-            # The producer waits for the topic's metadata; the consumer's partitions_for_topic
-            # (not a coroutine) only reads a cache that is still empty here.
-            partitions = await producer.partitions_for(results)
-            consumer.assign([TopicPartition(results, p) for p in partitions])
-            await consumer.seek_to_end()
-            for tp in consumer.assignment():
-                await consumer.position(tp)  # pin the start before the command exists
-        await producer.send_and_wait(topic, payload, key=key.encode())
-        if wait_s is None:
-            return None
-        deadline = asyncio.get_running_loop().time() + wait_s
-        while asyncio.get_running_loop().time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for r in records:
-                    result: dict[str, Any] = json.loads(r.value or b"{}")
-                    if result.get(match[0]) == match[1]:
-                        return result
-        return None
-    finally:
-        await producer.stop()
-        await consumer.stop()
+    """Produce one command; with `wait_s`, return the first result for `result_id` (its transfer
+    or command id), or None when none came in time. The client reads results from before the
+    command is sent, and drops a duplicate result (the same message_id again)."""
+    async with LedgerClient(
+        config.kafka_args(), config.namespace, since=None if wait_s is None else "now"
+    ) as client:
+        await client.send_raw(topic, [(key.encode(), payload)])
+        return None if wait_s is None else await client.wait_one(result_id, wait_s)
 
 
 def _finish(result: dict[str, Any] | None, what: str) -> None:
@@ -188,9 +167,7 @@ def transfer_command(
     tid = transfer_id or str(uuid.uuid4())
     payload = encode_public(TransferFunds(tid, debit, credit, amount, currency, {}))
     result = asyncio.run(
-        _produce_and_wait(
-            config, config.namespace.transfers, tid, payload, ("transfer_id", tid), timeout if wait else None
-        )
+        _produce_and_wait(config, config.namespace.transfers, tid, payload, tid, timeout if wait else None)
     )
     if not wait:
         click.echo(json.dumps({"transfer_id": tid, "sent": True}))
@@ -209,9 +186,8 @@ def open_account_command(account_id: str, currency: str, overdraft_limit: int, t
     command_id = str(uuid.uuid4())
     payload = encode_public(OpenAccountRequest(command_id, account_id, currency, overdraft_limit, {}))
     topic = config.namespace.account_commands
-    match = ("command_id", command_id)
     _finish(
-        asyncio.run(_produce_and_wait(config, topic, account_id, payload, match, timeout)),
+        asyncio.run(_produce_and_wait(config, topic, account_id, payload, command_id, timeout)),
         f"account {account_id}",
     )
 
