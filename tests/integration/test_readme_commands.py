@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from deploy.kafka_principals import KafkaCredentials
 from deploy.postgres_roles import LedgerRoles, read_passwords, role_dsn
+from deploy.stack import ISSUER
 from schemas.public import FreezeAccount, encode_public
 from schemas.topics import Namespace
 from shards.domain.partitioning import PartitionMap
@@ -149,7 +150,7 @@ async def _freeze(state: dict[str, Any], account_id: str) -> None:
 
 @pytest.fixture(scope="module")
 def accounts(dev_stack: DevStack) -> Accounts:
-    issuer = dev_stack.state.get("issuance_accounts", ["issuer"])[0]
+    issuer = ISSUER  # one of the issuance accounts `dev up` starts its coordinator with
     payer, empty = _accounts_on(0, "payer", 2)
     payee, frozen = _accounts_on(1, "payee", 2)
     opened = dev_stack.ledger("open-account", issuer, "--currency", "EUR", "--overdraft-limit", str(10**12))
