@@ -11,7 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import for_code
+from aiokafka.errors import KafkaError, for_code
 
 from schemas.errors import LedgerError
 
@@ -103,6 +103,33 @@ async def _until_leaders_serve(
         await consumer.end_offsets(list(partitions))
     finally:
         await consumer.stop()
+
+
+async def wait_for_group_coordinators(
+    kafka_args: Mapping[str, Any], groups: Sequence[str], within_s: float = 60.0
+) -> None:
+    """Until the brokers name a coordinator for each consumer group. The first group of a fresh
+    cluster makes them create __consumer_offsets (50 partitions); a consumer that joined while
+    those were being led logged GroupCoordinatorNotAvailable and "Marking the coordinator dead"
+    warnings, and retried. (aiokafka 0.14 cannot decode Kafka 4's DescribeGroups answer, so the
+    coordinator's own load is not asked about.)"""
+    admin = AIOKafkaAdminClient(**kafka_args, request_timeout_ms=30000)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + within_s
+        for group in groups:
+            while True:
+                try:
+                    await admin.find_coordinator(group)
+                    break
+                except KafkaError as e:
+                    if not e.retriable or time.monotonic() > deadline:
+                        raise TopicCreationFailed(
+                            "__consumer_offsets", f"no coordinator for {group}: {e}", e.retriable
+                        ) from e
+                    await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
 
 
 _DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs v1+ config_source: set on the topic itself

@@ -8,7 +8,7 @@ import asyncpg
 
 from deploy.config import LedgerConfig
 from deploy.kafka_acls import apply_acls, ledger_acls
-from deploy.kafka_admin import TopicSpec, align_topic_configs, create_topics
+from deploy.kafka_admin import TopicSpec, align_topic_configs, create_topics, wait_for_group_coordinators
 from deploy.postgres_roles import apply_database_roles
 from shards.adapters.postgres_control import PostgresControl
 from shards.adapters.postgres_migrations import migrate
@@ -68,6 +68,12 @@ async def init_ledger(
     topics = ledger_topics(config, shard_count)
     await create_topics(config.kafka_args(), topics)
     await align_topic_configs(config.kafka_args(), topics)  # topics made before, or with another limit
+    # Processes started next join these groups at once: their coordinators must be ready.
+    groups = [
+        f"{ns.prefix}ledger.coordinator",
+        *(f"{ns.prefix}ledger.shard.{s:02d}" for s in range(shard_count)),
+    ]
+    await wait_for_group_coordinators(config.kafka_args(), groups)
     await apply_acls(config.kafka_args(), ledger_acls(ns, shard_count))
     return pmap
 

@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy import kafka_admin
@@ -94,3 +94,26 @@ async def test_a_producer_started_right_after_init_meets_no_leader_election(
     await _one_record_each(
         config.kafka_args(), [(t, p) for t in topics for p in range(config.partitions)], caplog
     )
+
+
+async def test_a_consumer_group_joined_right_after_init_finds_its_coordinator_at_once(
+    kafka_bootstrap: str, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first consumer group of a fresh cluster makes it create __consumer_offsets (50
+    partitions); a coordinator that joined while they elected leaders logged "Marking the
+    coordinator dead" six times in one demo. init waits for the ledger's groups' coordinators."""
+    config = fresh_config(kafka_bootstrap, database_url)
+    await init_ledger(config, 1)
+    caplog.set_level(logging.WARNING, logger="aiokafka")
+    ns = config.namespace
+    consumer = AIOKafkaConsumer(
+        ns.shard_replies, **config.kafka_args(), group_id=f"{ns.prefix}ledger.coordinator",
+        enable_auto_commit=False,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        await consumer.getmany(timeout_ms=2000)  # joins the group
+        assert consumer.assignment(), "the group was joined"
+    finally:
+        await consumer.stop()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")] == []
