@@ -86,6 +86,8 @@ class Supervisor:
         counts: Mapping[str, Any] = state.get("restarts", {})
         now = time.time()
         self.records: dict[str, ProcessRecord] = {}
+        self.exited: dict[str, ProcessRecord] = {}
+        """Processes that died and wait for their restart: `dev status` shows them as dead."""
         self.children: dict[str, Child] = {}
         for name in self.specs:
             done = counts.get(name, {})
@@ -128,7 +130,7 @@ class Supervisor:
             code = reap(record)
             if code is None and record.alive():
                 continue
-            del self.records[name]
+            self.exited[name] = self.records.pop(name)  # still shown (dead) until it runs again
             # What it forked may outlive it (PostgreSQL's backends hold its shared memory): the
             # group goes too. Its pid cannot be reused while the group still has members.
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -154,12 +156,14 @@ class Supervisor:
             self.feed(Exited(spec.name, f"could not start: {e}"))
             return
         self.records[spec.name] = record
+        self.exited.pop(spec.name, None)
         self.save()  # recorded at once: `dev down` must know every process, even if we die next
         self.feed(Started(spec.name, record.pid))
 
     def save(self) -> None:
         self.state["supervisor"] = self.me.to_json()
-        self.state["processes"] = [self.records[n].to_json() for n in self.specs if n in self.records]
+        shown = self.exited | self.records
+        self.state["processes"] = [shown[n].to_json() for n in self.specs if n in shown]
         self.state["restarts"] = {
             c.name: {"restarts": c.restarts, "last_restart_at": c.last_restart_at, "last_exit": c.last_exit}
             for c in self.children.values()

@@ -48,7 +48,10 @@ def _wait_restarted(home: Path, old: dict[str, ProcessRecord], within_s: float =
     while True:
         shown = _status(home)["processes"]
         back = {
-            n: shown[n]["alive"] and shown[n]["pid"] != old[n].pid and shown[n]["restarts"] == 1
+            n: n in shown
+            and shown[n]["alive"]
+            and shown[n]["pid"] != old[n].pid
+            and shown[n]["restarts"] == 1
             for n in KILLED
         }
         if all(back.values()):
