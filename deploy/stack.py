@@ -28,6 +28,7 @@ from deploy.ledger_init import init_ledger
 from deploy.postgres_local import LocalPostgres, find_pg_bin
 from deploy.postgres_roles import LedgerRoles, generate_passwords, read_passwords, role_dsn, write_passwords
 from deploy.processes import EngineError, ProcessRecord, spawn, unprivileged_user
+from deploy.stack_env import read_state
 from schemas.topics import Namespace
 
 ISSUERS = {"EUR": "issuer-eur", "USD": "issuer-usd"}
@@ -399,15 +400,7 @@ def write_state(home: Path, state: Mapping[str, Any]) -> Path:
     return path
 
 
-def load_state(home: Path) -> dict[str, Any] | None:
-    path = state_path(home)
-    try:
-        loaded: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise EngineError(f"cannot read {path}: {e}; remove it if no stack is running") from e
-    return loaded
+load_state = read_state  # one reader of the state file (deploy/stack_env.py: light to import)
 
 
 def recorded_kafka_security(state: Mapping[str, Any], principal: str = ADMIN) -> KafkaSecurity:

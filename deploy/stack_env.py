@@ -38,8 +38,8 @@ def home_of(env: Mapping[str, str]) -> Path:
 
 
 def read_state(home: Path) -> dict[str, Any] | None:
-    """HOME/stack.json as `ledger dev up` wrote it, or None. Like deploy.stack.load_state, without
-    importing what starts engines: the commands that only read it stay quick."""
+    """HOME/stack.json as `ledger dev up` wrote it, or None. Here, not in deploy.stack, so that the
+    commands that only read it do not import what starts engines and stay quick."""
     path = home / "stack.json"
     try:
         state: dict[str, Any] = json.loads(path.read_text())
