@@ -9,10 +9,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
-import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from coordinator.adapters.postgres_status import transfer_status
 from coordinator.bootstrap import RunSettings, run_coordinator
@@ -28,6 +26,7 @@ from tests.ledger_harness import (
     ResultCollector,
     accounts_on,
     balances,
+    dead_letters,
     fresh_config,
     new_id,
     produce_raw,
@@ -47,22 +46,6 @@ async def forge(config: LedgerConfig, topic: str, key: bytes | None, value: byte
         await producer.send_and_wait(topic, value, key=key, headers=headers)
     finally:
         await producer.stop()
-
-
-async def dead_letters(config: LedgerConfig, count: int, within_s: float = 60) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(
-        config.namespace.dead_letters, **config.kafka_args(), auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    letters: list[dict[str, Any]] = []
-    try:
-        deadline = time.monotonic() + within_s
-        while len(letters) < count and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                letters += [orjson.loads(r.value or b"{}") for r in records]
-    finally:
-        await consumer.stop()
-    return letters
 
 
 async def open_and_fund(
@@ -154,7 +137,7 @@ async def test_forged_internal_messages_with_a_leaked_credential_are_dead_letter
         await forge(config, ns.shard_replies, key, encode(reply), mac=False)
         await forge(config, ns.shard_replies, key, encode(reply), mac=True)
 
-        letters = await dead_letters(config, 4)
+        letters = await dead_letters(config, 4, within_s=60)
         assert sorted((d["source_topic"], d["reason"]) for d in letters) == sorted(
             [(ns.shard_commands(0), "unauthenticated")] * 2 + [(ns.shard_replies, "unauthenticated")] * 2
         ), letters
