@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from deploy import event_loop
 from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
 from deploy.postgres_roles import parse_passwords, read_passwords
@@ -73,7 +74,7 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
             pause = min(pause * 2, 30.0)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(runner())
+    event_loop.run(runner(), os.environ)
 
 
 @click.command("init")

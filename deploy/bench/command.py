@@ -18,6 +18,7 @@ import asyncpg
 import click
 import psutil
 
+from deploy import event_loop
 from deploy.bench.drivers import Bench, LoadSettings
 from deploy.bench.meter import ProcessMeter
 from deploy.bench.plots import plot_runs, plot_sweep
@@ -145,7 +146,7 @@ def _execute(
             reports = await bench.ledger()
             return reports + (await bench.baseline() if o["baseline"] else [])
 
-        return asyncio.run(everything())
+        return event_loop.run(everything(), os.environ)  # the load generator is cheaper on uvloop
 
 
 @contextmanager
