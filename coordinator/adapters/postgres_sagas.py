@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 import orjson
 
-from coordinator.saga.transfer_saga import SagaState, Transfer
+from coordinator.saga.transfer_saga import CREDIT_SIDE, SagaState, Transfer
 from schemas.errors import LedgerError
 from shards.adapters.postgres_shard_store import TRANSIENT_ERRORS, OutboxMessage
 
@@ -119,9 +119,20 @@ class SagaTransaction:
         rows = await self.conn.fetch(_LOAD, sorted(set(transfer_ids)))
         return {r["transfer_id"]: _record(r) for r in rows}
 
-    async def due(self, partitions: Sequence[int], now_ms: int, limit: int) -> list[TransferRecord]:
-        """In-flight sagas of these partitions whose current command is due to be sent again."""
-        rows = await self.conn.fetch(_DUE, list(partitions), now_ms, limit)
+    async def due(
+        self,
+        partitions: Sequence[int],
+        now_ms: int,
+        limit: int,
+        *,
+        answering: Sequence[int] = (),
+        started_before_ms: int = 0,
+    ) -> list[TransferRecord]:
+        """In-flight sagas of these partitions whose current command is due to be sent again,
+        except those waiting on an `answering` shard that started after `started_before_ms`."""
+        rows = await self.conn.fetch(
+            _DUE, list(partitions), now_ms, limit, list(answering), started_before_ms, sorted(CREDIT_SIDE)
+        )
         return [_record(r) for r in rows]
 
     async def write(
@@ -184,7 +195,10 @@ _LOAD = f"""
     ORDER BY t.transfer_id FOR UPDATE OF t"""
 _DUE = f"""
     SELECT {_COLUMNS} FROM transfers WHERE status = 'in_flight' AND partition = ANY($1::int[])
-    AND next_attempt_ms <= $2 ORDER BY next_attempt_ms LIMIT $3 FOR UPDATE SKIP LOCKED"""
+    AND next_attempt_ms <= $2
+    AND (started_ms < $5
+         OR CASE WHEN step = ANY($6::text[]) THEN credit_shard ELSE debit_shard END <> ALL($4::int[]))
+    ORDER BY next_attempt_ms LIMIT $3 FOR UPDATE SKIP LOCKED"""
 _UPDATE_TRANSFERS = """
     UPDATE transfers t SET status = u.status, step = u.step, reason = u.reason, attempts = u.attempts,
         next_attempt_ms = u.next_attempt_ms, parked = u.parked, version = u.version,

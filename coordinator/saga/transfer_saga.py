@@ -52,6 +52,9 @@ COMMITTING: Final = "committing"
 RELEASING: Final = "releasing"
 DONE: Final = "done"
 
+# Steps whose command goes to the credit shard; every other step's goes to the debit shard.
+CREDIT_SIDE: Final = frozenset({CREDITING, CANCELLING_CREDIT})
+
 # Forward steps that may give up, how they are undone, and the reason the result will carry.
 _UNDO: Final = {RESERVING: (RELEASING, "reserve_timeout"), CREDITING: (CANCELLING_CREDIT, "credit_timeout")}
 
@@ -67,6 +70,11 @@ class SagaPolicy:
     max_backoff_ms: int = 30_000
     park_after_ms: int = 120_000
     """A saga not finished this long after it started is flagged needs_attention."""
+    answering_within_ms: int = 2_000
+    """A shard that answered any command this recently is busy, not gone: a saga waiting on it is
+    not re-sent (see shard_progress)..."""
+    busy_patience_ms: int = 30_000
+    """...unless the saga started longer ago than this: then it is re-sent whatever the shard does."""
 
 
 @dataclass(frozen=True)
@@ -157,29 +165,31 @@ def decide(state: SagaState, event: Event, policy: SagaPolicy) -> tuple[SagaStat
     raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover - the match is exhaustive
 
 
+def waiting_on(state: SagaState) -> int:
+    """The shard whose answer the saga waits for (the one its current command goes to)."""
+    t = state.transfer
+    return t.credit_shard if state.step in CREDIT_SIDE else t.debit_shard
+
+
 def command_for(state: SagaState) -> SendToShard:
     """The command of the saga's current step (the same every time it is sent)."""
     t, step = state.transfer, state.step
-    cid = command_id(t.transfer_id, step)
+    cid, shard = command_id(t.transfer_id, step), waiting_on(state)
     if step == POSTING:
         return SendToShard(
-            t.debit_shard,
+            shard,
             PostTransfer(cid, t.transfer_id, t.debit_account, t.credit_account, t.amount, t.currency),
         )
     if step == RESERVING:
-        return SendToShard(
-            t.debit_shard, ReserveFunds(cid, t.transfer_id, t.debit_account, t.amount, t.currency)
-        )
+        return SendToShard(shard, ReserveFunds(cid, t.transfer_id, t.debit_account, t.amount, t.currency))
     if step == CREDITING:
-        return SendToShard(
-            t.credit_shard, CreditFunds(cid, t.transfer_id, t.credit_account, t.amount, t.currency)
-        )
+        return SendToShard(shard, CreditFunds(cid, t.transfer_id, t.credit_account, t.amount, t.currency))
     if step == CANCELLING_CREDIT:
-        return SendToShard(t.credit_shard, CancelCredit(cid, t.transfer_id, t.credit_account))
+        return SendToShard(shard, CancelCredit(cid, t.transfer_id, t.credit_account))
     if step == COMMITTING:
-        return SendToShard(t.debit_shard, CommitReservation(cid, t.transfer_id, t.debit_account))
+        return SendToShard(shard, CommitReservation(cid, t.transfer_id, t.debit_account))
     if step == RELEASING:
-        return SendToShard(t.debit_shard, ReleaseReservation(cid, t.transfer_id, t.debit_account))
+        return SendToShard(shard, ReleaseReservation(cid, t.transfer_id, t.debit_account))
     raise AssertionError(f"no command for step {step}")
 
 

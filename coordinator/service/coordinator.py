@@ -20,6 +20,7 @@ from aiokafka import ConsumerRecord
 from opentelemetry import trace
 
 from coordinator.adapters.postgres_sagas import SagaTransaction, StepUpdate, TransferRecord
+from coordinator.saga.shard_progress import ShardProgress
 from coordinator.saga.transfer_saga import (
     TERMINAL,
     Effect,
@@ -118,6 +119,7 @@ class Coordinator:
         self.ns = namespace
         self.pmap = partition_map
         self.clock_ms = clock_ms
+        self.progress = ShardProgress()  # re-sends follow the shards, not only the clock
 
     # --- a polled batch ----------------------------------------------------------------------
 
@@ -142,6 +144,7 @@ class Coordinator:
             )
             decoded.append((r, item))
             if isinstance(item, ShardReply):
+                self.progress.heard(item.shard, self.clock_ms())
                 replies.append(item)
                 if item.transfer_id:
                     transfer_ids.add(item.transfer_id)
@@ -191,9 +194,14 @@ class Coordinator:
                 changes.outbox.append(OutboxMessage(self.ns.dead_letters, None, letter.encode(), {}))
 
     async def sweep(self, tx: SagaTransaction, partitions: Sequence[int], limit: int = 1000) -> int:
-        """Fire the timer of every overdue saga these partitions own; return how many."""
-        now = self.clock_ms()
-        due = await tx.due(partitions, now, limit)
+        """Fire the timer of every overdue saga these partitions own, unless the shard it waits on is
+        answering others and the saga is younger than the policy's patience; return how many."""
+        now, policy = self.clock_ms(), self.settings.policy
+        due = await tx.due(
+            partitions, now, limit,
+            answering=self.progress.answering(now, policy.answering_within_ms),
+            started_before_ms=now - policy.busy_patience_ms,
+        )  # fmt: skip
         changes = BatchChanges({r.transfer_id: r for r in due})
         for rec in due:
             assert rec.state is not None
