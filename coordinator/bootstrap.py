@@ -79,7 +79,9 @@ async def run_coordinator(
         commits = CoalescedCommits(consumer, "coordinator")
         consumer.subscribe([ns.transfers, ns.account_commands, ns.shard_replies], listener=commits)
         await consumer.start()
-        relay = OutboxRelay(pool, producer, lock_name=None, signer=TopicSigner(authenticator, ns.is_internal))
+        relay = OutboxRelay(
+            pool, producer, lock_name=None, signer=TopicSigner(authenticator, ns.is_internal), in_process=True
+        )
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(_consume(consumer, store, coordinator, relay, commits, stop, run))
             tasks.create_task(_sweep(consumer, store, coordinator, relay, ns.transfers, stop, run))
@@ -127,8 +129,7 @@ async def _consume_until(
         records = [r for rs in batch.values() for r in rs]
         if not records:
             continue
-        await _handle_isolating(store, coordinator, records, stop, run)
-        relay.wake.set()
+        await _handle_isolating(store, coordinator, relay, records, stop, run)
         # A redelivery is absorbed by the inbox and the fingerprints, so commits need not be awaited.
         commits.advance({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
 
@@ -136,6 +137,7 @@ async def _consume_until(
 async def _handle_isolating(
     store: PostgresSagaStore,
     coordinator: Coordinator,
+    relay: OutboxRelay,
     records: list[ConsumerRecord[bytes, bytes]],
     stop: asyncio.Event,
     run: RunSettings,
@@ -144,7 +146,7 @@ async def _handle_isolating(
     time, and a record refused alone is dead-lettered: one record must never stop a partition."""
     try:
         await _with_retries(
-            functools.partial(_handle, store, coordinator, records, run.failpoints), stop, run
+            functools.partial(_handle, store, coordinator, records, run.failpoints, relay), stop, run
         )
         return
     except SagaStoreRefused as e:
@@ -152,13 +154,13 @@ async def _handle_isolating(
     for r in records:
         try:
             await _with_retries(
-                functools.partial(_handle, store, coordinator, [r], run.failpoints), stop, run
+                functools.partial(_handle, store, coordinator, [r], run.failpoints, relay), stop, run
             )
         except SagaStoreRefused as e:
             log.error("dead-lettering %s[%d]@%d: %s", r.topic, r.partition, r.offset, e)
             refused = {(r.topic, r.partition, r.offset): str(e)}
             await _with_retries(
-                functools.partial(_handle, store, coordinator, [r], run.failpoints, refused), stop, run
+                functools.partial(_handle, store, coordinator, [r], run.failpoints, relay, refused), stop, run
             )
 
 
@@ -167,12 +169,14 @@ async def _handle(
     coordinator: Coordinator,
     records: list[ConsumerRecord[bytes, bytes]],
     failpoints: Failpoints,
+    relay: OutboxRelay,
     refused: dict[tuple[str, int, int], str] | None = None,
 ) -> None:
     async with store.batch() as tx:
         steps = await coordinator.handle(tx, records, refused)
         failpoints.hit("before_commit", steps)
-    failpoints.hit("after_commit", steps)
+    failpoints.hit("after_commit", steps)  # committed, not sent: the relay's read-back recovers it
+    relay.hand_over(tx.outbox_written)
 
 
 async def _sweep(
@@ -191,16 +195,13 @@ async def _sweep(
         owned = sorted(tp.partition for tp in consumer.assignment() if tp.topic == transfers_topic)
         if not owned or stop.is_set():
             continue
-        swept = 0
 
         async def once(partitions: list[int] = owned) -> None:
-            nonlocal swept
             async with store.batch() as tx:
-                swept = await coordinator.sweep(tx, partitions)
+                await coordinator.sweep(tx, partitions)
+            relay.hand_over(tx.outbox_written)
 
         await _with_retries(once, stop, run)
-        if swept:
-            relay.wake.set()
 
 
 async def _with_retries(work: Callable[[], Awaitable[None]], stop: asyncio.Event, run: RunSettings) -> None:

@@ -59,11 +59,11 @@ async def run_shard(
             await producer.start()
             relay = OutboxRelay(
                 shard_pool, producer, lock_name=f"relay:{ns.shard_schema(shard)}",
-                signer=TopicSigner(authenticator, ns.is_internal),
+                signer=TopicSigner(authenticator, ns.is_internal), in_process=True,
             )  # fmt: skip
         worker = ShardWorker(
             settings, ns, PostgresShardStore(shard_pool), source, control, pmap, authenticator=authenticator,
-            on_commit=relay.wake.set if relay else (lambda: None),
+            on_commit=relay.hand_over if relay else (lambda rows: None),
         )  # fmt: skip
         if started is not None:
             started.put_nowait(RunningShard(worker, relay))

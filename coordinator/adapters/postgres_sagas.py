@@ -16,6 +16,7 @@ import orjson
 
 from coordinator.saga.transfer_saga import CREDIT_SIDE, SagaState, Transfer
 from schemas.errors import LedgerError
+from shards.adapters.outbox_relay import Committed
 from shards.adapters.postgres_shard_store import TRANSIENT_ERRORS, OutboxMessage
 
 
@@ -107,6 +108,7 @@ def _row(rec: TransferRecord) -> tuple[object, ...]:
 class SagaTransaction:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
+        self.outbox_written: list[Committed] = []  # to hand to the relay once committed
 
     async def seen(self, message_ids: Sequence[str]) -> set[str]:
         rows = await self.conn.fetch(
@@ -180,11 +182,13 @@ class SagaTransaction:
                 "inbox", records=[(m,) for m in inbox], columns=["message_id"]
             )
         if outbox:
-            await self.conn.copy_records_to_table(
-                "outbox",
-                records=[(m.topic, m.key, m.payload, orjson.dumps(m.headers).decode()) for m in outbox],
-                columns=["topic", "key", "payload", "headers"],
-            )
+            ids = await self.conn.fetch(
+                _INSERT_OUTBOX,
+                [m.topic for m in outbox], [m.key for m in outbox], [m.payload for m in outbox],
+                [orjson.dumps(m.headers).decode() for m in outbox],
+            )  # fmt: skip
+            # ids come from one sequence in row order, so in order they pair with the messages.
+            self.outbox_written += map(Committed, sorted(r[0] for r in ids), outbox)
 
 
 # Locked in id order, so that two coordinators touching the same sagas never deadlock.
@@ -211,6 +215,10 @@ _UPDATE_TRANSFERS = """
              parked, version, traceparent)
     WHERE t.transfer_id = u.transfer_id AND t.version = u.version - 1
     RETURNING t.transfer_id"""
+_INSERT_OUTBOX = """
+    INSERT INTO outbox (topic, key, payload, headers)
+    SELECT t, k, p, h::jsonb FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[]) AS u(t, k, p, h)
+    RETURNING id"""
 _UPSERT_STEPS = """
     INSERT INTO saga_steps AS s (transfer_id, step, shard, command_id, outcome, reason, answered_at)
     SELECT u.*, CASE WHEN u.outcome IS NULL THEN NULL ELSE now() END

@@ -8,7 +8,6 @@ moved into `outbox_parked` with its error, in the transaction that marks the row
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any, Final
 
 import asyncpg
@@ -75,15 +74,12 @@ _PARK_COORDINATOR: Final = _PARK.format(id="id")
 
 
 async def park(
-    conn: asyncpg.Connection, row: Mapping[str, Any], error: BaseException, single_writer: bool
+    conn: asyncpg.Connection, seq: int, topic: str, size: int, error: BaseException, single_writer: bool
 ) -> None:
-    """Keep `row` (and its error) in outbox_parked, and log it: an operator must look at it."""
+    """Keep outbox row `seq` (and its error) in outbox_parked, and log it: an operator must look at it."""
     text = describe(error)[:2000]
-    await conn.execute(_PARK_SHARD if single_writer else _PARK_COORDINATOR, row["seq"], text)
-    log.error(
-        "outbox row %s parked: Kafka will not take it (topic %s, %d bytes): %s",
-        row["seq"], row["topic"], len(row["payload"]), text,
-    )  # fmt: skip
+    await conn.execute(_PARK_SHARD if single_writer else _PARK_COORDINATOR, seq, text)
+    log.error("outbox row %s parked: Kafka will not take it (topic %s, %d bytes): %s", seq, topic, size, text)
 
 
 async def list_parked(conn: asyncpg.Connection, schema: str) -> list[dict[str, Any]]:

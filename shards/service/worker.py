@@ -36,6 +36,7 @@ from schemas.shard_messages import (
 )
 from schemas.topics import Namespace
 from shards.adapters.kafka_source import KafkaCommandSource, SourceUnavailable
+from shards.adapters.outbox_relay import Committed
 from shards.adapters.postgres_control import PostgresControl
 from shards.adapters.postgres_shard_store import (
     Head,
@@ -85,7 +86,7 @@ class ShardWorker:
         partition_map: PartitionMap,
         *,
         authenticator: MessageAuthenticator,
-        on_commit: Callable[[], None] = lambda: None,
+        on_commit: Callable[[Sequence[Committed]], None] = lambda rows: None,
         clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
     ) -> None:
         self.settings = settings
@@ -95,7 +96,8 @@ class ShardWorker:
         self.control = control
         self.partition_map = partition_map
         self.authenticator = authenticator
-        self.on_commit = on_commit
+        self.on_commit = on_commit  # gets the outbox rows of each committed batch (to send at once)
+        self._committed: list[Committed] = []
         self.clock_us = clock_us
         self.stats = WorkerStats()
         self.epoch = 0
@@ -136,7 +138,8 @@ class ShardWorker:
                         "shard %d: dead-lettering offset %d: %s", self.settings.shard, record.offset, refused
                     )
                     await self._apply_retrying([record], stop, refused={record.offset: str(refused)})
-        self.on_commit()
+        committed, self._committed = self._committed, []
+        self.on_commit(committed)
         self.source.commit(records[-1].offset + 1)
 
     async def _apply_retrying(
@@ -188,7 +191,10 @@ class ShardWorker:
                 if letter.inbox_id not in stored:
                     inbox.append((letter.inbox_id, letter.encode()))
                     outbox.append(OutboxMessage(self.namespace.dead_letters, None, letter.encode(), {}))
-            self.head = await tx.write(book, inbox, outbox)
+            head = await tx.write(book, inbox, outbox)
+        self.head = head
+        first = head.outbox_seq - len(outbox) + 1
+        self._committed += [Committed(first + i, m) for i, m in enumerate(outbox)]
         self.stats.batches += 1
         self.stats.commands += len(commands)
         self.stats.dead_letters += len(dead)

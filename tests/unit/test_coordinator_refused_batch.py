@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import cast
 
 import orjson
@@ -17,6 +17,7 @@ from coordinator.adapters.postgres_sagas import PostgresSagaStore, SagaStoreRefu
 from coordinator.bootstrap import RunSettings, _handle_isolating
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from schemas.public import TransferFunds, encode_public
+from shards.adapters.outbox_relay import Committed, OutboxRelay
 from tests.unit.test_internal_auth_edges import ALICE, AUTH, BOB, NS, PMAP, FakeSagaTx, record
 
 
@@ -36,6 +37,16 @@ class RefusingStore:
         self.committed.append(tx)
 
 
+class HandedRows:
+    """The relay's side of the hand-over: what it was given to send."""
+
+    def __init__(self) -> None:
+        self.rows: list[Committed] = []
+
+    def hand_over(self, rows: Sequence[Committed]) -> None:
+        self.rows += rows
+
+
 def test_the_refused_record_is_dead_lettered_and_the_rest_go_through() -> None:
     coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000, authenticator=AUTH)
     before, poison, after = (TransferFunds(str(uuid.uuid4()), ALICE, BOB, 5, "EUR") for _ in range(3))
@@ -43,11 +54,15 @@ def test_the_refused_record_is_dead_lettered_and_the_rest_go_through() -> None:
         record(NS.transfers, encode_public(t), None, [], n) for n, t in enumerate((before, poison, after))
     ]
     store = RefusingStore(poison.transfer_id)
+    relay = HandedRows()
     asyncio.run(
         _handle_isolating(
-            cast(PostgresSagaStore, store), coordinator, records, asyncio.Event(), RunSettings()
+            cast(PostgresSagaStore, store), coordinator, cast(OutboxRelay, relay), records,
+            asyncio.Event(), RunSettings(),
         )
-    )
+    )  # fmt: skip
+    committed = [m for tx in store.committed for m in tx.outbox]
+    assert [c.message for c in relay.rows] == committed, "the relay gets the committed rows, and only those"
     started = {r.transfer_id for tx in store.committed for r in tx.changed}
     assert started == {before.transfer_id, after.transfer_id}
     letters = [

@@ -21,6 +21,7 @@ from schemas.public import TransferFunds, encode_public
 from schemas.shard_messages import CreditFunds, PostTransfer, ShardCommand, ShardReply, encode
 from schemas.topics import Namespace
 from shards.adapters.kafka_source import KafkaCommandSource
+from shards.adapters.outbox_relay import Committed
 from shards.adapters.postgres_control import PostgresControl
 from shards.adapters.postgres_shard_store import Head, OutboxMessage, PostgresShardStore
 from shards.domain.book import ShardBook
@@ -146,6 +147,7 @@ class FakeSagaTx:
         self.steps: list[StepUpdate] = []
         self.inbox: list[str] = []
         self.outbox: list[OutboxMessage] = []
+        self.outbox_written: list[Committed] = []  # as the store numbers them, for the relay
 
     async def seen(self, message_ids: Sequence[str]) -> set[str]:
         return set()
@@ -164,6 +166,7 @@ class FakeSagaTx:
         self.steps += steps
         self.inbox += inbox
         self.outbox += outbox
+        self.outbox_written += [Committed(len(self.outbox_written) + 1, m) for m in outbox]
 
 
 def live_saga() -> TransferRecord:
