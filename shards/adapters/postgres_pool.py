@@ -11,9 +11,16 @@ async def open_pool(dsn: str, schema: str, max_size: int = 4) -> asyncpg.Pool:
     # The application name says whose connections these are (pg_stat_activity, pg_terminate_backend).
     settings = {"search_path": schema, "application_name": f"ledger {schema}"}
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=max_size, server_settings=settings
+        dsn, min_size=1, max_size=max_size, server_settings=settings, reset=keep_session
     )
     return pool
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to undo when a connection goes back to the pool: the ledger's sessions hold no state
+    (settings are SET LOCAL, no cursors or LISTEN; the relay unlocks its advisory lock itself). The
+    default reset (unlock all, CLOSE ALL, UNLISTEN *, RESET ALL) cost a round trip per transaction.
+    An open transaction is still rolled back by the pool before this is called."""
 
 
 async def close_pool(pool: asyncpg.Pool, within_s: float = 10.0) -> None:
