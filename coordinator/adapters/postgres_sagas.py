@@ -160,35 +160,26 @@ class SagaTransaction:
         inbox: Sequence[str],
         outbox: Sequence[OutboxMessage],
     ) -> None:
-        new = [_row(r) for r in changed if r.version == 0]
-        old = [r for r in changed if r.version > 0]
-        if new:
-            await self.conn.copy_records_to_table(
-                "transfers", records=new, columns=[c.strip() for c in _COLUMNS.split(",")]
-            )
-        if old:
-            rows = [_row(r) for r in old]
-            updated = await self.conn.fetch(_UPDATE_TRANSFERS, *zip(*rows, strict=True))
-            if len(updated) != len(old):
-                raise VersionConflict(f"{len(old) - len(updated)} sagas changed under this batch")
-        if steps:
-            await self.conn.execute(
-                _UPSERT_STEPS,
-                [s.transfer_id for s in steps], [s.step for s in steps], [s.shard for s in steps],
-                [s.command_id for s in steps], [s.outcome for s in steps], [s.reason for s in steps],
-            )  # fmt: skip
-        if inbox:
-            await self.conn.copy_records_to_table(
-                "inbox", records=[(m,) for m in inbox], columns=["message_id"]
-            )
-        if outbox:
-            ids = await self.conn.fetch(
-                _INSERT_OUTBOX,
-                [m.topic for m in outbox], [m.key for m in outbox], [m.payload for m in outbox],
-                [orjson.dumps(m.headers).decode() for m in outbox],
-            )  # fmt: skip
-            # ids come from one sequence in row order, so in order they pair with the messages.
-            self.outbox_written += map(Committed, sorted(r[0] for r in ids), outbox)
+        """Everything the batch decided, in ONE statement (one round trip, whatever its size)."""
+        if not (changed or steps or inbox or outbox):
+            return
+        rows = [(*_row(r), r.version == 0) for r in changed]
+        columns: list[Sequence[object]] = list(zip(*rows, strict=True)) if rows else [()] * (len(_TYPES) + 1)
+        result = await self.conn.fetchrow(
+            _WRITE_BATCH,
+            *columns,
+            [s.transfer_id for s in steps], [s.step for s in steps], [s.shard for s in steps],
+            [s.command_id for s in steps], [s.outcome for s in steps], [s.reason for s in steps],
+            list(inbox),
+            [m.topic for m in outbox], [m.key for m in outbox], [m.payload for m in outbox],
+            [orjson.dumps(m.headers).decode() for m in outbox],
+        )  # fmt: skip
+        assert result is not None
+        old = sum(1 for r in changed if r.version > 0)
+        if result["updated"] != old:
+            raise VersionConflict(f"{old - result['updated']} sagas changed under this batch")
+        # ids come from one sequence in row order, so in order they pair with the messages.
+        self.outbox_written += map(Committed, result["outbox_ids"], outbox)
 
 
 # Locked in id order, so that two coordinators touching the same sagas never deadlock.
@@ -203,32 +194,39 @@ _DUE = f"""
     AND (started_ms < $5
          OR CASE WHEN step = ANY($6::text[]) THEN credit_shard ELSE debit_shard END <> ALL($4::int[]))
     ORDER BY next_attempt_ms LIMIT $3 FOR UPDATE SKIP LOCKED"""
-_UPDATE_TRANSFERS = """
-    UPDATE transfers t SET status = u.status, step = u.step, reason = u.reason, attempts = u.attempts,
-        next_attempt_ms = u.next_attempt_ms, parked = u.parked, version = u.version,
-        finished_at = CASE WHEN u.status <> 'in_flight' THEN coalesce(t.finished_at, now()) END
-    FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::text[],
-                $8::int[], $9::int[], $10::text[], $11::text[], $12::text[], $13::int[], $14::bigint[],
-                $15::bigint[], $16::bool[], $17::int[], $18::text[])
-        AS u(transfer_id, fingerprint, partition, debit_account, credit_account, amount, currency,
-             debit_shard, credit_shard, status, step, reason, attempts, next_attempt_ms, started_ms,
-             parked, version, traceparent)
-    WHERE t.transfer_id = u.transfer_id AND t.version = u.version - 1
-    RETURNING t.transfer_id"""
-_INSERT_OUTBOX = """
-    INSERT INTO outbox (topic, key, payload, headers)
-    SELECT t, k, p, h::jsonb FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[]) AS u(t, k, p, h)
-    RETURNING id"""
-_UPSERT_STEPS = """
-    INSERT INTO saga_steps AS s (transfer_id, step, shard, command_id, outcome, reason, answered_at)
-    SELECT u.*, CASE WHEN u.outcome IS NULL THEN NULL ELSE now() END
-    FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[])
-        AS u(transfer_id, step, shard, command_id, outcome, reason)
-    ON CONFLICT (transfer_id, step) DO UPDATE SET
-        sends = s.sends + CASE WHEN EXCLUDED.outcome IS NULL THEN 1 ELSE 0 END,
-        last_sent_at = CASE WHEN EXCLUDED.outcome IS NULL THEN now() ELSE s.last_sent_at END,
-        outcome = coalesce(EXCLUDED.outcome, s.outcome), reason = coalesce(EXCLUDED.reason, s.reason),
-        answered_at = coalesce(s.answered_at, EXCLUDED.answered_at)"""
+_TYPES = ["text", "text", "int", "text", "text", "bigint", "text", "int", "int", "text", "text", "text",
+          "int", "bigint", "bigint", "bool", "int", "text"]  # fmt: skip
+_ARRAYS = ", ".join(f"${i}::{t}[]" for i, t in enumerate([*_TYPES, "bool"], 1))
+# Saga rows (new ones inserted, the others updated under their version), step history, inbox and
+# outbox: one statement. Data-modifying CTEs all run, to completion, whether the SELECT reads them.
+_WRITE_BATCH = f"""
+    WITH u AS (SELECT * FROM unnest({_ARRAYS}) AS u({_COLUMNS}, is_new)),
+    inserted AS (INSERT INTO transfers ({_COLUMNS}) SELECT {_COLUMNS} FROM u WHERE is_new),
+    updated AS (
+        UPDATE transfers t SET status = u.status, step = u.step, reason = u.reason,
+            attempts = u.attempts, next_attempt_ms = u.next_attempt_ms, parked = u.parked,
+            version = u.version,
+            finished_at = CASE WHEN u.status <> 'in_flight' THEN coalesce(t.finished_at, now()) END
+        FROM u WHERE NOT u.is_new AND t.transfer_id = u.transfer_id AND t.version = u.version - 1
+        RETURNING 1),
+    steps AS (
+        INSERT INTO saga_steps AS s (transfer_id, step, shard, command_id, outcome, reason, answered_at)
+        SELECT v.*, CASE WHEN v.outcome IS NULL THEN NULL ELSE now() END
+        FROM unnest($20::text[], $21::text[], $22::int[], $23::text[], $24::text[], $25::text[])
+            AS v(transfer_id, step, shard, command_id, outcome, reason)
+        ON CONFLICT (transfer_id, step) DO UPDATE SET
+            sends = s.sends + CASE WHEN EXCLUDED.outcome IS NULL THEN 1 ELSE 0 END,
+            last_sent_at = CASE WHEN EXCLUDED.outcome IS NULL THEN now() ELSE s.last_sent_at END,
+            outcome = coalesce(EXCLUDED.outcome, s.outcome), reason = coalesce(EXCLUDED.reason, s.reason),
+            answered_at = coalesce(s.answered_at, EXCLUDED.answered_at)),
+    inbox AS (INSERT INTO inbox (message_id) SELECT unnest($26::text[])),
+    outbox AS (
+        INSERT INTO outbox (topic, key, payload, headers)
+        SELECT t, k, p, h::jsonb
+        FROM unnest($27::text[], $28::bytea[], $29::bytea[], $30::text[]) AS o(t, k, p, h)
+        RETURNING id)
+    SELECT (SELECT count(*) FROM updated) AS updated,
+        ARRAY(SELECT id FROM outbox ORDER BY id) AS outbox_ids"""
 
 
 class PostgresSagaStore:

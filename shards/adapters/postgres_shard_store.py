@@ -17,7 +17,6 @@ import asyncpg
 import orjson
 
 from schemas.errors import LedgerError
-from schemas.shard_messages import ShardReply, decode_reply
 from shards.domain.book import ShardBook
 from shards.domain.model import Account, JournalEntry, Operation, transit_account
 
@@ -120,67 +119,36 @@ class ShardTransaction:
     async def write(
         self, book: ShardBook, inbox: Sequence[tuple[str, bytes]], outbox: Sequence[OutboxMessage]
     ) -> Head:
-        """Write back everything `book` changed plus the inbox and outbox rows; advance the heads."""
-        await self._write_accounts(book)
-        await self._write_operations(book)
-        if book.entries:
-            await self.conn.copy_records_to_table(
-                "journal", records=[_journal_row(e) for e in book.entries], columns=_JOURNAL_COLUMNS
-            )
-        if inbox:
-            await self.conn.copy_records_to_table("inbox", records=inbox, columns=["message_id", "reply"])
-        first = self.head.outbox_seq + 1
-        if outbox:
-            rows = [
-                (first + i, m.topic, m.key, m.payload, orjson.dumps(m.headers).decode())
-                for i, m in enumerate(outbox)
-            ]
-            await self.conn.copy_records_to_table("outbox", records=rows, columns=_OUTBOX_COLUMNS)
-        head = Head(book.last_seq, book.last_hash, self.head.outbox_seq + len(outbox))
-        await self.conn.execute(
-            _ADVANCE_HEADS, head.journal_seq, head.journal_hash, head.outbox_seq, self.epoch
-        )
-        return head
-
-    async def _write_accounts(self, book: ShardBook) -> None:
-        created = [book.accounts[a] for a in book.new_accounts]
-        if created:
-            await self.conn.execute(
-                _INSERT_ACCOUNTS,
-                [a.account_id for a in created], [a.currency for a in created],
-                [a.status for a in created], [a.overdraft_limit for a in created],
-                [orjson.dumps(a.metadata).decode() for a in created],
-            )  # fmt: skip
+        """Write back everything `book` changed plus the inbox and outbox rows, and advance the
+        heads: ONE statement (one round trip), whatever the batch holds."""
         loaded = self._loaded_balances
+        created = [book.accounts[a] for a in book.new_accounts]
         moved = [
             a
             for a in book.accounts.values()
             if a.account_id not in loaded or loaded[a.account_id][:2] != (a.posted, a.reserved)
         ]
-        if moved:
-            await self.conn.execute(
-                _UPSERT_BALANCES,
-                [a.account_id for a in moved], [a.posted for a in moved], [a.reserved for a in moved],
-            )  # fmt: skip
-        restated = [
-            a
-            for a in book.accounts.values()
-            if a.account_id in loaded and loaded[a.account_id][2] != a.status
-        ]
-        if restated:
-            await self.conn.execute(
-                _UPDATE_STATUSES, [a.account_id for a in restated], [a.status for a in restated]
-            )
-
-    async def _write_operations(self, book: ShardBook) -> None:
+        accounts = book.accounts.values()
+        restated = [a for a in accounts if loaded.get(a.account_id, (0, 0, a.status))[2] != a.status]
         changed = [op for key, op in book.operations.items() if self._loaded_states.get(key) != op.state]
-        if changed:
-            await self.conn.execute(
-                _UPSERT_OPERATIONS,
-                [o.transfer_id for o in changed], [o.kind for o in changed],
-                [o.account_id for o in changed], [o.amount for o in changed],
-                [o.currency for o in changed], [o.state for o in changed],
-            )  # fmt: skip
+        journal = [_journal_row(e) for e in book.entries]
+        first = self.head.outbox_seq + 1
+        head = Head(book.last_seq, book.last_hash, self.head.outbox_seq + len(outbox))
+        await self.conn.execute(
+            _WRITE_BATCH,
+            [a.account_id for a in created], [a.currency for a in created], [a.status for a in created],
+            [a.overdraft_limit for a in created], [orjson.dumps(a.metadata).decode() for a in created],
+            [a.account_id for a in moved], [a.posted for a in moved], [a.reserved for a in moved],
+            [a.account_id for a in restated], [a.status for a in restated],
+            [o.transfer_id for o in changed], [o.kind for o in changed], [o.account_id for o in changed],
+            [o.amount for o in changed], [o.currency for o in changed], [o.state for o in changed],
+            *(zip(*journal, strict=True) if journal else [()] * len(_JOURNAL_COLUMNS)),
+            [m for m, _ in inbox], [r for _, r in inbox],
+            range(first, first + len(outbox)), [m.topic for m in outbox], [m.key for m in outbox],
+            [m.payload for m in outbox], [orjson.dumps(m.headers).decode() for m in outbox],
+            head.journal_seq, head.journal_hash, head.outbox_seq, self.epoch,
+        )  # fmt: skip
+        return head
 
 
 # Keys are looked up by joining unnest($1) rather than `key = ANY($1)`: for a batch of a thousand
@@ -199,23 +167,36 @@ _JOURNAL_COLUMNS = [
     "seq", "transfer_id", "leg", "kind", "account_id", "amount", "currency",
     "message_id", "created_at", "prev_hash", "hash",
 ]  # fmt: skip
-_OUTBOX_COLUMNS = ["seq", "topic", "key", "payload", "headers"]
-_INSERT_ACCOUNTS = """
-    INSERT INTO accounts (account_id, currency, status, overdraft_limit, metadata)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[])"""
-_UPSERT_BALANCES = """
-    INSERT INTO balances (account_id, posted, reserved)
-    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
-    ON CONFLICT (account_id) DO UPDATE SET posted = EXCLUDED.posted, reserved = EXCLUDED.reserved"""
-_UPDATE_STATUSES = """
-    UPDATE accounts SET status = u.status FROM unnest($1::text[], $2::text[]) AS u(id, status)
-    WHERE accounts.account_id = u.id"""
-_UPSERT_OPERATIONS = """
-    INSERT INTO operations (transfer_id, kind, account_id, amount, currency, state)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
-    ON CONFLICT (transfer_id, kind) DO UPDATE SET state = EXCLUDED.state, updated_at = now()"""
-_ADVANCE_HEADS = """
-    UPDATE worker_state SET journal_seq = $1, journal_hash = $2, outbox_seq = $3 WHERE epoch = $4"""
+# Accounts, balances, operations, journal, inbox, outbox and the heads: one statement. Its
+# data-modifying CTEs all run, to completion; the foreign keys are checked at its end, so a new
+# account's balance row may come with the account.
+_WRITE_BATCH = """
+    WITH new_accounts AS (
+        INSERT INTO accounts (account_id, currency, status, overdraft_limit, metadata)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[])),
+    balances AS (
+        INSERT INTO balances (account_id, posted, reserved)
+        SELECT * FROM unnest($6::text[], $7::bigint[], $8::bigint[])
+        ON CONFLICT (account_id) DO UPDATE SET posted = EXCLUDED.posted, reserved = EXCLUDED.reserved),
+    statuses AS (
+        UPDATE accounts SET status = u.status FROM unnest($9::text[], $10::text[]) AS u(id, status)
+        WHERE accounts.account_id = u.id),
+    operations AS (
+        INSERT INTO operations (transfer_id, kind, account_id, amount, currency, state)
+        SELECT * FROM unnest($11::text[], $12::text[], $13::text[], $14::bigint[], $15::text[], $16::text[])
+        ON CONFLICT (transfer_id, kind) DO UPDATE SET state = EXCLUDED.state, updated_at = now()),
+    journal AS (
+        INSERT INTO journal (seq, transfer_id, leg, kind, account_id, amount, currency, message_id,
+                             created_at, prev_hash, hash)
+        SELECT * FROM unnest($17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[],
+                             $22::bigint[], $23::text[], $24::text[], $25::timestamptz[], $26::bytea[],
+                             $27::bytea[])),
+    inbox AS (INSERT INTO inbox (message_id, reply) SELECT * FROM unnest($28::text[], $29::bytea[])),
+    outbox AS (
+        INSERT INTO outbox (seq, topic, key, payload, headers)
+        SELECT s, t, k, p, h::jsonb
+        FROM unnest($30::bigint[], $31::text[], $32::bytea[], $33::bytea[], $34::text[]) AS o(s, t, k, p, h))
+    UPDATE worker_state SET journal_seq = $35, journal_hash = $36, outbox_seq = $37 WHERE epoch = $38"""
 
 
 def _journal_row(e: JournalEntry) -> tuple[object, ...]:
@@ -258,7 +239,3 @@ class PostgresShardStore:
             raise StoreUnavailable(f"batch transaction failed: {type(e).__name__}: {e}") from e
         except (asyncpg.DataError, asyncpg.CheckViolationError) as e:
             raise StoreRefused(f"the database refuses the batch: {type(e).__name__}: {e}") from e
-
-
-def decode_stored_replies(raw: dict[str, bytes]) -> dict[str, ShardReply]:
-    return {message_id: decode_reply(payload) for message_id, payload in raw.items()}
