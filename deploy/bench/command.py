@@ -55,6 +55,13 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
 @_option("--coordinators", type=click.IntRange(1, 8), default=2, help="Coordinator processes (one group).")
 @_option("--cross", type=click.FloatRange(0, 1), default=0.1, help="Cross-shard share of transfers.")
 @_option("--zipf", type=click.FloatRange(0), default=0.0, help="Skew of debit accounts (0 = uniform).")
+@_option(
+    "--hot",
+    default=None,
+    metavar="N:SHARE",
+    callback=lambda _c, _p, v: _parse_hot(v),
+    help="N merchant accounts receive SHARE of the transfers, e.g. 3:0.3.",
+)
 @_option("--amounts", type=click.Choice(["uniform", "log"]), default="uniform",
          help="Amount distribution up to --max-amount minor units.")  # fmt: skip
 @_option("--max-amount", type=click.IntRange(1), default=10_000)
@@ -87,6 +94,7 @@ def bench(**o: Any) -> None:
     workload = WorkloadSettings(
         accounts=o["accounts"], cross_fraction=o["cross"], zipf_s=o["zipf"], amounts=o["amounts"],
         max_amount=o["max_amount"], reject_fraction=o["reject"], seed=o["seed"],
+        hot_accounts=o["hot"][0], hot_share=o["hot"][1],
     )  # fmt: skip
     load = LoadSettings(
         mode=o["mode"], rate=o["rate"], clients=o["clients"], latency_at=o["latency_at"],
@@ -130,6 +138,20 @@ def bench(**o: Any) -> None:
         o["json_path"].write_text(json.dumps(document, indent=2))
     if not passed:
         sys.exit(1)
+
+
+def _parse_hot(value: str | None) -> tuple[int, float]:
+    """`--hot N:SHARE` -> (N, SHARE); none -> (0, 0.0)."""
+    if value is None:
+        return 0, 0.0
+    count, _, share = value.partition(":")
+    try:
+        n, fraction = int(count), float(share)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected N:SHARE, e.g. 3:0.3") from None
+    if not (1 <= n <= 100 and 0 < fraction <= 1):
+        raise click.BadParameter(f"{value!r}: N is 1..100 accounts, SHARE a fraction in (0, 1]")
+    return n, fraction
 
 
 def _execute(

@@ -2,7 +2,9 @@
 
 Debit accounts are drawn uniformly or Zipf-skewed (a few hot accounts), credit accounts on the
 same or another shard in the asked proportion, and a fraction of amounts larger than any balance,
-so that they are rejected for insufficient funds.
+so that they are rejected for insufficient funds. With `hot_accounts`, a share of transfers pays
+one of a few merchant accounts (a bank's fee and settlement accounts): where a row-locking SQL
+ledger serializes.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class WorkloadSettings:
     """Share of transfers asking more than any account holds."""
     funding: int = 10**9
     """What each account receives from the issuer before the run."""
+    hot_accounts: int = 0
+    """Merchant accounts that receive `hot_share` of all transfers (and pay none)."""
+    hot_share: float = 0.0
     seed: int = 1
     prefix: str = "acct"
     """Account ids are PREFIX-000000...: a run on a long-lived ledger uses its own accounts."""
@@ -56,18 +61,28 @@ class Workload:
         self.by_shard: dict[int, list[str]] = {}
         for account, shard in self.shard_of.items():
             self.by_shard.setdefault(shard, []).append(account)
-        weights = [1 / (rank + 1) ** settings.zipf_s for rank in range(settings.accounts)]
+        # Merchants spread over the shards, one per shard in turn; they pay nobody.
+        shards = sorted(self.by_shard)
+        self.hot = [
+            self.by_shard[shards[i % len(shards)]][i // len(shards)] for i in range(settings.hot_accounts)
+        ]
+        for merchant in self.hot:
+            self.by_shard[self.shard_of[merchant]].remove(merchant)
+        self.payers = [a for a in self.accounts if a not in set(self.hot)]
+        weights = [1 / (rank + 1) ** settings.zipf_s for rank in range(len(self.payers))]
         self.cumulative = list(itertools.accumulate(weights))
 
     def next(self) -> Move:
         s, rng = self.settings, self.rng
-        debit = self.accounts[bisect.bisect(self.cumulative, rng.random() * self.cumulative[-1])]
+        if self.hot and rng.random() < s.hot_share:
+            return self._to_merchant()
+        debit = self.payers[bisect.bisect(self.cumulative, rng.random() * self.cumulative[-1])]
         home = self.shard_of[debit]
-        others = [sh for sh in self.by_shard if sh != home]
+        others = [sh for sh in self.by_shard if sh != home and self.by_shard[sh]]
         cross = bool(others) and rng.random() < s.cross_fraction
         pool = self.by_shard[rng.choice(others)] if cross else self.by_shard[home]
         if len(pool) == 1 and pool[0] == debit:
-            pool = self.accounts  # a shard with one account cannot pair with itself
+            pool = self.payers  # a shard with one account cannot pair with itself
         credit = debit
         while credit == debit:
             credit = rng.choice(pool)
@@ -77,6 +92,17 @@ class Workload:
         # A rejected share asks more than any account can hold in this run.
         amount = s.funding * 10 if rng.random() < s.reject_fraction else self._amount()
         return Move(debit, credit, amount, home != self.shard_of[credit], home)
+
+    def _to_merchant(self) -> Move:
+        """A payment to a merchant, from a payer on its shard or (in the cross share) another."""
+        s, rng = self.settings, self.rng
+        merchant = rng.choice(self.hot)
+        home = self.shard_of[merchant]
+        others = [sh for sh in self.by_shard if sh != home and self.by_shard[sh]]
+        cross = bool(others) and rng.random() < s.cross_fraction
+        debit = rng.choice(self.by_shard[rng.choice(others)] if cross else self.by_shard[home] or self.payers)
+        amount = s.funding * 10 if rng.random() < s.reject_fraction else self._amount()
+        return Move(debit, merchant, amount, self.shard_of[debit] != home, self.shard_of[debit])
 
     def _amount(self) -> int:
         if self.settings.amounts == "log":

@@ -29,6 +29,26 @@ def test_the_workload_is_seeded_and_keeps_its_proportions() -> None:
     assert 0.17 < sum(m.amount > settings.funding for m in moves) / len(moves) < 0.23
 
 
+def test_hot_merchants_take_their_share_and_the_cross_share_holds() -> None:
+    """`--hot 3:0.3`: three merchant accounts receive 30% of transfers and pay none."""
+    settings = WorkloadSettings(accounts=400, cross_fraction=0.1, hot_accounts=3, hot_share=0.3, seed=3)
+    workload = Workload(settings, PMAP)
+    moves = [workload.next() for _ in range(20_000)]
+    hot = set(workload.hot)
+    assert len({PMAP.shard_for(a) for a in hot}) == 3, "three accounts, spread over the shards"
+    assert 0.28 < sum(m.credit in hot for m in moves) / len(moves) < 0.32
+    assert not any(m.debit in hot for m in moves)
+    assert all(m.debit != m.credit for m in moves)
+    assert all(m.cross_shard == (PMAP.shard_for(m.debit) != PMAP.shard_for(m.credit)) for m in moves)
+    assert 0.08 < sum(m.cross_shard for m in moves) / len(moves) < 0.12
+
+
+def test_without_merchants_the_seeded_sequence_is_unchanged() -> None:
+    plain = Workload(WorkloadSettings(accounts=100, seed=5), PMAP)
+    none_hot = Workload(WorkloadSettings(accounts=100, seed=5, hot_accounts=0, hot_share=0.5), PMAP)
+    assert [plain.next() for _ in range(500)] == [none_hot.next() for _ in range(500)]
+
+
 def test_log_amounts_are_integers_spread_over_every_magnitude() -> None:
     w = Workload(WorkloadSettings(amounts="log", max_amount=99_999, reject_fraction=0), PMAP)
     amounts = [w.next().amount for _ in range(5000)]
