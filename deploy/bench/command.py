@@ -20,7 +20,7 @@ import psutil
 
 from deploy import event_loop
 from deploy.bench.drivers import Bench, LoadSettings
-from deploy.bench.meter import ProcessMeter
+from deploy.bench.meter import GENERATOR, ProcessMeter
 from deploy.bench.plots import plot_runs, plot_sweep
 from deploy.bench.report import RunReport
 from deploy.bench.workload import WorkloadSettings
@@ -159,7 +159,7 @@ def _execute(
 ) -> list[RunReport]:
     with _ledger(o["home"], shards, o["coordinators"], o["running"]) as (config, processes):
         pmap = asyncio.run(read_partition_map(config))  # the stack's admin initialised it
-        processes["load generator"] = os.getpid()
+        processes[GENERATOR] = os.getpid()
         python = {n: p for n, p in processes.items() if n.startswith(("shard", "coordinator", "load"))}
         bench = Bench(config, pmap, workload, load, ProcessMeter(processes), python)
         document["versions"] = asyncio.run(_versions(config.database_url))

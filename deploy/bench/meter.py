@@ -9,6 +9,7 @@ import time
 import psutil
 
 MACHINE = "(whole machine)"
+GENERATOR = "load generator"  # the benchmark's own process: its CPU is not the ledger's
 """Every core's busy time, so a run shows how close it came to the machine's limit."""
 
 

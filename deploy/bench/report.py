@@ -10,7 +10,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from deploy.bench.load import Recorder, Sample
-from deploy.bench.meter import MACHINE
+from deploy.bench.meter import GENERATOR, MACHINE
 
 PERCENTILES = (50.0, 95.0, 99.0, 99.9)
 
@@ -84,6 +84,18 @@ class RunReport:
         found = {f"p{p:g}": h.get_value_at_percentile(p) / 1000 for p in PERCENTILES}
         return found | {"max": h.get_max_value() / 1000}
 
+    def cpu_per_transfer_ms(self) -> dict[str, float]:
+        """CPU per transfer sent, the steadiest figure on a noisy box: the whole machine's, and the
+        ledger's (the machine's less the load generator's own)."""
+        machine = self.processes.get(MACHINE, {}).get("cpu_s")
+        if machine is None or not self.sent:
+            return {}
+        generator = self.processes.get(GENERATOR, {}).get("cpu_s", 0.0)
+        return {
+            "machine": round(1000 * machine / self.sent, 3),
+            "ledger": round(1000 * (machine - generator) / self.sent, 3),
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "mode": self.mode, "offered_per_s": self.offered_per_s,
@@ -93,6 +105,7 @@ class RunReport:
             "latency_ms": {path: self.percentiles_ms(path) for path in sorted(self.latency)},
             "timeline": self.timeline, "violations": self.violations, "processes": self.processes,
             "statements": self.statements, "profiles": self.profiles, "passed": self.passed,
+            "cpu_per_transfer_ms": self.cpu_per_transfer_ms(),
         }  # fmt: skip
 
     def table(self) -> str:
@@ -114,6 +127,11 @@ class RunReport:
                 lines.append(
                     f"  {name:>15}: cpu {usage['cpu_s']:6.1f}s ({usage['cpu_pct']:3.0f}% busy, 100% a core)"
                 )
+                if per := self.cpu_per_transfer_ms():
+                    lines.append(
+                        f"  cpu per transfer: {per['machine']:.2f} ms the machine,"
+                        f" {per['ledger']:.2f} ms without the load generator"
+                    )
                 continue
             lines.append(
                 f"  {name:>15}: cpu {usage['cpu_s']:6.1f}s ({usage['cpu_pct']:3.0f}% of a core),"

@@ -18,6 +18,7 @@ from schemas.public import TransferFunds, encode_public
 from schemas.shard_messages import ShardReply, encode
 from shards.bootstrap import close_pool, open_pool
 from tests.ledger_harness import accounts_on, fresh_config
+from tests.unit.test_internal_auth_edges import record
 
 POLICY = SagaPolicy(base_backoff_ms=1_000, answering_within_ms=2_000, busy_patience_ms=30_000)
 _offsets = itertools.count()
@@ -26,9 +27,7 @@ _offsets = itertools.count()
 def _record(
     topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
 ) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        topic, 0, next(_offsets), 0, 0, key, value, None, len(key), len(value), tuple(headers)
-    )
+    return record(topic, value, key, headers, next(_offsets))
 
 
 async def test_a_busy_shard_is_waited_for_and_a_quiet_one_retried(

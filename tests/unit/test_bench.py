@@ -10,6 +10,7 @@ import pytest
 
 from deploy.bench.command import _parse_sweep, sweep_row, sweep_table
 from deploy.bench.load import Recorder, closed_loop, open_loop
+from deploy.bench.meter import GENERATOR, MACHINE
 from deploy.bench.profiler import hot_functions
 from deploy.bench.report import RunReport
 from deploy.bench.workload import Move, Workload, WorkloadSettings
@@ -142,3 +143,15 @@ def test_hot_functions_put_idle_time_first_and_rank_the_rest() -> None:
         " 30.0% validate (d.py:4)",
         " 20.0% handle (c.py:3)",
     ]
+
+
+def test_cpu_per_transfer_is_given_with_and_without_the_load_generator() -> None:
+    report = RunReport("ledger", "closed, 10 clients", None, 10.0, sent=2_000)
+    report.processes = {
+        MACHINE: {"cpu_s": 4.0, "cpu_pct": 40, "rss_mib": 0.0},
+        GENERATOR: {"cpu_s": 1.0, "cpu_pct": 10, "rss_mib": 100.0},
+    }
+    assert report.cpu_per_transfer_ms() == {"machine": 2.0, "ledger": 1.5}
+    assert report.to_json()["cpu_per_transfer_ms"] == {"machine": 2.0, "ledger": 1.5}
+    assert "cpu per transfer: 2.00 ms the machine, 1.50 ms without the load generator" in report.table()
+    assert RunReport("idle", "open @ 1/s", 1.0, 1.0).cpu_per_transfer_ms() == {}
