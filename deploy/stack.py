@@ -159,7 +159,7 @@ class LocalStack:
 
     def start_ledger(
         self, *, api_port: int | None = None, issuance: tuple[str, ...] = ISSUANCE, coordinators: int = 1,
-        separate_relays: bool = False,
+        separate_relays: int = 0,
     ) -> None:  # fmt: skip
         """Create the ledger's schemas and topics, then start one `ledger shard run` per shard,
         `coordinators` coordinators (one consumer group) and, with `api_port`, the status API,
@@ -172,15 +172,16 @@ class LocalStack:
 
     def prepare_ledger(
         self, *, api_port: int | None = None, issuance: tuple[str, ...] = ISSUANCE, coordinators: int = 1,
-        separate_relays: bool = False,
+        separate_relays: int = 0,
     ) -> list[tuple[str, tuple[str, ...]]]:  # fmt: skip
         """Create the ledger's schemas and topics (again: it is idempotent) and return the processes
         `start_ledger` starts, as (name, `ledger` arguments), without starting them (`ledger dev
-        up`'s supervisor does)."""
+        up`'s supervisor does). Shards 0 .. `separate_relays` - 1 publish their outbox from a relay
+        process of their own; the others from the worker's process, sending each batch from memory."""
         asyncio.run(init_ledger(self.ledger_config(), self.settings.shards, self.db_role_passwords()))
         plan: list[tuple[str, tuple[str, ...]]] = []
         for shard in range(self.settings.shards):
-            if separate_relays:  # each its own process (the chaos suite kills relays alone)
+            if shard < separate_relays:  # its own process (the chaos suite kills relays alone)
                 plan.append((f"shard-{shard}", ("shard", "run", "--shard", str(shard), "--no-relay")))
                 plan.append((f"relay-{shard}", ("shard", "relay", "--shard", str(shard))))
             else:

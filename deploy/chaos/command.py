@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from deploy.chaos.run import ChaosSettings, run_chaos
+from deploy.chaos.run import RELAY_PROCESSES, ChaosSettings, run_chaos
 from deploy.chaos.schedule import FAULT_KINDS
 from deploy.stack import LocalStack, StackSettings
 
@@ -56,7 +56,8 @@ def chaos(
     settings = ChaosSettings(duration, fault_s, calm_s, rate, settle, seed, chosen)
     stack_settings = StackSettings.from_env(os.environ, home=home, brokers=3, shards=4, data_dir=data_dir)
     with LocalStack(stack_settings) as stack:
-        stack.start_ledger(coordinators=2, separate_relays=True)
+        # Half the shards with a relay process to kill, half sending from the worker's memory.
+        stack.start_ledger(coordinators=2, separate_relays=RELAY_PROCESSES)
         _log_to(stack.logs_dir / "chaos.log")
         report = asyncio.run(run_chaos(stack, settings))
     click.echo(table(report))

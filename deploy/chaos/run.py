@@ -37,13 +37,18 @@ class ChaosSettings:
     workload: ChaosWorkloadSettings = field(default_factory=ChaosWorkloadSettings)
 
 
+RELAY_PROCESSES = 2
+"""Shards (from 0) whose outbox relay runs as a process of its own, for `kill_relay`."""
+
+
 async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any]:
     config = stack.ledger_config(OPERATOR)
     shards = stack.settings.shards
     pmap = await init_ledger(stack.ledger_config(), shards)  # as admin: it applies the ACLs
     coordinators = sum(p.name.startswith("coordinator") for p in stack.extra_processes)
     targets = {
-        **dict.fromkeys(("kill_shard", "pause_shard", "kill_relay", "terminate_backends"), shards),
+        **dict.fromkeys(("kill_shard", "pause_shard", "terminate_backends"), shards),
+        "kill_relay": RELAY_PROCESSES,  # shards 0 and 1 have one; 2 and 3 publish in process
         **dict.fromkeys(("kill_coordinator", "pause_coordinator"), coordinators),
         **dict.fromkeys(CUT_KINDS, shards + coordinators),
         "kill_broker": stack.settings.brokers - 1,  # those that are not the controller
