@@ -120,13 +120,18 @@ ShardCommand = (
     | CancelCredit
 )
 
+# The names on the wire (each message's "type", a reply's "command"), written out rather than
+# taken from the classes, so renaming a class cannot change the contract (shard-command.json).
 COMMAND_TYPES: Final[dict[str, type[ShardCommand]]] = {
-    cls.__name__: cls
-    for cls in (
-        OpenAccount, ChangeAccountStatus, PostTransfer, ReserveFunds, CreditFunds,
-        CommitReservation, ReleaseReservation, CancelCredit,
-    )
-}  # fmt: skip
+    "OpenAccount": OpenAccount,
+    "ChangeAccountStatus": ChangeAccountStatus,
+    "PostTransfer": PostTransfer,
+    "ReserveFunds": ReserveFunds,
+    "CreditFunds": CreditFunds,
+    "CommitReservation": CommitReservation,
+    "ReleaseReservation": ReleaseReservation,
+    "CancelCredit": CancelCredit,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +222,9 @@ FIELD_CHECKS: Final[dict[str, Callable[[object], bool]]] = {
 
 _FIELDS: Final = {name: tuple(f.name for f in fields(cls)) for name, cls in COMMAND_TYPES.items()}
 _ENCODED_FIELDS: Final = _FIELDS | {"ShardReply": tuple(f.name for f in fields(ShardReply))}
+WIRE_NAME: Final[dict[type, str]] = {cls: name for name, cls in COMMAND_TYPES.items()} | {
+    ShardReply: "ShardReply"
+}
 
 
 def _read(raw: bytes) -> Any:
@@ -249,8 +257,8 @@ def command_from_dict(data: Any) -> ShardCommand:
         raise InvalidMessage(f"unknown command type {kind!r:.80}", "unknown_message_type")
     if data.get("v") != VERSION or isinstance(data.get("v"), bool):  # True == 1 in Python, not in JSON
         raise InvalidMessage(f"unsupported version {data.get('v')!r:.20} of {kind}", "unsupported_version")
-    names = _FIELDS[cls.__name__]
-    _check_fields(cls.__name__, data, names, FIELD_CHECKS)
+    names = _FIELDS[WIRE_NAME[cls]]
+    _check_fields(WIRE_NAME[cls], data, names, FIELD_CHECKS)
     return cls(**{name: data[name] for name in names})
 
 
@@ -269,7 +277,7 @@ def _check_fields(
 
 
 def encode(message: ShardCommand | ShardReply) -> bytes:
-    kind = type(message).__name__
+    kind = WIRE_NAME[type(message)]
     body = {name: getattr(message, name) for name in _ENCODED_FIELDS[kind]}
     return orjson.dumps({"type": kind, "v": VERSION, **body})
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from schemas.shard_messages import (
+    WIRE_NAME,
     CancelCredit,
     ChangeAccountStatus,
     CommitReservation,
@@ -328,7 +329,7 @@ class ShardBook:
         return ShardReply(
             message_id=reply_id(c.message_id),
             in_reply_to=c.message_id,
-            command=type(c).__name__,
+            command=WIRE_NAME[type(c)],
             shard=self.shard,
             account_id=account_id,
             transfer_id=transfer_id,

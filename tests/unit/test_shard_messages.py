@@ -365,3 +365,14 @@ def test_reply_id_is_the_rfc_4122_uuid5_of_the_command_id() -> None:
     for command_id in ("0e8a4f8e-3b9b-4c1e-9a59-3b7d2a8f0c11", str(uuid.uuid4())):
         expected = str(uuid.uuid5(uuid.NAMESPACE_URL, f"ledger:reply:{command_id}"))
         assert reply_id(command_id) == expected
+
+
+def test_wire_names_are_the_contracts_not_the_class_names() -> None:
+    """A class renamed in Python must not rename the message on the wire (issue 14, item 8)."""
+    command = ReserveFunds(str(uuid.uuid4()), str(uuid.uuid4()), "acct-1", 10, "EUR")
+    ReserveFunds.__name__ = "HoldFunds"
+    try:
+        assert orjson.loads(encode(command))["type"] == "ReserveFunds"
+        assert decode_command(encode(command)) == command
+    finally:
+        ReserveFunds.__name__ = "ReserveFunds"
