@@ -21,13 +21,13 @@ from coordinator.adapters.postgres_sagas import (
 )
 from coordinator.failpoints import Failpoints
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
-from deploy.config import LedgerConfig
+from infra.config import LedgerConfig
+from infra.kafka_commits import CoalescedCommits
+from infra.outbox_relay import OutboxRelay, idempotent_producer
+from infra.postgres_control import PostgresControl
+from infra.postgres_pool import close_pool, open_pool
 from schemas.errors import Stalled
 from schemas.message_auth import MessageAuthenticator, TopicSigner
-from shards.adapters.kafka_commits import CoalescedCommits
-from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
-from shards.adapters.postgres_control import PostgresControl
-from shards.bootstrap import close_pool, open_pool
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from coordinator.failpoints import Failpoints
 from coordinator.query_cli import COMMANDS as QUERY_COMMANDS
 from coordinator.saga.transfer_saga import SagaPolicy
 from coordinator.service.coordinator import CoordinatorSettings
-from deploy.config import LedgerConfig
 from deploy.ledger_client import LedgerClient
 from deploy.stack_env import ledger_config
-from deploy.tracing import setup_tracing
+from infra.config import LedgerConfig
+from infra.processes import run_until_signalled
+from infra.tracing import setup_tracing
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
-from shards.cli import run_until_signalled
 
 # Exit codes of `--wait`: the transfer's outcome, or 75 (EX_TEMPFAIL) when no result came in time.
 EXIT_CODES = {"completed": 0, "done": 0, "rejected": 3, "compensated": 4}

@@ -14,11 +14,11 @@ import click
 from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.adapters.postgres_status import STATES, list_transfers, transfer_status
 from coordinator.saga.reconciliation import Violation, reconcile
-from deploy.config import LedgerConfig
 from deploy.exit_codes import NOT_FOUND
 from deploy.stack_env import ledger_config
-from shards.adapters.postgres_control import PostgresControl
-from shards.adapters.postgres_pool import open_pool
+from infra.config import LedgerConfig
+from infra.postgres_control import PostgresControl
+from infra.postgres_pool import open_pool
 
 
 def _config_as(role: str) -> LedgerConfig:

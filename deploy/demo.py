@@ -22,13 +22,13 @@ from tqdm import tqdm
 
 from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.saga.reconciliation import Violation, reconcile
-from deploy.config import LedgerConfig
 from deploy.ledger_client import LedgerClient
 from deploy.stack import ISSUERS
+from infra.config import LedgerConfig
+from infra.postgres_control import PostgresControl
+from infra.postgres_pool import open_pool
+from schemas.partitioning import PartitionMap
 from schemas.public import FreezeAccount, OpenAccountRequest, TransferFunds
-from shards.adapters.postgres_control import PostgresControl
-from shards.bootstrap import open_pool
-from shards.domain.partitioning import PartitionMap
 
 FUNDING = 1_000_000  # minor units each customer receives from its currency's issuer
 

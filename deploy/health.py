@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from deploy.config import KafkaSecurity
+from infra.config import KafkaSecurity
 
 
 def _reachable(host: str, port: int, within_s: float) -> str:

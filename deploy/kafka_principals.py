@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.config import KafkaSecurity
+from infra.config import KafkaSecurity
 from schemas.errors import ConfigurationError
 
 ADMIN = "admin"

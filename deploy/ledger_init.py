@@ -6,14 +6,14 @@ from collections.abc import Mapping
 
 import asyncpg
 
-from deploy.config import LedgerConfig
 from deploy.kafka_acls import apply_acls, ledger_acls
 from deploy.kafka_admin import TopicSpec, align_topic_configs, create_topics, wait_for_group_coordinators
 from deploy.postgres_roles import apply_database_roles
-from shards.adapters.postgres_control import PostgresControl
-from shards.adapters.postgres_migrations import migrate
-from shards.bootstrap import open_pool
-from shards.domain.partitioning import PartitionMap
+from infra.config import LedgerConfig
+from infra.postgres_control import PostgresControl
+from infra.postgres_migrations import migrate
+from infra.postgres_pool import open_pool
+from schemas.partitioning import PartitionMap
 
 
 def ledger_topics(config: LedgerConfig, shard_count: int) -> list[TopicSpec]:

@@ -28,10 +28,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
-from deploy.config import LedgerConfig
+from infra.config import LedgerConfig
+from infra.postgres_migrations import quoted_schema
 from schemas.errors import ConfigurationError
 from schemas.topics import Namespace
-from shards.adapters.postgres_migrations import quoted_schema
 
 _DML = "SELECT, INSERT, UPDATE, DELETE"
 _MIGRATIONS_TABLE = "schema_migrations"  # only the admin role (migrations) reads or writes it

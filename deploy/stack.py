@@ -21,7 +21,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from deploy.config import KafkaSecurity, LedgerConfig, parse_message_keys
 from deploy.kafka_local import LocalKafka, fetch_kafka
 from deploy.kafka_principals import ADMIN, COORDINATOR, PROVISIONED_SHARDS, KafkaCredentials, shard_principal
 from deploy.ledger_init import init_ledger
@@ -29,6 +28,7 @@ from deploy.postgres_local import LocalPostgres, find_pg_bin
 from deploy.postgres_roles import LedgerRoles, generate_passwords, read_passwords, role_dsn, write_passwords
 from deploy.processes import EngineError, ProcessRecord, spawn, unprivileged_user
 from deploy.stack_env import read_state
+from infra.config import KafkaSecurity, LedgerConfig, parse_message_keys
 from schemas.topics import Namespace
 
 ISSUERS = {"EUR": "issuer-eur", "USD": "issuer-usd"}

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from deploy.config import KafkaSecurity, LedgerConfig
+from infra.config import KafkaSecurity, LedgerConfig
 from schemas.errors import ConfigurationError, LedgerError
 from schemas.topics import Namespace
 

@@ -13,12 +13,12 @@ from typing import Any
 import asyncpg
 import click
 
-from deploy.config import LedgerConfig
 from deploy.exit_codes import NOT_FOUND
 from deploy.stack_env import ledger_config
-from shards.adapters.postgres_control import PostgresControl
-from shards.adapters.postgres_pool import open_pool
-from shards.domain.partitioning import PartitionMap
+from infra.config import LedgerConfig
+from infra.postgres_control import PostgresControl
+from infra.postgres_pool import open_pool
+from schemas.partitioning import PartitionMap
 from shards.service.audit import (
     ChainReport,
     ReplayReport,

@@ -9,17 +9,17 @@ from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
 
-from deploy.config import LedgerConfig
+from infra.config import LedgerConfig
+from infra.outbox_relay import OutboxRelay, idempotent_producer
+from infra.postgres_control import PostgresControl
+from infra.postgres_pool import close_pool, open_pool
 from schemas.message_auth import MessageAuthenticator, TopicSigner
 from shards.adapters.kafka_source import KafkaCommandSource
-from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
-from shards.adapters.postgres_control import PostgresControl
-from shards.adapters.postgres_pool import close_pool, open_pool
 from shards.adapters.postgres_shard_store import PostgresShardStore
 from shards.service.worker import ShardWorker, WorkerSettings
 
 log = logging.getLogger(__name__)
-__all__ = ["RunningShard", "close_pool", "open_pool", "run_shard"]  # pools: postgres_pool
+__all__ = ["RunningShard", "run_shard"]
 
 
 @dataclass

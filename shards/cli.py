@@ -3,36 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import click
 
-from deploy import event_loop
-from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
 from deploy.postgres_roles import parse_passwords, read_passwords
 from deploy.stack_env import ledger_config
-from deploy.tracing import setup_tracing
-from schemas.errors import LedgerError
+from infra.config import LedgerConfig
+from infra.outbox_relay import OutboxRelay, idempotent_producer
+from infra.postgres_pool import open_pool
+from infra.processes import run_until_signalled
+from infra.tracing import setup_tracing
 from schemas.message_auth import MessageAuthenticator, TopicSigner
-from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
 from shards.audit_cli import COMMANDS as AUDIT_COMMANDS
-from shards.bootstrap import open_pool, run_shard
+from shards.bootstrap import run_shard
 from shards.service.worker import WorkerSettings
 
 log = logging.getLogger("ledger")
-
-
-def _final(error: BaseException) -> bool:
-    """Whether `error` (or any error in a task group's) says retrying is pointless."""
-    if isinstance(error, BaseExceptionGroup):
-        return any(_final(e) for e in error.exceptions)
-    return isinstance(error, LedgerError) and not error.retriable
 
 
 def _config() -> LedgerConfig:
@@ -42,39 +32,6 @@ def _config() -> LedgerConfig:
 def _config_as(role: str) -> LedgerConfig:
     """An operator command's ledger: the environment's, or the local stack's as `role`."""
     return ledger_config(role, os.environ)
-
-
-def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run `main(stop)`; SIGTERM or Ctrl-C sets `stop`, so the work in hand is finished cleanly.
-
-    This is a process's outermost loop: when `main` fails it is started again, from fresh
-    connections, after a growing pause. A database restart or a broker lost mid-call can fail it
-    in places no inner retry covers, and the process must outlive those. Only an error that says
-    it is not worth retrying (a newer worker fenced this one out, bad configuration) ends it.
-    """
-
-    async def runner() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        pause = 0.5
-        while True:
-            try:
-                await main(stop)
-                return
-            except Exception as e:
-                if stop.is_set() or _final(e):
-                    raise
-                log.exception("stopped by %s; starting again in %.1fs", type(e).__name__, pause)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), pause)
-            if stop.is_set():
-                return
-            pause = min(pause * 2, 30.0)
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    event_loop.run(runner(), os.environ)
 
 
 @click.command("init")

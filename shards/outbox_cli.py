@@ -10,11 +10,11 @@ from typing import Any
 import asyncpg
 import click
 
-from deploy.config import LedgerConfig
 from deploy.stack_env import ledger_config
-from shards.adapters.outbox_parking import list_parked
-from shards.adapters.postgres_control import PostgresControl
-from shards.adapters.postgres_pool import open_pool
+from infra.config import LedgerConfig
+from infra.outbox_parking import list_parked
+from infra.postgres_control import PostgresControl
+from infra.postgres_pool import open_pool
 
 
 async def _all_parked(config: LedgerConfig) -> list[dict[str, Any]]:

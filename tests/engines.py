@@ -25,11 +25,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from deploy.config import KafkaSecurity
 from deploy.kafka_admin import TopicSpec, create_topics
 from deploy.kafka_local import LocalKafka, fetch_kafka, kafka_version
 from deploy.kafka_principals import ADMIN, KafkaCredentials
 from deploy.stack import LocalStack, StackSettings
+from infra.config import KafkaSecurity
 
 REPO = Path(__file__).resolve().parent.parent
 _STACKS: list[LocalStack] = []  # every stack this session started, for the leak check at the end

@@ -15,14 +15,14 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from deploy.config import KafkaSecurity, LedgerConfig
 from deploy.ledger_client import LedgerClient
 from deploy.postgres_roles import RoleConfigs
+from infra.config import KafkaSecurity, LedgerConfig
 from schemas.message_auth import MessageAuthenticator
+from schemas.partitioning import PartitionMap
 from schemas.shard_messages import ShardCommand, ShardReply, decode_reply, encode
 from schemas.topics import Namespace
 from shards.bootstrap import RunningShard, run_shard
-from shards.domain.partitioning import PartitionMap
 from shards.service.worker import WorkerSettings
 from tests.engines import SESSION_KAFKA
 

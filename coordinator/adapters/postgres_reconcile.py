@@ -8,8 +8,8 @@ from typing import TypeVar
 import asyncpg
 
 from coordinator.saga.reconciliation import EntryGroup, OperationView, SagaView, ShardView
-from deploy.config import LedgerConfig
-from shards.adapters.postgres_migrations import quoted_schema
+from infra.config import LedgerConfig
+from infra.postgres_migrations import quoted_schema
 
 C = TypeVar("C")
 S = TypeVar("S")

@@ -15,9 +15,9 @@ import asyncpg
 import orjson
 
 from coordinator.saga.transfer_saga import CREDIT_SIDE, SagaState, Transfer
+from infra.outbox_relay import Committed, OutboxMessage
+from infra.postgres_pool import TRANSIENT_ERRORS
 from schemas.errors import LedgerError
-from shards.adapters.outbox_relay import Committed
-from shards.adapters.postgres_shard_store import TRANSIENT_ERRORS, OutboxMessage
 
 
 class VersionConflict(LedgerError):

@@ -15,10 +15,10 @@ from aiohttp import web
 from coordinator.adapters.postgres_status import STATES, list_transfers, transfer_status
 from coordinator.api.auth import ApiTokens, bearer_auth
 from coordinator.api.json_errors import error_response, json_errors
-from deploy.config import LedgerConfig
-from shards.adapters.postgres_control import PostgresControl
-from shards.bootstrap import open_pool
-from shards.domain.partitioning import PartitionMap
+from infra.config import LedgerConfig
+from infra.postgres_control import PostgresControl
+from infra.postgres_pool import open_pool
+from schemas.partitioning import PartitionMap
 from shards.service.audit import account_balance
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

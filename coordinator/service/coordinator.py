@@ -35,9 +35,11 @@ from coordinator.saga.transfer_saga import (
     decide,
     start,
 )
-from deploy.tracing import TRACEPARENT, context_from_headers, context_from_traceparent, current_headers
+from infra.outbox_relay import OutboxMessage
+from infra.tracing import TRACEPARENT, context_from_headers, context_from_traceparent, current_headers
 from schemas.dead_letters import DeadLetter
 from schemas.message_auth import MessageAuthenticator, Unauthenticated
+from schemas.partitioning import PartitionMap
 from schemas.public import (
     AccountResult,
     CloseAccount,
@@ -62,8 +64,6 @@ from schemas.shard_messages import (
     encode,
 )
 from schemas.topics import Namespace
-from shards.adapters.postgres_shard_store import OutboxMessage
-from shards.domain.partitioning import PartitionMap
 
 log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("ledger.coordinator")

@@ -13,7 +13,7 @@ import uuid
 import asyncpg
 
 from deploy.bench.workload import Move
-from shards.adapters.postgres_migrations import quoted_schema
+from infra.postgres_migrations import quoted_schema
 
 _DDL = """
 CREATE TABLE accounts (

@@ -18,18 +18,18 @@ import asyncpg
 import click
 import psutil
 
-from deploy import event_loop
 from deploy.bench.drivers import Bench, LoadSettings
 from deploy.bench.meter import GENERATOR, ProcessMeter
 from deploy.bench.plots import plot_runs, plot_sweep
 from deploy.bench.report import RunReport
 from deploy.bench.workload import WorkloadSettings
-from deploy.config import LedgerConfig
 from deploy.kafka_local import kafka_version
 from deploy.kafka_principals import OPERATOR
 from deploy.ledger_init import read_partition_map
 from deploy.processes import EngineError, ProcessRecord
 from deploy.stack import LocalStack, StackSettings, load_state, recorded_kafka_security
+from infra import event_loop
+from infra.config import LedgerConfig
 
 SWEEPABLE = ("cross", "shards")
 

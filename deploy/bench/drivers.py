@@ -13,8 +13,8 @@ from deploy.bench.profiler import PySpy
 from deploy.bench.report import RunReport
 from deploy.bench.targets import BaselineTarget, LedgerTarget
 from deploy.bench.workload import Workload, WorkloadSettings
-from deploy.config import LedgerConfig
-from shards.domain.partitioning import PartitionMap
+from infra.config import LedgerConfig
+from schemas.partitioning import PartitionMap
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.saga.reconciliation import reconcile
 from deploy.bench import baseline
 from deploy.bench.workload import Move
-from deploy.config import LedgerConfig
 from deploy.ledger_client import LedgerClient, Result
 from deploy.stack import ISSUER
+from infra.config import LedgerConfig
+from infra.postgres_migrations import quoted_schema
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
-from shards.adapters.postgres_migrations import quoted_schema
 
 
 def outcome_of(result: dict[str, object]) -> str:

@@ -14,7 +14,7 @@ import itertools
 import random
 from dataclasses import dataclass
 
-from shards.domain.partitioning import PartitionMap
+from schemas.partitioning import PartitionMap
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import asyncpg
 
 from deploy.chaos.iptables import LoopbackCut
 from deploy.chaos.schedule import CUT_KINDS, PlannedFault
-from deploy.config import LedgerConfig
 from deploy.kafka_local import LocalKafka
 from deploy.stack import LocalStack
+from infra.config import LedgerConfig
 
 log = logging.getLogger(__name__)
 SESSION_TIMEOUT_S = 10.0  # the coordinators' consumer group session (coordinator/bootstrap.py)

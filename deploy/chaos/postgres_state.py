@@ -13,8 +13,8 @@ import asyncpg
 from coordinator.adapters.postgres_reconcile import read_snapshot
 from coordinator.saga.reconciliation import OperationView, SagaView
 from deploy.chaos.checker import LedgerState, ShardState
-from deploy.config import LedgerConfig
-from shards.adapters.postgres_migrations import quoted_schema
+from infra.config import LedgerConfig
+from infra.postgres_migrations import quoted_schema
 from shards.adapters.postgres_shard_store import to_micros
 from shards.domain.chain import ChainedEntry
 from shards.domain.replay import Balance

@@ -22,8 +22,10 @@ from aiokafka.errors import KafkaError
 
 from deploy.bench.workload import Workload, WorkloadSettings
 from deploy.chaos.checker import BalanceRead, History, Observed, Sent
-from deploy.config import LedgerConfig
 from deploy.stack import ISSUER
+from infra.config import LedgerConfig
+from infra.postgres_migrations import quoted_schema
+from schemas.partitioning import PartitionMap
 from schemas.public import (
     FreezeAccount,
     OpenAccountRequest,
@@ -32,8 +34,6 @@ from schemas.public import (
     encode_public,
     request_fingerprint,
 )
-from shards.adapters.postgres_migrations import quoted_schema
-from shards.domain.partitioning import PartitionMap
 
 log = logging.getLogger(__name__)
 

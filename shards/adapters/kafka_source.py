@@ -8,8 +8,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from infra.kafka_commits import CoalescedCommits
 from schemas.errors import LedgerError
-from shards.adapters.kafka_commits import CoalescedCommits
 
 
 class SourceUnavailable(LedgerError):

@@ -16,18 +16,14 @@ from dataclasses import dataclass
 import asyncpg
 import orjson
 
+from infra.outbox_relay import OutboxMessage
+from infra.postgres_pool import TRANSIENT_ERRORS, StoreUnavailable
 from schemas.errors import LedgerError
 from shards.domain.book import ShardBook
 from shards.domain.model import Account, JournalEntry, Operation, transit_account
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
-
-
-class StoreUnavailable(LedgerError):
-    """PostgreSQL could not be reached or the transaction failed for a transient reason."""
-
-    retriable = True
 
 
 class StoreRefused(LedgerError):
@@ -51,29 +47,6 @@ def to_micros(when: dt.datetime) -> int:
     return (when - EPOCH) // _MICROSECOND
 
 
-# Errors after which retrying the same batch can succeed: the connection, the server, or a
-# concurrency conflict. Anything else (a constraint violated) is a bug and must stop the worker.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.QueryCanceledError,
-)
-
-
-@dataclass(frozen=True)
-class OutboxMessage:
-    topic: str
-    key: bytes | None
-    payload: bytes
-    headers: dict[str, str]
-
-
 @dataclass(frozen=True)
 class Head:
     journal_seq: int
@@ -88,8 +61,6 @@ class ShardTransaction:
         self.conn = conn
         self.head = head
         self.epoch = epoch
-        self._loaded_balances: dict[str, tuple[int, int, str]] = {}
-        self._loaded_states: dict[tuple[str, str], str] = {}
 
     async def replies_for(self, message_ids: Sequence[str]) -> dict[str, bytes]:
         """The stored reply (raw bytes) of every message id already processed."""
@@ -112,8 +83,6 @@ class ShardTransaction:
         }
         rows = await self.conn.fetch(_LOAD_ACCOUNTS, sorted(wanted))
         accounts = [Account(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6])) for r in rows]
-        self._loaded_balances = {a.account_id: (a.posted, a.reserved, a.status) for a in accounts}
-        self._loaded_states = {op.key: op.state for op in operations}
         return accounts, operations
 
     async def write(
@@ -121,17 +90,10 @@ class ShardTransaction:
     ) -> Head:
         """Write back everything `book` changed plus the inbox and outbox rows, and advance the
         heads: ONE statement (one round trip), whatever the batch holds."""
-        loaded = self._loaded_balances
-        created = [book.accounts[a] for a in book.new_accounts]
-        moved = [
-            a
-            for a in book.accounts.values()
-            if a.account_id not in loaded or loaded[a.account_id][:2] != (a.posted, a.reserved)
-        ]
-        accounts = book.accounts.values()
-        restated = [a for a in accounts if loaded.get(a.account_id, (0, 0, a.status))[2] != a.status]
-        changed = [op for key, op in book.operations.items() if self._loaded_states.get(key) != op.state]
-        journal = [_journal_row(e) for e in book.entries]
+        change = book.changes()
+        created, restated, changed = change.created, change.changed, change.operations
+        moved = [*created, *restated]  # a new account's balance row comes with it
+        journal = [_journal_row(e) for e in change.entries]
         first = self.head.outbox_seq + 1
         head = Head(book.last_seq, book.last_hash, self.head.outbox_seq + len(outbox))
         await self.conn.execute(

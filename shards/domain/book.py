@@ -9,7 +9,9 @@ I/O: the service loads the slice, applies the batch, and writes back what `Shard
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
+from schemas.partitioning import PartitionMap
 from schemas.shard_messages import (
     WIRE_NAME,
     CancelCredit,
@@ -43,7 +45,6 @@ from shards.domain.model import (
     fits_bigint,
     transit_account,
 )
-from shards.domain.partitioning import PartitionMap
 
 
 class Rejected(Exception):
@@ -51,6 +52,19 @@ class Rejected(Exception):
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """Everything a batch changed: what the adapter writes, exactly."""
+
+    created: list[Account]
+    """Accounts opened in the batch (transit accounts included), as they end it."""
+    changed: list[Account]
+    """Accounts that existed before and whose balance or status moved, as they end it."""
+    operations: list[Operation]
+    """Holds and credits created or moved to another state."""
+    entries: list[JournalEntry]
 
 
 class ShardBook:
@@ -78,6 +92,15 @@ class ShardBook:
         self.changed_accounts: set[str] = set()
         self.changed_operations: set[tuple[str, str]] = set()
         self.entries: list[JournalEntry] = []
+
+    def changes(self) -> ChangeSet:
+        created = set(self.new_accounts)
+        return ChangeSet(
+            [self.accounts[a] for a in self.new_accounts],
+            [self.accounts[a] for a in sorted(self.changed_accounts - created)],
+            [self.operations[key] for key in sorted(self.changed_operations)],
+            list(self.entries),
+        )
 
     # --- entry points ---------------------------------------------------------------------
 

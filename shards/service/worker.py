@@ -21,10 +21,14 @@ from dataclasses import dataclass
 from aiokafka import ConsumerRecord
 from opentelemetry.context import Context
 
-from deploy.tracing import child_span_headers, context_from_headers
+from infra.outbox_relay import Committed, OutboxMessage
+from infra.postgres_control import PostgresControl
+from infra.postgres_pool import StoreUnavailable
+from infra.tracing import child_span_headers, context_from_headers
 from schemas.dead_letters import DeadLetter
 from schemas.errors import LedgerError, Stalled
 from schemas.message_auth import MessageAuthenticator, Unauthenticated
+from schemas.partitioning import PartitionMap
 from schemas.shard_messages import (
     InvalidMessage,
     PostTransfer,
@@ -36,17 +40,12 @@ from schemas.shard_messages import (
 )
 from schemas.topics import Namespace
 from shards.adapters.kafka_source import KafkaCommandSource, SourceUnavailable
-from shards.adapters.outbox_relay import Committed
-from shards.adapters.postgres_control import PostgresControl
 from shards.adapters.postgres_shard_store import (
     Head,
-    OutboxMessage,
     PostgresShardStore,
     StoreRefused,
-    StoreUnavailable,
 )
 from shards.domain.book import ShardBook
-from shards.domain.partitioning import PartitionMap
 
 log = logging.getLogger(__name__)
 

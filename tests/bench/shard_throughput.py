@@ -24,11 +24,11 @@ from pathlib import Path
 import asyncpg
 import psutil
 
-from deploy.config import LedgerConfig
 from deploy.kafka_principals import ADMIN
 from deploy.ledger_init import init_ledger
 from deploy.processes import spawn
 from deploy.stack import LocalStack, StackSettings
+from infra.config import LedgerConfig
 from schemas.shard_messages import OpenAccount, PostTransfer, ShardCommand
 from schemas.topics import Namespace
 from tests.ledger_harness import accounts_on, new_id, send

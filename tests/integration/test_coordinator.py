@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
+from infra.config import LedgerConfig
 from schemas.public import FreezeAccount, OpenAccountRequest, TransferFunds, encode_public
 from tests.ledger_harness import (
     ResultCollector,

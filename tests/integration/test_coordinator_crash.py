@@ -19,9 +19,9 @@ import pytest
 
 from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.saga.reconciliation import reconcile
-from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
 from deploy.processes import ProcessRecord, spawn
+from infra.config import LedgerConfig
 from schemas.public import FreezeAccount, OpenAccountRequest, TransferFunds, encode_public
 from tests.ledger_harness import ResultCollector, accounts_on, fresh_config, produce_raw, running_shards
 

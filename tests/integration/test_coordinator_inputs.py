@@ -8,8 +8,8 @@ import uuid
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
+from infra.config import LedgerConfig
 from schemas.public import CloseAccount, FreezeAccount, OpenAccountRequest, TransferFunds, encode_public
 from schemas.shard_messages import ShardReply, encode
 from tests.bad_inputs import (

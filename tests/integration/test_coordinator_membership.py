@@ -17,8 +17,8 @@ import pytest
 
 from coordinator.bootstrap import RunSettings, run_coordinator
 from coordinator.service.coordinator import CoordinatorSettings
-from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
+from infra.config import LedgerConfig
 from tests.ledger_harness import fresh_config
 
 GROUP_LOG = "aiokafka.consumer.group_coordinator"

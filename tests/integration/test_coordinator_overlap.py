@@ -15,7 +15,7 @@ import pytest
 
 from coordinator.adapters.postgres_sagas import PostgresSagaStore, TransferRecord, VersionConflict
 from deploy.ledger_init import init_ledger
-from shards.bootstrap import close_pool, open_pool
+from infra.postgres_pool import close_pool, open_pool
 from tests.ledger_harness import fresh_config
 
 

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deploy.config import LedgerConfig
 from deploy.processes import ProcessRecord
 from deploy.stack import recorded_kafka_security
+from infra.config import LedgerConfig
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from tests.integration.test_dev_cli import _ledger
 from tests.ledger_harness import ResultCollector, new_id, produce_raw

@@ -16,12 +16,12 @@ from coordinator.adapters.postgres_status import transfer_status
 from coordinator.bootstrap import RunSettings, run_coordinator
 from coordinator.saga.transfer_saga import SagaPolicy
 from coordinator.service.coordinator import CoordinatorSettings
-from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
+from infra.config import LedgerConfig
+from infra.postgres_pool import close_pool, open_pool
 from schemas.message_auth import MessageAuthenticator
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from schemas.shard_messages import CreditFunds, PostTransfer, ShardReply, encode
-from shards.bootstrap import close_pool, open_pool
 from tests.ledger_harness import (
     ResultCollector,
     accounts_on,

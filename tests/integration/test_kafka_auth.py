@@ -13,12 +13,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAuthorizationFailedError
 
-from deploy.config import KafkaSecurity, LedgerConfig
 from deploy.kafka_acls import apply_acls, describe_acls, ledger_acls
 from deploy.ledger_init import init_ledger
+from infra.config import KafkaSecurity, LedgerConfig
+from infra.outbox_relay import idempotent_producer
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from schemas.shard_messages import CreditFunds, ShardReply, encode
-from shards.adapters.outbox_relay import idempotent_producer
 from tests.ledger_harness import (
     ResultCollector,
     accounts_on,

@@ -14,9 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shards.adapters.outbox_relay import Committed, OutboxRelay, idempotent_producer
-from shards.adapters.postgres_migrations import migrate
-from shards.adapters.postgres_shard_store import OutboxMessage
+from infra.outbox_relay import Committed, OutboxMessage, OutboxRelay, idempotent_producer
+from infra.postgres_migrations import migrate
 from tests.integration.test_outbox_parking import _consume
 
 

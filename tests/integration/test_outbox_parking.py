@@ -18,8 +18,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shards.adapters.outbox_relay import OutboxRelay, idempotent_producer
-from shards.adapters.postgres_migrations import migrate
+from infra.outbox_relay import OutboxRelay, idempotent_producer
+from infra.postgres_migrations import migrate
 
 TOPIC_LIMIT = 20_000
 

@@ -4,7 +4,7 @@ left open."""
 
 from __future__ import annotations
 
-from shards.adapters.postgres_pool import close_pool, open_pool
+from infra.postgres_pool import close_pool, open_pool
 
 
 async def test_release_skips_the_reset_query_but_rolls_back(database_url: str) -> None:

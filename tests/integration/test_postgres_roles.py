@@ -11,12 +11,12 @@ import pytest
 
 from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.saga.reconciliation import reconcile
-from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
 from deploy.postgres_roles import LedgerRoles, drop_roles, generate_passwords, role_configs, role_dsn
+from infra.config import LedgerConfig
+from infra.postgres_control import PostgresControl
+from infra.postgres_pool import open_pool
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
-from shards.adapters.postgres_control import PostgresControl
-from shards.bootstrap import open_pool
 from shards.service.audit import verify_chain
 from tests.ledger_harness import (
     ResultCollector,

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
+from infra.config import LedgerConfig
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from tests.ledger_harness import (
     ResultCollector,

@@ -28,9 +28,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from deploy.kafka_principals import KafkaCredentials
 from deploy.postgres_roles import LedgerRoles, read_passwords, role_dsn
 from deploy.stack import ISSUER
+from schemas.partitioning import PartitionMap
 from schemas.public import FreezeAccount, encode_public
 from schemas.topics import Namespace
-from shards.domain.partitioning import PartitionMap
 from tests.engines import REPO
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))

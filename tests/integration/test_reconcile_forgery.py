@@ -13,14 +13,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
+from infra.config import LedgerConfig
+from infra.postgres_pool import open_pool
+from schemas.partitioning import PartitionMap
 from schemas.public import FreezeAccount, OpenAccountRequest, TransferFunds, encode_public
 from schemas.shard_messages import CreditFunds, PostTransfer
 from shards.adapters.postgres_shard_store import PostgresShardStore
-from shards.bootstrap import open_pool
 from shards.domain.book import ShardBook
-from shards.domain.partitioning import PartitionMap
 from tests.ledger_harness import ResultCollector, accounts_on, fresh_config, produce_raw, running_ledger
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))

@@ -15,8 +15,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
-from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
+from infra.config import LedgerConfig
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from tests.ledger_harness import ResultCollector, dead_letters, fresh_config, produce_raw, running_ledger
 

@@ -13,10 +13,10 @@ from coordinator.adapters.postgres_sagas import PostgresSagaStore
 from coordinator.saga.transfer_saga import SagaPolicy, command_id
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from deploy.ledger_init import init_ledger
+from infra.postgres_pool import close_pool, open_pool
 from schemas.message_auth import MessageAuthenticator
 from schemas.public import TransferFunds, encode_public
 from schemas.shard_messages import ShardReply, encode
-from shards.bootstrap import close_pool, open_pool
 from tests.ledger_harness import accounts_on, fresh_config
 from tests.unit.test_internal_auth_edges import record
 

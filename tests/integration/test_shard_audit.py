@@ -12,8 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
+from infra.config import LedgerConfig
 from schemas.shard_messages import OpenAccount, PostTransfer, ShardCommand
 from shards.adapters.postgres_shard_store import to_micros
 from shards.domain.model import entry_hash

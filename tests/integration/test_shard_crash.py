@@ -11,9 +11,10 @@ from pathlib import Path
 
 import asyncpg
 
-from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
 from deploy.processes import ProcessRecord, spawn
+from infra.config import LedgerConfig
+from schemas.partitioning import PartitionMap
 from schemas.shard_messages import (
     CommitReservation,
     OpenAccount,
@@ -24,7 +25,6 @@ from schemas.shard_messages import (
 )
 from shards.domain.book import ShardBook
 from shards.domain.model import GENESIS_HASH
-from shards.domain.partitioning import PartitionMap
 from tests.ledger_harness import ReplyCollector, accounts_on, balances, fresh_config, new_id, send
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))

@@ -7,8 +7,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from deploy.config import LedgerConfig
 from deploy.ledger_init import init_ledger
+from infra.config import LedgerConfig
 from schemas.shard_messages import (
     ChangeAccountStatus,
     CommitReservation,

@@ -14,7 +14,7 @@ from deploy.bench.meter import GENERATOR, MACHINE
 from deploy.bench.profiler import hot_functions
 from deploy.bench.report import RunReport
 from deploy.bench.workload import Move, Workload, WorkloadSettings
-from shards.domain.partitioning import PartitionMap
+from schemas.partitioning import PartitionMap
 
 PMAP = PartitionMap.initial(4)
 

@@ -12,7 +12,7 @@ from deploy.bench.workload import Workload, WorkloadSettings
 from deploy.chaos.run import recovery
 from deploy.chaos.schedule import FAULT_KINDS, plan
 from deploy.kafka_local import LocalKafka
-from shards.domain.partitioning import PartitionMap
+from schemas.partitioning import PartitionMap
 
 TARGETS = {"kill_shard": 4, "kill_broker": 2, "cut_kafka": 6}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.config import KafkaSecurity, LedgerConfig, parse_message_keys
+from infra.config import KafkaSecurity, LedgerConfig, parse_message_keys
 from schemas.errors import ConfigurationError
 from schemas.topics import Namespace
 

@@ -16,8 +16,8 @@ import orjson
 from coordinator.adapters.postgres_sagas import PostgresSagaStore, SagaStoreRefused
 from coordinator.bootstrap import RunSettings, _handle_isolating
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
+from infra.outbox_relay import Committed, OutboxRelay
 from schemas.public import TransferFunds, encode_public
-from shards.adapters.outbox_relay import Committed, OutboxRelay
 from tests.unit.test_internal_auth_edges import ALICE, AUTH, BOB, NS, PMAP, FakeSagaTx, record
 
 

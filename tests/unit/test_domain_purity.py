@@ -1,4 +1,5 @@
-"""The pure cores (shards/domain, coordinator/saga) import nothing that does I/O or reaches deploy/."""
+"""The pure cores (shards/domain, coordinator/saga) import nothing that does I/O or reaches deploy/,
+and each package imports only the layers below it (schemas < infra < shards < coordinator < deploy)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,66 @@ def test_the_chaos_checker_is_pure() -> None:
     path = ROOT / "deploy/chaos/checker.py"
     found = forbidden_in(path.read_text(), package_of(path)) - {"deploy", "deploy.chaos"}
     assert not {name for name in found if not name.startswith("deploy.")}, found
+
+
+# --- layering (issue 14, item 8): infra/ below coordinator/ and shards/, deploy/ above them all ----
+
+# package -> top-level packages (or dotted prefixes) its modules may not import.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "schemas": ("coordinator", "shards", "deploy", "infra"),
+    "infra": ("coordinator", "shards", "deploy"),
+    "shards": ("coordinator", "deploy"),
+    "coordinator": ("deploy", "shards.adapters", "shards.service", "shards.bootstrap", "shards.cli"),
+}
+# Entry points read the local stack's settings (deploy/stack_env), and the status API reads a
+# balance the way `ledger balance` does: the only exceptions.
+EXCEPTIONS: dict[str, tuple[str, ...]] = {
+    "cli.py": ("deploy",),
+    "_cli.py": ("deploy",),
+    "coordinator/api/status.py": ("shards.service.audit",),
+}
+
+
+def layered_files() -> list[Path]:
+    return sorted(p for package in LAYERS for p in (ROOT / package).rglob("*.py"))
+
+
+def layering_breaches(relative: str, source: str) -> set[str]:
+    """What the module at `relative` (a path from the root) imports that its layer may not."""
+    package = relative.split("/", maxsplit=1)[0]
+    allowed = tuple(
+        prefix for suffix, prefixes in EXCEPTIONS.items() if relative.endswith(suffix) for prefix in prefixes
+    )
+    return {
+        name
+        for name in imported_modules(source, ".".join(relative.split("/")[:-1]))
+        for banned in LAYERS[package]
+        if (name == banned or name.startswith(banned + "."))
+        and not any(name == a or name.startswith(a + ".") for a in allowed)
+    }
+
+
+def test_the_layers_have_modules_to_check() -> None:
+    assert {p.relative_to(ROOT).parts[0] for p in layered_files()} == set(LAYERS)
+
+
+@pytest.mark.parametrize("path", layered_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_each_layer_imports_only_below_it(path: Path) -> None:
+    assert layering_breaches(path.relative_to(ROOT).as_posix(), path.read_text()) == set()
+
+
+@pytest.mark.parametrize(
+    ("relative", "source", "found"),
+    [
+        ("coordinator/service/x.py", "from shards.adapters.outbox import Committed",
+         {"shards.adapters.outbox", "shards.adapters.outbox.Committed"}),
+        ("coordinator/service/x.py", "from shards.domain.model import Account", set()),
+        ("coordinator/cli.py", "from deploy.stack_env import ledger_config", set()),
+        ("coordinator/service/x.py", "from deploy.stack_env import ledger_config",
+         {"deploy.stack_env", "deploy.stack_env.ledger_config"}),
+        ("infra/x.py", "from ..shards import bootstrap", {"shards", "shards.bootstrap"}),
+        ("schemas/x.py", "import infra.config", {"infra.config"}),
+    ],
+)  # fmt: skip
+def test_the_layering_check_finds_breaches(relative: str, source: str, found: set[str]) -> None:
+    assert layering_breaches(relative, source) == found

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import uvloop
 
-from deploy import event_loop
+from infra import event_loop
 
 
 async def _loop_type() -> type:
@@ -29,7 +29,7 @@ def test_an_unknown_loop_is_a_configuration_error() -> None:
 
 def test_a_process_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
     """The shared outer loop of shard workers and coordinators."""
-    from shards.cli import run_until_signalled  # noqa: PLC0415
+    from infra.processes import run_until_signalled  # noqa: PLC0415
 
     monkeypatch.delenv("LEDGER_EVENT_LOOP", raising=False)
     seen: list[type] = []

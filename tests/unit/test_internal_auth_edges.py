@@ -16,17 +16,17 @@ from aiokafka import ConsumerRecord
 from coordinator.adapters.postgres_sagas import SagaTransaction, StepUpdate, TransferRecord
 from coordinator.saga.transfer_saga import SagaPolicy, Transfer, command_id, start
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
+from infra.outbox_relay import Committed, OutboxMessage
+from infra.postgres_control import PostgresControl
 from schemas.message_auth import MessageAuthenticator
+from schemas.partitioning import PartitionMap
 from schemas.public import TransferFunds, encode_public
 from schemas.shard_messages import CreditFunds, PostTransfer, ShardCommand, ShardReply, encode
 from schemas.topics import Namespace
 from shards.adapters.kafka_source import KafkaCommandSource
-from shards.adapters.outbox_relay import Committed
-from shards.adapters.postgres_control import PostgresControl
-from shards.adapters.postgres_shard_store import Head, OutboxMessage, PostgresShardStore
+from shards.adapters.postgres_shard_store import Head, PostgresShardStore
 from shards.domain.book import ShardBook
 from shards.domain.model import Account
-from shards.domain.partitioning import PartitionMap
 from shards.service.worker import ShardWorker, WorkerSettings
 from tests.ledger_harness import accounts_on
 

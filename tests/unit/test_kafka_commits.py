@@ -13,7 +13,7 @@ from typing import Any, cast
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, GroupCoordinatorNotAvailableError
 
-from shards.adapters.kafka_commits import CoalescedCommits
+from infra.kafka_commits import CoalescedCommits
 
 A, B = TopicPartition("ledger.transfers", 0), TopicPartition("ledger.transfers", 1)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from deploy.config import LedgerConfig
 from deploy.postgres_roles import (
     LedgerRoles,
     generate_passwords,
@@ -20,6 +19,7 @@ from deploy.postgres_roles import (
     scram_verifier,
     write_passwords,
 )
+from infra.config import LedgerConfig
 from schemas.errors import ConfigurationError
 from schemas.topics import Namespace
 

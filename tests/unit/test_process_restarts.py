@@ -9,8 +9,8 @@ import asyncio
 
 import pytest
 
+from infra.processes import run_until_signalled
 from shards.adapters.postgres_shard_store import FencedOut
-from shards.cli import run_until_signalled
 
 
 def test_a_process_outlives_a_database_restart() -> None:

@@ -34,6 +34,7 @@ from coordinator.saga.transfer_saga import (
     start,
 )
 from coordinator.saga.transfer_saga import Event as SagaEvent
+from schemas.partitioning import PartitionMap
 from schemas.shard_messages import ChangeAccountStatus, OpenAccount, PostTransfer, ShardReply
 from shards.domain.book import ShardBook
 from shards.domain.model import (
@@ -48,7 +49,6 @@ from shards.domain.model import (
     RELEASED,
     Account,
 )
-from shards.domain.partitioning import PartitionMap
 
 MAP = PartitionMap.initial(2)
 SHARDS = (0, 1)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from schemas.currencies import JSON_DIR
+from schemas.partitioning import PartitionMap
 from schemas.shard_messages import (
     CancelCredit,
     ChangeAccountStatus,
@@ -28,7 +29,7 @@ from schemas.shard_messages import (
     ShardReply,
     reply_id,
 )
-from shards.domain.book import ShardBook
+from shards.domain.book import ChangeSet, ShardBook
 from shards.domain.model import (
     GENESIS_HASH,
     HELD,
@@ -40,7 +41,6 @@ from shards.domain.model import (
     entry_hash,
     transit_account,
 )
-from shards.domain.partitioning import PartitionMap
 
 MAP = PartitionMap.initial(2)
 NOW_US = 1_700_000_000_000_000
@@ -983,3 +983,28 @@ def test_a_second_credit_or_transfer_under_the_same_id_with_other_terms_is_refus
 def test_a_misrouted_commit_says_wrong_shard() -> None:
     book = new_book()
     accepted(book, CommitReservation(new_id(), new_id(), X), "rejected", "wrong_shard")
+
+
+def test_the_change_set_is_exactly_what_the_batch_changed() -> None:
+    """The adapter writes `changes()` and nothing else (issue 14, item 8: it used to re-diff)."""
+    first = new_book()
+    open_account(first, A, overdraft_limit=100)
+    open_account(first, B)
+    open_account(first, C)
+    book = next_book(first)
+    assert book.changes() == ChangeSet([], [], [], [])
+    posted = transfer(A, B, 30)
+    accepted(book, posted, "transfer_posted")
+    set_status(book, C, "frozen")
+    hold = reserve(book, A, 5)
+    open_account(book, D)
+    change = book.changes()
+    assert [a.account_id for a in change.created] == [D]
+    assert {a.account_id: (a.posted, a.reserved, a.status) for a in change.changed} == {
+        A: (-30, 5, "active"), B: (30, 0, "active"), C: (0, 0, "frozen"),
+    }  # fmt: skip
+    assert {(o.transfer_id, o.state) for o in change.operations} == {
+        (posted.transfer_id, "committed"), (hold, "held"),
+    }  # fmt: skip
+    assert change.entries == book.entries
+    assert len(change.entries) == 2

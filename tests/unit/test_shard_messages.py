@@ -22,6 +22,7 @@ from referencing import Registry, Resource
 
 from schemas.currencies import CURRENCIES, JSON_DIR
 from schemas.errors import LedgerError
+from schemas.partitioning import PartitionMap
 from schemas.shard_messages import (
     COMMAND_TYPES,
     FIELD_CHECKS,
@@ -46,7 +47,6 @@ from schemas.shard_messages import (
 )
 from shards.domain.book import ShardBook
 from shards.domain.model import GENESIS_HASH
-from shards.domain.partitioning import PartitionMap
 
 
 def _load(name: str) -> dict[str, Any]:

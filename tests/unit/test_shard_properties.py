@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schemas.partitioning import PartitionMap
 from schemas.shard_messages import (
     ChangeAccountStatus,
     CommitReservation,
@@ -43,7 +44,6 @@ from shards.domain.model import (
     fits_bigint,
     transit_account,
 )
-from shards.domain.partitioning import PartitionMap
 from shards.domain.replay import Balance, differences, replay
 
 MAP = PartitionMap.initial(2)

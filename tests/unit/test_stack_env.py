@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from deploy.config import LedgerConfig
 from deploy.kafka_principals import KafkaCredentials
 from deploy.postgres_roles import write_passwords
 from deploy.stack_env import ROLES, NoLocalStack, ledger_config, stack_env
+from infra.config import LedgerConfig
 from schemas.errors import ConfigurationError
 
 OWNER_DSN = "postgresql://ledger:owner-secret@127.0.0.1:5999/ledger"

@@ -14,9 +14,9 @@ import asyncpg
 import pytest
 
 from coordinator.bootstrap import RunSettings, _with_retries
+from infra.postgres_pool import close_pool
+from infra.processes import _final
 from schemas.errors import Stalled
-from shards.bootstrap import close_pool
-from shards.cli import _final
 
 
 async def test_chaos_seed_12_a_coordinator_batch_that_never_returns_is_stalled() -> None:

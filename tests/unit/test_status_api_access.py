@@ -10,9 +10,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from coordinator.api.auth import ApiTokens
 from coordinator.api.status import build_app
 from coordinator.cli import api_run
-from deploy.config import LedgerConfig
+from infra.config import LedgerConfig
 from schemas.errors import ConfigurationError
-from shards.domain.partitioning import PartitionMap
+from schemas.partitioning import PartitionMap
 
 TOKEN = "right-token-0123456789abcdef"
 NEXT_TOKEN = "next-token-0123456789abcdefgh"  # a second token is how one is rotated without downtime

@@ -25,7 +25,7 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from shards.adapters.postgres_migrations import quoted_schema
+from infra.postgres_migrations import quoted_schema
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from infra.outbox_parking import park, refused_for_good
 from schemas.errors import LedgerError
 from schemas.message_auth import TopicSigner
-from shards.adapters.outbox_parking import park, refused_for_good
-from shards.adapters.postgres_shard_store import OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +78,14 @@ class IdempotentProducer(AIOKafkaProducer):
         with contextlib.suppress(KafkaError):
             await self.stop()
         return fresh
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    topic: str
+    key: bytes | None
+    payload: bytes
+    headers: dict[str, str]
 
 
 @dataclass(frozen=True)

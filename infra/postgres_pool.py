@@ -6,6 +6,8 @@ import asyncio
 
 import asyncpg
 
+from schemas.errors import LedgerError
+
 
 async def open_pool(dsn: str, schema: str, max_size: int = 4) -> asyncpg.Pool:
     # The application name says whose connections these are (pg_stat_activity, pg_terminate_backend).
@@ -29,3 +31,24 @@ async def close_pool(pool: asyncpg.Pool, within_s: float = 10.0) -> None:
         await asyncio.wait_for(pool.close(), within_s)
     except TimeoutError:
         pool.terminate()
+
+
+# Errors after which retrying the same batch can succeed: the connection, the server, or a
+# concurrency conflict. Anything else (a constraint violated) is a bug and must stop the worker.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.QueryCanceledError,
+)
+
+
+class StoreUnavailable(LedgerError):
+    """PostgreSQL could not be reached or the transaction failed for a transient reason."""
+
+    retriable = True

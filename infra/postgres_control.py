@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
+from infra.postgres_pool import StoreUnavailable
 from schemas.errors import ConfigurationError
-from shards.adapters.postgres_shard_store import StoreUnavailable
-from shards.domain.partitioning import VIRTUAL_PARTITIONS, PartitionMap
+from schemas.partitioning import VIRTUAL_PARTITIONS, PartitionMap
 
 
 class PostgresControl:
