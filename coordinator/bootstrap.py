@@ -10,9 +10,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
+from coordinator.adapters.kafka_records import RecordDecoder
 from coordinator.adapters.postgres_sagas import (
     PostgresSagaStore,
     SagaStoreRefused,
@@ -21,6 +22,7 @@ from coordinator.adapters.postgres_sagas import (
 )
 from coordinator.failpoints import Failpoints
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
+from coordinator.service.inbound import Inbound, Refused
 from infra.config import LedgerConfig
 from infra.kafka_commits import CoalescedCommits
 from infra.outbox_relay import OutboxRelay, idempotent_producer
@@ -71,9 +73,8 @@ async def run_coordinator(
     producer = idempotent_producer(config.kafka_args(), max_message_bytes=config.max_message_bytes)
     try:
         pmap = await PostgresControl(control_pool).load_partition_map()
-        coordinator = Coordinator(
-            settings, ns, pmap, clock_ms=lambda: time.time_ns() // 1_000_000, authenticator=authenticator
-        )
+        coordinator = Coordinator(settings, ns, pmap, clock_ms=lambda: time.time_ns() // 1_000_000)
+        decoder = RecordDecoder(ns, authenticator, settings.max_transfer_amount)  # the edge
         store = PostgresSagaStore(pool)
         await producer.start()
         commits = CoalescedCommits(consumer, "coordinator")
@@ -83,7 +84,7 @@ async def run_coordinator(
             pool, producer, lock_name=None, signer=TopicSigner(authenticator, ns.is_internal), in_process=True
         )
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(_consume(consumer, store, coordinator, relay, commits, stop, run))
+            tasks.create_task(_consume(consumer, decoder, store, coordinator, relay, commits, stop, run))
             tasks.create_task(_sweep(consumer, store, coordinator, relay, ns.transfers, stop, run))
             tasks.create_task(relay.run(stop))
     finally:
@@ -97,6 +98,7 @@ async def run_coordinator(
 
 async def _consume(
     consumer: AIOKafkaConsumer,
+    decoder: RecordDecoder,
     store: PostgresSagaStore,
     coordinator: Coordinator,
     relay: OutboxRelay,
@@ -105,13 +107,14 @@ async def _consume(
     run: RunSettings,
 ) -> None:
     try:
-        await _consume_until(consumer, store, coordinator, relay, commits, stop, run)
+        await _consume_until(consumer, decoder, store, coordinator, relay, commits, stop, run)
     finally:
         await commits.flush()
 
 
 async def _consume_until(
     consumer: AIOKafkaConsumer,
+    decoder: RecordDecoder,
     store: PostgresSagaStore,
     coordinator: Coordinator,
     relay: OutboxRelay,
@@ -129,7 +132,7 @@ async def _consume_until(
         records = [r for rs in batch.values() for r in rs]
         if not records:
             continue
-        await _handle_isolating(store, coordinator, relay, records, stop, run)
+        await _handle_isolating(store, coordinator, relay, [decoder.decode(r) for r in records], stop, run)
         # A redelivery is absorbed by the inbox and the fingerprints, so commits need not be awaited.
         commits.advance({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
 
@@ -138,7 +141,7 @@ async def _handle_isolating(
     store: PostgresSagaStore,
     coordinator: Coordinator,
     relay: OutboxRelay,
-    records: list[ConsumerRecord[bytes, bytes]],
+    batch: list[Inbound],
     stop: asyncio.Event,
     run: RunSettings,
 ) -> None:
@@ -146,34 +149,35 @@ async def _handle_isolating(
     time, and a record refused alone is dead-lettered: one record must never stop a partition."""
     try:
         await _with_retries(
-            functools.partial(_handle, store, coordinator, records, run.failpoints, relay), stop, run
+            functools.partial(_handle, store, coordinator, batch, run.failpoints, relay), stop, run
         )
         return
     except SagaStoreRefused as e:
         log.warning("%s; handling the batch one record at a time", e)
-    for r in records:
+    for item in batch:
         try:
             await _with_retries(
-                functools.partial(_handle, store, coordinator, [r], run.failpoints, relay), stop, run
+                functools.partial(_handle, store, coordinator, [item], run.failpoints, relay), stop, run
             )
         except SagaStoreRefused as e:
-            log.error("dead-lettering %s[%d]@%d: %s", r.topic, r.partition, r.offset, e)
-            refused = {(r.topic, r.partition, r.offset): str(e)}
+            o = item.origin
+            log.error("dead-lettering %s[%d]@%d: %s", o.topic, o.partition, o.offset, e)
+            refusal = Refused("invalid_field", f"valid, but the database refuses it: {e}")
+            refused = [Inbound(refusal, o, item.parent)]
             await _with_retries(
-                functools.partial(_handle, store, coordinator, [r], run.failpoints, relay, refused), stop, run
+                functools.partial(_handle, store, coordinator, refused, run.failpoints, relay), stop, run
             )
 
 
 async def _handle(
     store: PostgresSagaStore,
     coordinator: Coordinator,
-    records: list[ConsumerRecord[bytes, bytes]],
+    batch: list[Inbound],
     failpoints: Failpoints,
     relay: OutboxRelay,
-    refused: dict[tuple[str, int, int], str] | None = None,
 ) -> None:
     async with store.batch() as tx:
-        steps = await coordinator.handle(tx, records, refused)
+        steps = await coordinator.handle(tx, batch)
         failpoints.hit("before_commit", steps)
     failpoints.hit("after_commit", steps)  # committed, not sent: the relay's read-back recovers it
     relay.hand_over(tx.outbox_written)

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -24,6 +23,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from infra.outbox import Committed, OutboxMessage
 from infra.outbox_parking import park, refused_for_good
 from schemas.errors import LedgerError
 from schemas.message_auth import TopicSigner
@@ -78,24 +78,6 @@ class IdempotentProducer(AIOKafkaProducer):
         with contextlib.suppress(KafkaError):
             await self.stop()
         return fresh
-
-
-@dataclass(frozen=True)
-class OutboxMessage:
-    topic: str
-    key: bytes | None
-    payload: bytes
-    headers: dict[str, str]
-
-
-@dataclass(frozen=True)
-class Committed:
-    """An outbox row as its writer committed it: its place (a shard's seq, a coordinator's id) and
-    the message. The writer hands these to its relay right after the commit, so they go out without
-    being read back from the database."""
-
-    seq: int
-    message: OutboxMessage
 
 
 class OutboxRelay:

@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 
 from coordinator.saga.transfer_saga import CREDIT_SIDE, SagaState, Transfer
-from infra.outbox_relay import Committed, OutboxMessage
+from infra.outbox import Committed, OutboxMessage
 from infra.postgres_pool import TRANSIENT_ERRORS
 from schemas.errors import LedgerError
 

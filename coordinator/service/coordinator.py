@@ -13,10 +13,9 @@ import datetime as dt
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from aiokafka import ConsumerRecord
 from opentelemetry import trace
 
 from coordinator.adapters.postgres_sagas import SagaTransaction, StepUpdate, TransferRecord
@@ -35,10 +34,10 @@ from coordinator.saga.transfer_saga import (
     decide,
     start,
 )
-from infra.outbox_relay import OutboxMessage
-from infra.tracing import TRACEPARENT, context_from_headers, context_from_traceparent, current_headers
+from coordinator.service.inbound import Inbound, Origin, Refused
+from infra.outbox import OutboxMessage
+from infra.tracing import TRACEPARENT, context_from_traceparent, current_headers
 from schemas.dead_letters import DeadLetter
-from schemas.message_auth import MessageAuthenticator, Unauthenticated
 from schemas.partitioning import PartitionMap
 from schemas.public import (
     AccountResult,
@@ -50,17 +49,13 @@ from schemas.public import (
     TransferResult,
     UnfreezeAccount,
     encode_public,
-    parse_account_command,
-    parse_transfer,
     request_fingerprint,
 )
 from schemas.shard_messages import (
     ChangeAccountStatus,
-    InvalidMessage,
     OpenAccount,
     ShardCommand,
     ShardReply,
-    decode_reply,
     encode,
 )
 from schemas.topics import Namespace
@@ -91,14 +86,6 @@ class BatchChanges:
     outbox: list[OutboxMessage] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Refused:
-    """A record no result can answer (no readable id): it is dead-lettered with this reason."""
-
-    reason: str
-    detail: str
-
-
 def result_id(transfer_id: str, fingerprint: str) -> str:
     """A result's id: the same request always gets the same result message."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ledger:result:{transfer_id}:{fingerprint}"))
@@ -111,11 +98,8 @@ class Coordinator:
         namespace: Namespace,
         partition_map: PartitionMap,
         clock_ms: Callable[[], int],
-        *,
-        authenticator: MessageAuthenticator,
     ) -> None:
         self.settings = settings
-        self.authenticator = authenticator  # shard replies must carry a shard's MAC
         self.ns = namespace
         self.pmap = partition_map
         self.clock_ms = clock_ms
@@ -123,73 +107,56 @@ class Coordinator:
 
     # --- a polled batch ----------------------------------------------------------------------
 
-    async def handle(
-        self,
-        tx: SagaTransaction,
-        records: Sequence[ConsumerRecord[bytes, bytes]],
-        refusals: Mapping[tuple[str, int, int], str] | None = None,
-    ) -> set[str]:
-        """Apply a batch; return the saga steps it moved sagas into (for failpoints and logs).
-        `refusals`: records (topic, partition, offset) the database would not store, with why: each
-        is dead-lettered instead."""
+    async def handle(self, tx: SagaTransaction, batch: Sequence[Inbound]) -> set[str]:
+        """Apply a batch of decoded records, in order; return the saga steps it moved sagas into
+        (for failpoints and logs)."""
         replies: list[ShardReply] = []
         transfer_ids: set[str] = set()
-        decoded: list[tuple[ConsumerRecord[bytes, bytes], object]] = []
-        for r in records:
-            why = refusals.get((r.topic, r.partition, r.offset)) if refusals else None
-            item = (
-                Refused("invalid_field", f"valid, but the database refuses it: {why}")
-                if why
-                else self._decode(r)
-            )
-            decoded.append((r, item))
-            if isinstance(item, ShardReply):
-                self.progress.heard(item.shard, self.clock_ms())
-                replies.append(item)
-                if item.transfer_id:
-                    transfer_ids.add(item.transfer_id)
-            elif isinstance(item, (TransferFunds, PublicRejection)) and item.transfer_id:
-                transfer_ids.add(item.transfer_id)
-        refused = [_dlq_id(r) for r, i in decoded if isinstance(i, Refused)]
+        for item in batch:
+            message = item.message
+            if isinstance(message, ShardReply):
+                self.progress.heard(message.shard, self.clock_ms())
+                replies.append(message)
+                if message.transfer_id:
+                    transfer_ids.add(message.transfer_id)
+            elif isinstance(message, (TransferFunds, PublicRejection)) and message.transfer_id:
+                transfer_ids.add(message.transfer_id)
+        refused = [i.origin.dead_letter_id for i in batch if isinstance(i.message, Refused)]
         seen = await tx.seen([m.message_id for m in replies] + refused)
         changes = BatchChanges(await tx.load(transfer_ids))
         now = self.clock_ms()
-        for record, item in decoded:
+        for item in batch:
             # Each message is a span of its transfer's trace: the parent comes from the message's
             # headers (a client's or a shard's), else from the saga row.
-            parent = context_from_headers(record.headers)
-            if parent is None and isinstance(item, ShardReply) and item.transfer_id in changes.records:
-                parent = context_from_traceparent(changes.records[item.transfer_id].traceparent)
-            with _TRACER.start_as_current_span(f"ledger.coordinator.{type(item).__name__}", context=parent):
-                self._dispatch(changes, record, item, seen, now)
+            parent, message = item.parent, item.message
+            if parent is None and isinstance(message, ShardReply) and message.transfer_id in changes.records:
+                parent = context_from_traceparent(changes.records[message.transfer_id].traceparent)
+            with _TRACER.start_as_current_span(
+                f"ledger.coordinator.{type(message).__name__}", context=parent
+            ):
+                self._dispatch(changes, item, seen, now)
         await tx.write(list(changes.changed.values()), changes.steps, changes.inbox, changes.outbox)
         return {r.state.step for r in changes.changed.values() if r.state is not None}
 
-    def _dispatch(
-        self,
-        changes: BatchChanges,
-        record: ConsumerRecord[bytes, bytes],
-        item: object,
-        seen: set[str],
-        now: int,
-    ) -> None:
-        match item:
-            case ShardReply() if item.message_id not in seen:
-                seen.add(item.message_id)
-                changes.inbox.append(item.message_id)
-                self._on_reply(changes, item, now)
-            case TransferFunds():
-                self._on_transfer(changes, item, record.partition, now)
-            case PublicRejection():
-                self._on_invalid(changes, item, record)
-            case OpenAccountRequest() | FreezeAccount() | UnfreezeAccount() | CloseAccount():
-                self._on_account_command(changes, item)
-            case Refused() if _dlq_id(record) not in seen:
-                seen.add(_dlq_id(record))
-                changes.inbox.append(_dlq_id(record))
+    def _dispatch(self, changes: BatchChanges, item: Inbound, seen: set[str], now: int) -> None:
+        origin = item.origin
+        match item.message:
+            case ShardReply() as reply if reply.message_id not in seen:
+                seen.add(reply.message_id)
+                changes.inbox.append(reply.message_id)
+                self._on_reply(changes, reply, now)
+            case TransferFunds() as transfer:
+                self._on_transfer(changes, transfer, origin.partition, now)
+            case PublicRejection() as rejection:
+                self._on_invalid(changes, rejection, origin)
+            case OpenAccountRequest() | FreezeAccount() | UnfreezeAccount() | CloseAccount() as command:
+                self._on_account_command(changes, command)
+            case Refused() as refusal if origin.dead_letter_id not in seen:
+                seen.add(origin.dead_letter_id)
+                changes.inbox.append(origin.dead_letter_id)
                 letter = DeadLetter.of(
-                    record.topic, record.partition, record.offset, item.reason, item.detail,
-                    record.value or b"", record.key,
+                    origin.topic, origin.partition, origin.offset, refusal.reason, refusal.detail,
+                    origin.value, origin.key,
                 )  # fmt: skip
                 changes.outbox.append(OutboxMessage(self.ns.dead_letters, None, letter.encode(), {}))
 
@@ -214,24 +181,6 @@ class Coordinator:
 
     # --- handlers ----------------------------------------------------------------------------
 
-    def _decode(self, r: ConsumerRecord[bytes, bytes]) -> object:
-        raw = r.value or b""
-        try:
-            if r.topic == self.ns.shard_replies:
-                self.authenticator.verify(r.topic, r.key, raw, r.headers)
-                return decode_reply(raw)
-            if r.topic == self.ns.transfers:
-                return parse_transfer(raw, max_amount=self.settings.max_transfer_amount)
-            if r.topic == self.ns.account_commands:
-                return parse_account_command(raw)
-        except PublicRejection as rejection:
-            if rejection.transfer_id or rejection.command_id or rejection.id_as_sent:
-                return rejection
-            return Refused(rejection.dead_letter_reason, str(rejection))
-        except (Unauthenticated, InvalidMessage) as e:
-            return Refused(e.reason, str(e))
-        return Refused("unknown_message_type", f"no handler for topic {r.topic}")
-
     def _on_transfer(self, changes: BatchChanges, cmd: TransferFunds, partition: int, now: int) -> None:
         fingerprint = request_fingerprint(cmd)
         if self._answered_before(changes, cmd.transfer_id, fingerprint):
@@ -246,15 +195,13 @@ class Coordinator:
         changes.records[cmd.transfer_id] = rec
         self._apply(changes, rec, state, effects)
 
-    def _on_invalid(
-        self, changes: BatchChanges, rejection: PublicRejection, record: ConsumerRecord[bytes, bytes]
-    ) -> None:
-        if record.topic == self.ns.account_commands:
+    def _on_invalid(self, changes: BatchChanges, rejection: PublicRejection, origin: Origin) -> None:
+        if origin.topic == self.ns.account_commands:
             assert rejection.command_id is not None  # else it was dead-lettered
             self._account_result(changes, rejection.command_id, rejection.account_id, rejection.reason)
             return
         transfer_id = rejection.transfer_id
-        fingerprint = hashlib.sha256(record.value or b"").hexdigest()
+        fingerprint = hashlib.sha256(origin.value).hexdigest()
         if transfer_id is None:
             # A UUID spelled otherwise is no transfer's id: answered, recorded nowhere, so no row
             # under it can meet the canonical spelling's transfer or fill the table with variants.
@@ -264,7 +211,7 @@ class Coordinator:
         if self._answered_before(changes, transfer_id, fingerprint):
             return
         rec = TransferRecord(
-            transfer_id, fingerprint, record.partition, None, "rejected", rejection.reason, 0
+            transfer_id, fingerprint, origin.partition, None, "rejected", rejection.reason, 0
         )
         changes.records[transfer_id] = rec
         changes.changed[transfer_id] = rec
@@ -393,10 +340,6 @@ class Coordinator:
         changes.outbox.append(
             OutboxMessage(self.ns.results, rec.transfer_id.encode(), encode_public(result), current_headers())
         )
-
-
-def _dlq_id(r: ConsumerRecord[bytes, bytes]) -> str:
-    return f"dlq:{r.topic}:{r.partition}:{r.offset}"
 
 
 def _iso(ms: int) -> str:

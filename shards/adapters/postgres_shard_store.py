@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 import orjson
 
-from infra.outbox_relay import OutboxMessage
+from infra.outbox import OutboxMessage
 from infra.postgres_pool import TRANSIENT_ERRORS, StoreUnavailable
 from schemas.errors import LedgerError
 from shards.domain.book import ShardBook

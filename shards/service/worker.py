@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from aiokafka import ConsumerRecord
 from opentelemetry.context import Context
 
-from infra.outbox_relay import Committed, OutboxMessage
+from infra.outbox import Committed, OutboxMessage
 from infra.postgres_control import PostgresControl
 from infra.postgres_pool import StoreUnavailable
 from infra.tracing import child_span_headers, context_from_headers

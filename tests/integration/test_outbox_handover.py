@@ -14,7 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from infra.outbox_relay import Committed, OutboxMessage, OutboxRelay, idempotent_producer
+from infra.outbox import Committed, OutboxMessage
+from infra.outbox_relay import OutboxRelay, idempotent_producer
 from infra.postgres_migrations import migrate
 from tests.integration.test_outbox_parking import _consume
 

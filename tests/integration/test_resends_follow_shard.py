@@ -9,6 +9,7 @@ import uuid
 
 from aiokafka import ConsumerRecord
 
+from coordinator.adapters.kafka_records import RecordDecoder
 from coordinator.adapters.postgres_sagas import PostgresSagaStore
 from coordinator.saga.transfer_saga import SagaPolicy, command_id
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
@@ -40,9 +41,8 @@ async def test_a_busy_shard_is_waited_for_and_a_quiet_one_retried(
     (c,) = accounts_on(pmap, 1, 1)
     auth = MessageAuthenticator(config.message_keys)
     now = [0]
-    coordinator = Coordinator(
-        CoordinatorSettings(policy=POLICY), ns, pmap, clock_ms=lambda: now[0], authenticator=auth
-    )
+    coordinator = Coordinator(CoordinatorSettings(policy=POLICY), ns, pmap, clock_ms=lambda: now[0])
+    decoder = RecordDecoder(ns, auth, 10**12)
     pool = await open_pool(config.database_url, ns.coordinator_schema, max_size=2)
     store = PostgresSagaStore(pool)
 
@@ -63,7 +63,7 @@ async def test_a_busy_shard_is_waited_for_and_a_quiet_one_retried(
         now[0] = ms
         async with store.batch() as tx:
             if records:
-                await coordinator.handle(tx, records)
+                await coordinator.handle(tx, [decoder.decode(r) for r in records])
             else:
                 await coordinator.sweep(tx, [0])
         async with pool.acquire() as conn:

@@ -15,10 +15,10 @@ from coordinator.adapters.postgres_sagas import SagaTransaction
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from schemas.shard_messages import encode
 from tests.unit.test_internal_auth_edges import (
-    AUTH,
     NS,
     PMAP,
     FakeSagaTx,
+    decoded,
     live_saga,
     record,
     rejection_of,
@@ -41,7 +41,7 @@ def test_a_signed_reply_of_junk_kinds_is_dead_lettered_and_the_next_is_handled(
 ) -> None:
     rec = live_saga()
     tx = FakeSagaTx({rec.transfer_id: rec})
-    coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000, authenticator=AUTH)
+    coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000)
     good = rejection_of(rec)
     topic, key = NS.shard_replies, rec.transfer_id.encode()
     bad_value = orjson.dumps(orjson.loads(encode(good)) | {field: junk})
@@ -50,7 +50,7 @@ def test_a_signed_reply_of_junk_kinds_is_dead_lettered_and_the_next_is_handled(
         record(topic, bad_value, key, signed(topic, key, bad_value), 20),
         record(topic, good_value, key, signed(topic, key, good_value), 21),
     ]
-    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), records))
+    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), decoded(records)))
     letters = [orjson.loads(m.payload) for m in tx.outbox if m.topic == NS.dead_letters]
     assert [(d["offset"], d["reason"]) for d in letters] == [(20, "invalid_field")]
     assert field in letters[0]["detail"]

@@ -16,9 +16,10 @@ import orjson
 from coordinator.adapters.postgres_sagas import PostgresSagaStore, SagaStoreRefused
 from coordinator.bootstrap import RunSettings, _handle_isolating
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
-from infra.outbox_relay import Committed, OutboxRelay
+from infra.outbox import Committed
+from infra.outbox_relay import OutboxRelay
 from schemas.public import TransferFunds, encode_public
-from tests.unit.test_internal_auth_edges import ALICE, AUTH, BOB, NS, PMAP, FakeSagaTx, record
+from tests.unit.test_internal_auth_edges import ALICE, BOB, NS, PMAP, FakeSagaTx, decoded, record
 
 
 class RefusingStore:
@@ -48,7 +49,7 @@ class HandedRows:
 
 
 def test_the_refused_record_is_dead_lettered_and_the_rest_go_through() -> None:
-    coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000, authenticator=AUTH)
+    coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000)
     before, poison, after = (TransferFunds(str(uuid.uuid4()), ALICE, BOB, 5, "EUR") for _ in range(3))
     records = [
         record(NS.transfers, encode_public(t), None, [], n) for n, t in enumerate((before, poison, after))
@@ -57,7 +58,7 @@ def test_the_refused_record_is_dead_lettered_and_the_rest_go_through() -> None:
     relay = HandedRows()
     asyncio.run(
         _handle_isolating(
-            cast(PostgresSagaStore, store), coordinator, cast(OutboxRelay, relay), records,
+            cast(PostgresSagaStore, store), coordinator, cast(OutboxRelay, relay), decoded(records),
             asyncio.Event(), RunSettings(),
         )
     )  # fmt: skip

@@ -13,10 +13,12 @@ from typing import Any, cast
 import orjson
 from aiokafka import ConsumerRecord
 
+from coordinator.adapters.kafka_records import RecordDecoder
 from coordinator.adapters.postgres_sagas import SagaTransaction, StepUpdate, TransferRecord
 from coordinator.saga.transfer_saga import SagaPolicy, Transfer, command_id, start
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
-from infra.outbox_relay import Committed, OutboxMessage
+from coordinator.service.inbound import Inbound
+from infra.outbox import Committed, OutboxMessage
 from infra.postgres_control import PostgresControl
 from schemas.message_auth import MessageAuthenticator
 from schemas.partitioning import PartitionMap
@@ -40,6 +42,14 @@ ALICE, BOB = accounts_on(PMAP, 0, 2, prefix="auth")
 
 def _id() -> str:
     return str(uuid.uuid4())
+
+
+DECODER = RecordDecoder(NS, AUTH, 10**12)
+
+
+def decoded(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Inbound]:
+    """Records as the coordinator's edge hands them to its service."""
+    return [DECODER.decode(r) for r in records]
 
 
 def record(
@@ -187,7 +197,7 @@ def rejection_of(rec: TransferRecord) -> ShardReply:
 def test_a_coordinator_acts_only_on_replies_a_shard_signed() -> None:
     rec = live_saga()
     tx = FakeSagaTx({rec.transfer_id: rec})
-    coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000, authenticator=AUTH)
+    coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000)
     reply = rejection_of(rec)
     key, value, topic = rec.transfer_id.encode(), encode(reply), NS.shard_replies
     forged = [
@@ -196,7 +206,7 @@ def test_a_coordinator_acts_only_on_replies_a_shard_signed() -> None:
         record(topic, value, key, signed(NS.shard_commands(0), key, value), 12),  # a command's MAC
         record(topic, value, key, [("ledger-auth", b"v1:k9:" + b"0" * 64)], 13),
     ]
-    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), forged))
+    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), decoded(forged)))
 
     assert tx.changed == [], "no saga moved"
     assert tx.steps == []
@@ -209,7 +219,7 @@ def test_a_coordinator_acts_only_on_replies_a_shard_signed() -> None:
     # The same reply signed by a shard is acted on: the test can see a saga move.
     asyncio.run(
         coordinator.handle(
-            cast(SagaTransaction, tx), [record(topic, value, key, signed(topic, key, value), 14)]
+            cast(SagaTransaction, tx), decoded([record(topic, value, key, signed(topic, key, value), 14)])
         )
     )
     assert [r.transfer_id for r in tx.changed] == [rec.transfer_id]
@@ -217,7 +227,9 @@ def test_a_coordinator_acts_only_on_replies_a_shard_signed() -> None:
 
 def test_public_topics_need_no_signature() -> None:
     tx = FakeSagaTx({})
-    coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000, authenticator=AUTH)
+    coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000)
     raw = encode_public(TransferFunds(_id(), ALICE, BOB, 5, "EUR"))
-    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), [record(NS.transfers, raw, None, [], 0)]))
+    asyncio.run(
+        coordinator.handle(cast(SagaTransaction, tx), decoded([record(NS.transfers, raw, None, [], 0)]))
+    )
     assert [m.topic for m in tx.outbox] == [NS.shard_commands(0)], "a same-shard transfer was started"

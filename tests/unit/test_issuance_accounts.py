@@ -18,7 +18,7 @@ from coordinator.adapters.postgres_sagas import SagaTransaction
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from schemas.public import OpenAccountRequest, encode_public
 from schemas.shard_messages import decode_command
-from tests.unit.test_internal_auth_edges import AUTH, NS, PMAP, FakeSagaTx, record
+from tests.unit.test_internal_auth_edges import NS, PMAP, FakeSagaTx, decoded, record
 
 _ENV = {"LEDGER_DATABASE_URL": "postgresql://nowhere/x", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
 
@@ -51,8 +51,8 @@ def _opened(settings: CoordinatorSettings, accounts: list[str]) -> dict[str, str
         for i, o in enumerate(opens)
     ]
     tx = FakeSagaTx({})
-    coordinator = Coordinator(settings, NS, PMAP, lambda: 1_000, authenticator=AUTH)
-    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), records))
+    coordinator = Coordinator(settings, NS, PMAP, lambda: 1_000)
+    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), decoded(records)))
     verdicts: dict[str, str] = {}
     for message in tx.outbox:
         if message.topic == NS.results:

@@ -25,7 +25,7 @@ from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from schemas.currencies import JSON_DIR
 from schemas.public import PublicRejection, TransferFunds, encode_public, parse_transfer
 from tests.bad_inputs import encoded, transfer
-from tests.unit.test_internal_auth_edges import AUTH, NS, PMAP, FakeSagaTx, record
+from tests.unit.test_internal_auth_edges import NS, PMAP, FakeSagaTx, decoded, record
 
 _CANONICAL = "9a0e3c1b-5d2f-4e6a-8b7c-1d2e3f4a5b6c"
 SPELLINGS = [
@@ -69,9 +69,9 @@ def test_an_id_that_is_no_uuid_in_any_spelling_stays_unreadable(junk: str) -> No
 
 
 def _handle(tx: FakeSagaTx, raws: list[bytes]) -> None:
-    coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 5_000, authenticator=AUTH)
+    coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 5_000)
     records = [record(NS.transfers, raw, None, [], i) for i, raw in enumerate(raws)]
-    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), records))
+    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), decoded(records)))
 
 
 @pytest.mark.parametrize("spelled", SPELLINGS)
