@@ -22,12 +22,13 @@ from coordinator.adapters.postgres_sagas import (
 )
 from coordinator.failpoints import Failpoints
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
-from coordinator.service.inbound import Inbound, Refused
+from coordinator.service.inbound import Inbound
 from infra.config import LedgerConfig
 from infra.kafka_commits import CoalescedCommits
 from infra.outbox_relay import OutboxRelay, idempotent_producer
 from infra.postgres_control import PostgresControl
 from infra.postgres_pool import close_pool, open_pool
+from infra.records import Refused
 from schemas.errors import Stalled
 from schemas.message_auth import MessageAuthenticator, TopicSigner
 

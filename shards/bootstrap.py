@@ -43,7 +43,7 @@ async def run_shard(
     control_pool = await open_pool(config.database_url, ns.control_schema, max_size=1)
     source = KafkaCommandSource(
         config.kafka_args(), ns.shard_commands(shard), f"{ns.prefix}ledger.shard.{shard:02d}",
-        settings.batch_max,
+        settings.batch_max, authenticator,
     )  # fmt: skip
     producer = (
         idempotent_producer(config.kafka_args(), max_message_bytes=config.max_message_bytes)
@@ -62,7 +62,7 @@ async def run_shard(
                 signer=TopicSigner(authenticator, ns.is_internal), in_process=True,
             )  # fmt: skip
         worker = ShardWorker(
-            settings, ns, PostgresShardStore(shard_pool), source, control, pmap, authenticator=authenticator,
+            settings, ns, PostgresShardStore(shard_pool), source, control, pmap,
             on_commit=relay.hand_over if relay else (lambda rows: None),
         )  # fmt: skip
         if started is not None:

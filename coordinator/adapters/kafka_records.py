@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord
 
-from coordinator.service.inbound import Inbound, Message, Origin, Refused
+from coordinator.service.inbound import Inbound, Message
+from infra.records import Origin, Refused
 from infra.tracing import context_from_headers
 from schemas.message_auth import MessageAuthenticator, Unauthenticated
 from schemas.public import PublicRejection, parse_account_command, parse_transfer

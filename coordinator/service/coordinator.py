@@ -34,8 +34,9 @@ from coordinator.saga.transfer_saga import (
     decide,
     start,
 )
-from coordinator.service.inbound import Inbound, Origin, Refused
+from coordinator.service.inbound import Inbound
 from infra.outbox import OutboxMessage
+from infra.records import Origin, Refused
 from infra.tracing import TRACEPARENT, context_from_traceparent, current_headers
 from schemas.dead_letters import DeadLetter
 from schemas.partitioning import PartitionMap

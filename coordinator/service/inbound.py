@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from opentelemetry.context import Context
 
+from infra.records import Origin, Refused
 from schemas.public import (
     CloseAccount,
     FreezeAccount,
@@ -22,32 +23,7 @@ from schemas.shard_messages import ShardReply
 AccountCommand = OpenAccountRequest | FreezeAccount | UnfreezeAccount | CloseAccount
 
 
-@dataclass(frozen=True)
-class Refused:
-    """A record no result can answer (no readable id): it is dead-lettered with this reason."""
-
-    reason: str
-    detail: str
-
-
 Message = ShardReply | TransferFunds | AccountCommand | PublicRejection | Refused
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a message came from: its place in Kafka, and its bytes (a dead letter quotes them; a
-    rejected transfer's fingerprint is their hash)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-
-    @property
-    def dead_letter_id(self) -> str:
-        """The inbox id of this record's dead letter: one per record, however often it comes."""
-        return f"dlq:{self.topic}:{self.partition}:{self.offset}"
 
 
 @dataclass(frozen=True)

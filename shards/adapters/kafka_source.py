@@ -9,7 +9,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from infra.kafka_commits import CoalescedCommits
+from infra.records import Origin, Refused
+from infra.tracing import context_from_headers
 from schemas.errors import LedgerError
+from schemas.message_auth import MessageAuthenticator, Unauthenticated
+from schemas.shard_messages import InvalidMessage, ShardCommand, decode_command
+from shards.service.inbound import ShardInbound
 
 
 class SourceUnavailable(LedgerError):
@@ -19,7 +24,15 @@ class SourceUnavailable(LedgerError):
 class KafkaCommandSource:
     """Partition 0 of a single-partition topic, assigned (no rebalancing: one worker per shard)."""
 
-    def __init__(self, kafka_args: Mapping[str, Any], topic: str, group_id: str, max_records: int) -> None:
+    def __init__(
+        self,
+        kafka_args: Mapping[str, Any],
+        topic: str,
+        group_id: str,
+        max_records: int,
+        authenticator: MessageAuthenticator,
+    ) -> None:
+        self.authenticator = authenticator  # commands must carry a coordinator's MAC
         self.partition = TopicPartition(topic, 0)
         self.max_records = max_records
         self.consumer = AIOKafkaConsumer(
@@ -44,7 +57,11 @@ class KafkaCommandSource:
         finally:
             await self.consumer.stop()
 
-    async def poll(self, timeout_ms: int) -> list[ConsumerRecord[bytes, bytes]]:
+    async def poll(self, timeout_ms: int) -> list[ShardInbound]:
+        """The next records, each decoded (see `decode_command_record`)."""
+        return [decode_command_record(r, self.authenticator) for r in await self._records(timeout_ms)]
+
+    async def _records(self, timeout_ms: int) -> list[ConsumerRecord[bytes, bytes]]:
         try:
             batch = await self.consumer.getmany(
                 self.partition, timeout_ms=timeout_ms, max_records=self.max_records
@@ -58,3 +75,18 @@ class KafkaCommandSource:
         """Records before `next_offset` are durably processed: their offset is committed soon,
         off the processing path (see kafka_commits)."""
         self.commits.advance({self.partition: next_offset})
+
+
+def decode_command_record(
+    r: ConsumerRecord[bytes, bytes], authenticator: MessageAuthenticator
+) -> ShardInbound:
+    """A record -> its command, or a refusal to dead-letter, with its origin and trace context.
+    Authenticated before it is even parsed: a leaked Kafka credential cannot move money."""
+    origin = Origin(r.topic, r.partition, r.offset, r.key, r.value or b"")
+    message: ShardCommand | Refused
+    try:
+        authenticator.verify(r.topic, r.key, origin.value, r.headers)
+        message = decode_command(origin.value)
+    except (Unauthenticated, InvalidMessage) as e:
+        message = Refused(e.reason, str(e))
+    return ShardInbound(message, origin, context_from_headers(r.headers) if r.headers else None)

@@ -18,23 +18,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from aiokafka import ConsumerRecord
 from opentelemetry.context import Context
 
 from infra.outbox import Committed, OutboxMessage
 from infra.postgres_control import PostgresControl
 from infra.postgres_pool import StoreUnavailable
-from infra.tracing import child_span_headers, context_from_headers
+from infra.records import Refused
+from infra.tracing import child_span_headers
 from schemas.dead_letters import DeadLetter
 from schemas.errors import LedgerError, Stalled
-from schemas.message_auth import MessageAuthenticator, Unauthenticated
 from schemas.partitioning import PartitionMap
 from schemas.shard_messages import (
-    InvalidMessage,
     PostTransfer,
     ShardCommand,
     ShardReply,
-    decode_command,
     decode_reply,
     encode,
 )
@@ -46,6 +43,7 @@ from shards.adapters.postgres_shard_store import (
     StoreRefused,
 )
 from shards.domain.book import ShardBook
+from shards.service.inbound import ShardInbound
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +82,6 @@ class ShardWorker:
         control: PostgresControl,
         partition_map: PartitionMap,
         *,
-        authenticator: MessageAuthenticator,
         on_commit: Callable[[Sequence[Committed]], None] = lambda rows: None,
         clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
     ) -> None:
@@ -94,7 +91,6 @@ class ShardWorker:
         self.source = source
         self.control = control
         self.partition_map = partition_map
-        self.authenticator = authenticator
         self.on_commit = on_commit  # gets the outbox rows of each committed batch (to send at once)
         self._committed: list[Committed] = []
         self.clock_us = clock_us
@@ -120,7 +116,7 @@ class ShardWorker:
             await self._maybe_checkpoint(force=False)
         await self._maybe_checkpoint(force=True)
 
-    async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]], stop: asyncio.Event) -> None:
+    async def process(self, records: Sequence[ShardInbound], stop: asyncio.Event) -> None:
         """Apply one polled batch, retrying it whole on infrastructure errors, then commit offsets.
 
         A batch the database refuses (StoreRefused: the same every time) is applied one record at a
@@ -133,17 +129,16 @@ class ShardWorker:
                 try:
                     await self._apply_retrying([record], stop)
                 except StoreRefused as refused:
-                    log.error(
-                        "shard %d: dead-lettering offset %d: %s", self.settings.shard, record.offset, refused
-                    )
-                    await self._apply_retrying([record], stop, refused={record.offset: str(refused)})
+                    offset = record.origin.offset
+                    log.error("shard %d: dead-lettering offset %d: %s", self.settings.shard, offset, refused)
+                    await self._apply_retrying([record], stop, refused={offset: str(refused)})
         committed, self._committed = self._committed, []
         self.on_commit(committed)
-        self.source.commit(records[-1].offset + 1)
+        self.source.commit(records[-1].origin.offset + 1)
 
     async def _apply_retrying(
         self,
-        records: Sequence[ConsumerRecord[bytes, bytes]],
+        records: Sequence[ShardInbound],
         stop: asyncio.Event,
         refused: dict[int, str] | None = None,
     ) -> None:
@@ -164,7 +159,7 @@ class ShardWorker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.max_backoff_s)
 
-    async def _apply(self, records: Sequence[ConsumerRecord[bytes, bytes]], refused: dict[int, str]) -> None:
+    async def _apply(self, records: Sequence[ShardInbound], refused: dict[int, str]) -> None:
         commands, dead, parents = self._decode(records, refused)
         async with self.store.batch(self.epoch) as tx:
             stored = await tx.replies_for([c.message_id for c in commands] + [d.inbox_id for d in dead])
@@ -199,34 +194,27 @@ class ShardWorker:
         self.stats.dead_letters += len(dead)
 
     def _decode(
-        self, records: Sequence[ConsumerRecord[bytes, bytes]], refused: dict[int, str]
+        self, records: Sequence[ShardInbound], refused: dict[int, str]
     ) -> tuple[list[ShardCommand], list[DeadLetter], dict[str, Context]]:
         """Commands, dead letters (`refused`: offsets the database refused, with why), and the trace
         context of each command that carries one."""
         commands: list[ShardCommand] = []
         dead: list[DeadLetter] = []
         parents: dict[str, Context] = {}
-        for r in records:
-            if r.offset in refused:
-                detail = f"valid, but the database refuses it: {refused[r.offset]}"
+        for item in records:
+            o, message = item.origin, item.message
+            if o.offset in refused:
+                message = Refused("invalid_field", f"valid, but the database refuses it: {refused[o.offset]}")
+            if isinstance(message, Refused):
                 dead.append(
                     DeadLetter.of(
-                        r.topic, r.partition, r.offset, "invalid_field", detail, r.value or b"", r.key
+                        o.topic, o.partition, o.offset, message.reason, message.detail, o.value, o.key
                     )
                 )
                 continue
-            try:
-                # Authenticated before it is even parsed: a leaked Kafka credential cannot move money.
-                self.authenticator.verify(r.topic, r.key, r.value or b"", r.headers)
-                command = decode_command(r.value or b"")
-            except (Unauthenticated, InvalidMessage) as e:
-                dead.append(
-                    DeadLetter.of(r.topic, r.partition, r.offset, e.reason, str(e), r.value or b"", r.key)
-                )
-                continue
-            commands.append(command)
-            if r.headers and (parent := context_from_headers(r.headers)) is not None:
-                parents[command.message_id] = parent
+            commands.append(message)
+            if item.parent is not None:
+                parents[message.message_id] = item.parent
         return commands, dead, parents
 
     def _traced(self, reply: ShardReply, parents: dict[str, Context]) -> dict[str, str]:

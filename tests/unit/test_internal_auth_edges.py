@@ -25,7 +25,7 @@ from schemas.partitioning import PartitionMap
 from schemas.public import TransferFunds, encode_public
 from schemas.shard_messages import CreditFunds, PostTransfer, ShardCommand, ShardReply, encode
 from schemas.topics import Namespace
-from shards.adapters.kafka_source import KafkaCommandSource
+from shards.adapters.kafka_source import KafkaCommandSource, decode_command_record
 from shards.adapters.postgres_shard_store import Head, PostgresShardStore
 from shards.domain.book import ShardBook
 from shards.domain.model import Account
@@ -111,7 +111,7 @@ class FakeSource:
 def shard_worker(store: FakeShardStore, source: FakeSource) -> ShardWorker:
     return ShardWorker(
         WorkerSettings(0), NS, cast(PostgresShardStore, store), cast(KafkaCommandSource, source),
-        cast(PostgresControl, None), PMAP, authenticator=AUTH,
+        cast(PostgresControl, None), PMAP,
     )  # fmt: skip
 
 
@@ -120,7 +120,7 @@ def command_record(
 ) -> Any:
     key, value = str(getattr(command, "transfer_id", "")).encode(), encode(command)
     headers = how.get("headers", signed(how.get("signed_topic", topic), key, value, how.get("by", AUTH)))
-    return record(topic, how.get("value", value), key, headers, offset)
+    return decode_command_record(record(topic, how.get("value", value), key, headers, offset), AUTH)
 
 
 def test_a_shard_applies_only_commands_a_coordinator_signed() -> None:
