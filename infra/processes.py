@@ -36,20 +36,30 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        pause = 0.5
-        while True:
-            try:
-                await main(stop)
-                return
-            except Exception as e:
-                if stop.is_set() or _final(e):
-                    raise
-                log.exception("stopped by %s; starting again in %.1fs", type(e).__name__, pause)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), pause)
-            if stop.is_set():
-                return
-            pause = min(pause * 2, 30.0)
+        try:
+            await _restarting(main, stop)
+        finally:
+            # uvloop does not give the signals back when it closes: a process (or a test session)
+            # that goes on would keep a closed loop's handler, and Ctrl-C would do nothing.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     event_loop.run(runner(), os.environ)
+
+
+async def _restarting(main: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event) -> None:
+    pause = 0.5
+    while True:
+        try:
+            await main(stop)
+            return
+        except Exception as e:
+            if stop.is_set() or _final(e):
+                raise
+            log.exception("stopped by %s; starting again in %.1fs", type(e).__name__, pause)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause)
+        if stop.is_set():
+            return
+        pause = min(pause * 2, 30.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -22,5 +23,11 @@ def test_start_engines_then_end_badly(
     partial.write_text(json.dumps([p.to_json() for p in local_stack.processes]))
     partial.rename(out)  # the parent never reads a half-written file
     if os.environ.get("LEDGER_CASE_WAIT"):
-        time.sleep(300)  # until the parent signals this process
+        # Ctrl-C must mean KeyboardInterrupt here whatever the session inherited (a SIGINT ignored
+        # by the process that started it stays ignored), and short sleeps notice a signal that the
+        # kernel handed to another thread: the parent tests the engines' teardown, not those.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # until the parent signals this process
+            time.sleep(0.1)
     raise AssertionError("fails on purpose: the session teardown must still stop the engines")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import pytest
 import uvloop
@@ -39,3 +40,15 @@ def test_a_process_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
 
     run_until_signalled(main)
     assert seen == [uvloop.Loop]
+
+
+def test_the_signals_are_given_back_when_the_process_loop_ends() -> None:
+    """Found by the lifecycle test: after a uvloop run the SIGINT handler was a closed loop's."""
+    from infra.processes import run_until_signalled  # noqa: PLC0415
+
+    async def main(stop: asyncio.Event) -> None:
+        pass
+
+    run_until_signalled(main)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
