@@ -113,10 +113,11 @@ class Coordinator:
         (for failpoints and logs)."""
         replies: list[ShardReply] = []
         transfer_ids: set[str] = set()
+        polled = self.clock_ms()  # when the batch's answers arrived: one clock read, not one per reply
         for item in batch:
             message = item.message
             if isinstance(message, ShardReply):
-                self.progress.heard(message.shard, self.clock_ms())
+                self.progress.heard(message.shard, polled)
                 replies.append(message)
                 if message.transfer_id:
                     transfer_ids.add(message.transfer_id)

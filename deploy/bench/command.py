@@ -168,7 +168,7 @@ def _execute(
             reports = await bench.ledger()
             return reports + (await bench.baseline() if o["baseline"] else [])
 
-        return event_loop.run(everything(), os.environ)  # the load generator is cheaper on uvloop
+        return event_loop.run(everything(), os.environ)  # uvloop here too
 
 
 @contextmanager
