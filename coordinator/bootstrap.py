@@ -8,7 +8,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
@@ -62,6 +62,7 @@ async def run_coordinator(
     """Drive sagas until `stop` is set. Several instances may run: they share one consumer group."""
     run = run or RunSettings()
     ns = config.namespace
+    settings = replace(settings, max_message_bytes=config.max_message_bytes)  # envelopes fit the topics
     authenticator = MessageAuthenticator(config.message_keys)  # none: refuse to start
     pool = await open_pool(config.database_url, ns.coordinator_schema, max_size=4)
     control_pool = await open_pool(config.database_url, ns.control_schema, max_size=1)
@@ -133,7 +134,8 @@ async def _consume_until(
         records = [r for rs in batch.values() for r in rs]
         if not records:
             continue
-        await _handle_isolating(store, coordinator, relay, [decoder.decode(r) for r in records], stop, run)
+        decoded = [m for r in records for m in decoder.decode(r)]
+        await _handle_isolating(store, coordinator, relay, decoded, stop, run)
         # A redelivery is absorbed by the inbox and the fingerprints, so commits need not be awaited.
         commits.advance({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
 

@@ -16,11 +16,15 @@ class Origin:
     offset: int
     key: bytes | None
     value: bytes
+    """The message's bytes: the record's, or for a message inside an envelope, its own."""
+    index: int | None = None
+    """Its place in the record's envelope (schemas/envelopes.py); None for a record of one message."""
 
     @property
     def dead_letter_id(self) -> str:
-        """The inbox id of this record's dead letter: one per record, however often it comes."""
-        return f"dlq:{self.topic}:{self.partition}:{self.offset}"
+        """The inbox id of this message's dead letter: one per message, however often it comes."""
+        place = f"dlq:{self.topic}:{self.partition}:{self.offset}"
+        return place if self.index is None else f"{place}:{self.index}"
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,20 @@ class DeadLetter:
     raw_prefix_base64: str
     key_size: int | None
     key_prefix_base64: str | None
+    item: int | None = None
+    """The refused message's place in its record's envelope; None when the record is refused whole."""
 
     @classmethod
     def of(
-        cls, topic: str, partition: int, offset: int, reason: str, detail: str, raw: bytes, key: bytes | None
+        cls,
+        topic: str,
+        partition: int,
+        offset: int,
+        reason: str,
+        detail: str,
+        raw: bytes,
+        key: bytes | None,
+        item: int | None = None,
     ) -> DeadLetter:
         if reason not in DEAD_LETTER_REASONS:
             raise ValueError(f"dead-letter reason {reason!r} is not one of DEAD_LETTER_REASONS")
@@ -63,13 +73,17 @@ class DeadLetter:
             topic, partition, offset, reason, detail[:MAX_DETAIL], len(raw), hashlib.sha256(raw).hexdigest(),
             base64.b64encode(raw[:MAX_RAW_PREFIX]).decode(),
             len(key) if key is not None else None,
-            base64.b64encode(key[:MAX_KEY_PREFIX]).decode() if key is not None else None,
+            base64.b64encode(key[:MAX_KEY_PREFIX]).decode() if key is not None else None, item,
         )  # fmt: skip
 
     @property
     def inbox_id(self) -> str:
         """Where it came from identifies it: a redelivery is dead-lettered once, not twice."""
-        return f"dlq:{self.source_topic}:{self.partition}:{self.offset}"
+        place = f"dlq:{self.source_topic}:{self.partition}:{self.offset}"
+        return place if self.item is None else f"{place}:{self.item}"
 
     def encode(self) -> bytes:
-        return orjson.dumps({"type": "DeadLetter", "v": VERSION, **asdict(self)})
+        body = asdict(self)
+        if self.item is None:
+            del body["item"]  # a whole record's dead letter reads as it always did
+        return orjson.dumps({"type": "DeadLetter", "v": VERSION, **body})

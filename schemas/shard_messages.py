@@ -308,7 +308,11 @@ _REPLY_CHECKS: Final[dict[str, Callable[[object], bool]]] = {
 def decode_reply(raw: bytes) -> ShardReply:
     """Bytes from Kafka -> a ShardReply whose every field is of its contract's kind (a reply with a
     string for a shard number would fail deep in the coordinator), or InvalidMessage."""
-    data = _read(raw)
+    return reply_from_dict(_read(raw))
+
+
+def reply_from_dict(data: Any) -> ShardReply:
+    """A parsed JSON value -> a ShardReply, or InvalidMessage (a reply inside an envelope)."""
     version = data.get("v") if isinstance(data, dict) else None
     if not isinstance(data, dict):
         raise InvalidMessage("not a JSON object", "not_an_object")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiokafka.errors import KafkaError
 
@@ -38,6 +38,9 @@ async def run_shard(
 ) -> None:
     """Run one shard's worker (and its outbox relay) until `stop` is set."""
     ns, shard = config.namespace, settings.shard
+    settings = replace(
+        settings, reply_partitions=config.partitions, max_message_bytes=config.max_message_bytes
+    )
     authenticator = MessageAuthenticator(config.message_keys)  # none: refuse to start
     shard_pool = await open_pool(config.shard_database_url(shard), ns.shard_schema(shard), max_size=3)
     control_pool = await open_pool(config.database_url, ns.control_schema, max_size=1)

@@ -18,9 +18,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from deploy.ledger_client import LedgerClient
 from deploy.postgres_roles import RoleConfigs
 from infra.config import KafkaSecurity, LedgerConfig
+from schemas import envelopes
 from schemas.message_auth import MessageAuthenticator
 from schemas.partitioning import PartitionMap
-from schemas.shard_messages import ShardCommand, ShardReply, decode_reply, encode
+from schemas.shard_messages import ShardCommand, ShardReply, encode
 from schemas.topics import Namespace
 from shards.bootstrap import RunningShard, run_shard
 from shards.service.worker import WorkerSettings
@@ -88,11 +89,15 @@ class ReplyCollector:
         """Read whatever arrives within `timeout_ms`; return how many replies were read."""
         batch = await self.consumer.getmany(timeout_ms=timeout_ms)
         records = [r for rs in batch.values() for r in rs]
+        read = 0
         for r in records:
-            reply = decode_reply(r.value or b"")
-            self.replies.setdefault(reply.in_reply_to, reply)
-            self.deliveries[reply.in_reply_to] = self.deliveries.get(reply.in_reply_to, 0) + 1
-        return len(records)
+            for unpacked in envelopes.replies(r.value or b""):
+                reply = unpacked.message
+                assert isinstance(reply, ShardReply), reply  # a shard never sends a bad one
+                self.replies.setdefault(reply.in_reply_to, reply)
+                self.deliveries[reply.in_reply_to] = self.deliveries.get(reply.in_reply_to, 0) + 1
+                read += 1
+        return read
 
     async def wait_for(self, message_ids: Sequence[str], within_s: float = 60) -> dict[str, ShardReply]:
         deadline = time.monotonic() + within_s

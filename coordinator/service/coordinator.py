@@ -35,10 +35,12 @@ from coordinator.saga.transfer_saga import (
     start,
 )
 from coordinator.service.inbound import Inbound
+from infra import envelopes
 from infra.outbox import OutboxMessage
 from infra.records import Origin, Refused
 from infra.tracing import TRACEPARENT, context_from_traceparent, current_headers
 from schemas.dead_letters import DeadLetter
+from schemas.envelopes import COMMANDS
 from schemas.partitioning import PartitionMap
 from schemas.public import (
     AccountResult,
@@ -74,6 +76,8 @@ class CoordinatorSettings:
     max_customer_overdraft: int = 0
     """Largest overdraft limit any other account may be opened with."""
     policy: SagaPolicy = field(default_factory=SagaPolicy)
+    max_message_bytes: int = 256 * 1024
+    """The topics' max.message.bytes (LEDGER_MAX_MESSAGE_BYTES): no envelope is larger."""
 
 
 @dataclass
@@ -137,7 +141,7 @@ class Coordinator:
                 f"ledger.coordinator.{type(message).__name__}", context=parent
             ):
                 self._dispatch(changes, item, seen, now)
-        await tx.write(list(changes.changed.values()), changes.steps, changes.inbox, changes.outbox)
+        await self._write(tx, changes)
         return {r.state.step for r in changes.changed.values() if r.state is not None}
 
     def _dispatch(self, changes: BatchChanges, item: Inbound, seen: set[str], now: int) -> None:
@@ -158,7 +162,7 @@ class Coordinator:
                 changes.inbox.append(origin.dead_letter_id)
                 letter = DeadLetter.of(
                     origin.topic, origin.partition, origin.offset, refusal.reason, refusal.detail,
-                    origin.value, origin.key,
+                    origin.value, origin.key, origin.index,
                 )  # fmt: skip
                 changes.outbox.append(OutboxMessage(self.ns.dead_letters, None, letter.encode(), {}))
 
@@ -178,8 +182,18 @@ class Coordinator:
                 "ledger.saga.timeout", context=context_from_traceparent(rec.traceparent)
             ):
                 self._apply(changes, rec, *decide(rec.state, TimerFired(now), self.settings.policy))
-        await tx.write(list(changes.changed.values()), changes.steps, changes.inbox, changes.outbox)
+        await self._write(tx, changes)
         return len(due)
+
+    async def _write(self, tx: SagaTransaction, changes: BatchChanges) -> None:
+        """Everything the batch decided, with its shard commands packed into one envelope per shard
+        (infra/envelopes.py): one outbox row and one record per shard, not one per command."""
+        outbox = envelopes.pack(changes.outbox, COMMANDS, self._shard_topic, self.settings.max_message_bytes)
+        await tx.write(list(changes.changed.values()), changes.steps, changes.inbox, outbox)
+
+    def _shard_topic(self, message: OutboxMessage) -> str | None:
+        internal = self.ns.is_internal(message.topic) and message.topic != self.ns.shard_replies
+        return message.topic if internal else None
 
     # --- handlers ----------------------------------------------------------------------------
 

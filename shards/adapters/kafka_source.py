@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -10,10 +11,11 @@ from aiokafka.errors import KafkaError
 
 from infra.kafka_commits import CoalescedCommits
 from infra.records import Origin, Refused
-from infra.tracing import context_from_headers
+from infra.tracing import context_from_headers, context_from_traceparent
+from schemas import envelopes
 from schemas.errors import LedgerError
 from schemas.message_auth import MessageAuthenticator, Unauthenticated
-from schemas.shard_messages import InvalidMessage, ShardCommand, decode_command
+from schemas.shard_messages import InvalidMessage, ShardCommand
 from shards.service.inbound import ShardInbound
 
 
@@ -58,8 +60,9 @@ class KafkaCommandSource:
             await self.consumer.stop()
 
     async def poll(self, timeout_ms: int) -> list[ShardInbound]:
-        """The next records, each decoded (see `decode_command_record`)."""
-        return [decode_command_record(r, self.authenticator) for r in await self._records(timeout_ms)]
+        """The commands of the next records, each decoded (see `decode_command_record`)."""
+        records = await self._records(timeout_ms)
+        return [m for r in records for m in decode_command_record(r, self.authenticator)]
 
     async def _records(self, timeout_ms: int) -> list[ConsumerRecord[bytes, bytes]]:
         try:
@@ -79,14 +82,29 @@ class KafkaCommandSource:
 
 def decode_command_record(
     r: ConsumerRecord[bytes, bytes], authenticator: MessageAuthenticator
-) -> ShardInbound:
-    """A record -> its command, or a refusal to dead-letter, with its origin and trace context.
-    Authenticated before it is even parsed: a leaked Kafka credential cannot move money."""
-    origin = Origin(r.topic, r.partition, r.offset, r.key, r.value or b"")
-    message: ShardCommand | Refused
+) -> list[ShardInbound]:
+    """A record -> its commands (one, or an envelope's), each typed or a refusal to dead-letter, with
+    its origin and trace context. Authenticated before it is even parsed: a leaked Kafka credential
+    cannot move money. A record refused whole is one refusal; inside an authenticated envelope, a
+    command that fails its checks is refused alone."""
+    value = r.value or b""
+    whole = Origin(r.topic, r.partition, r.offset, r.key, value)
     try:
-        authenticator.verify(r.topic, r.key, origin.value, r.headers)
-        message = decode_command(origin.value)
+        authenticator.verify(r.topic, r.key, value, r.headers)
+        unpacked = envelopes.commands(value)
     except (Unauthenticated, InvalidMessage) as e:
-        message = Refused(e.reason, str(e))
-    return ShardInbound(message, origin, context_from_headers(r.headers) if r.headers else None)
+        return [ShardInbound(Refused(e.reason, str(e)), whole, context_from_headers(r.headers))]
+    if len(unpacked) == 1 and unpacked[0].index is None:  # a single command: its trace rides in headers
+        return [ShardInbound(_typed(unpacked[0].message), whole, context_from_headers(r.headers))]
+    return [
+        ShardInbound(
+            _typed(u.message),
+            replace(whole, value=u.raw, index=u.index),
+            context_from_traceparent(u.traceparent),
+        )
+        for u in unpacked
+    ]
+
+
+def _typed(message: ShardCommand | InvalidMessage) -> ShardCommand | Refused:
+    return Refused(message.reason, str(message)) if isinstance(message, InvalidMessage) else message

@@ -20,12 +20,15 @@ from dataclasses import dataclass
 
 from opentelemetry.context import Context
 
+from infra import envelopes
+from infra.envelopes import key_partition
 from infra.outbox import Committed, OutboxMessage
 from infra.postgres_control import PostgresControl
 from infra.postgres_pool import StoreUnavailable
 from infra.records import Refused
 from infra.tracing import child_span_headers
 from schemas.dead_letters import DeadLetter
+from schemas.envelopes import REPLIES
 from schemas.errors import LedgerError, Stalled
 from schemas.partitioning import PartitionMap
 from schemas.shard_messages import (
@@ -62,6 +65,10 @@ class WorkerSettings:
     """Longest wait between retries of a batch that failed for an infrastructure reason."""
     stall_after_s: float = 30.0
     """A batch still unfinished after this long is stalled: the process starts again."""
+    reply_partitions: int = 8
+    """Partitions of the replies topic (LEDGER_PARTITIONS): one reply envelope per partition."""
+    max_message_bytes: int = 256 * 1024
+    """The topics' max.message.bytes (LEDGER_MAX_MESSAGE_BYTES): no envelope is larger."""
 
 
 @dataclass
@@ -129,9 +136,9 @@ class ShardWorker:
                 try:
                     await self._apply_retrying([record], stop)
                 except StoreRefused as refused:
-                    offset = record.origin.offset
-                    log.error("shard %d: dead-lettering offset %d: %s", self.settings.shard, offset, refused)
-                    await self._apply_retrying([record], stop, refused={offset: str(refused)})
+                    place = record.origin.dead_letter_id
+                    log.error("shard %d: dead-lettering %s: %s", self.settings.shard, place, refused)
+                    await self._apply_retrying([record], stop, refused={place: str(refused)})
         committed, self._committed = self._committed, []
         self.on_commit(committed)
         self.source.commit(records[-1].origin.offset + 1)
@@ -140,7 +147,7 @@ class ShardWorker:
         self,
         records: Sequence[ShardInbound],
         stop: asyncio.Event,
-        refused: dict[int, str] | None = None,
+        refused: dict[str, str] | None = None,
     ) -> None:
         backoff = 0.05
         while True:
@@ -159,7 +166,7 @@ class ShardWorker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.max_backoff_s)
 
-    async def _apply(self, records: Sequence[ShardInbound], refused: dict[int, str]) -> None:
+    async def _apply(self, records: Sequence[ShardInbound], refused: dict[str, str]) -> None:
         commands, dead, parents = self._decode(records, refused)
         async with self.store.batch(self.epoch) as tx:
             stored = await tx.replies_for([c.message_id for c in commands] + [d.inbox_id for d in dead])
@@ -185,6 +192,7 @@ class ShardWorker:
                 if letter.inbox_id not in stored:
                     inbox.append((letter.inbox_id, letter.encode()))
                     outbox.append(OutboxMessage(self.namespace.dead_letters, None, letter.encode(), {}))
+            outbox = self._enveloped(outbox)
             head = await tx.write(book, inbox, outbox)
         self.head = head
         first = head.outbox_seq - len(outbox) + 1
@@ -194,21 +202,28 @@ class ShardWorker:
         self.stats.dead_letters += len(dead)
 
     def _decode(
-        self, records: Sequence[ShardInbound], refused: dict[int, str]
+        self, records: Sequence[ShardInbound], refused: dict[str, str]
     ) -> tuple[list[ShardCommand], list[DeadLetter], dict[str, Context]]:
-        """Commands, dead letters (`refused`: offsets the database refused, with why), and the trace
-        context of each command that carries one."""
+        """Commands, dead letters (`refused`: messages the database refused, by dead-letter id, with
+        why), and the trace context of each command that carries one."""
         commands: list[ShardCommand] = []
         dead: list[DeadLetter] = []
         parents: dict[str, Context] = {}
         for item in records:
             o, message = item.origin, item.message
-            if o.offset in refused:
-                message = Refused("invalid_field", f"valid, but the database refuses it: {refused[o.offset]}")
+            if (why := refused.get(o.dead_letter_id)) is not None:
+                message = Refused("invalid_field", f"valid, but the database refuses it: {why}")
             if isinstance(message, Refused):
                 dead.append(
                     DeadLetter.of(
-                        o.topic, o.partition, o.offset, message.reason, message.detail, o.value, o.key
+                        o.topic,
+                        o.partition,
+                        o.offset,
+                        message.reason,
+                        message.detail,
+                        o.value,
+                        o.key,
+                        o.index,
                     )
                 )
                 continue
@@ -216,6 +231,15 @@ class ShardWorker:
             if item.parent is not None:
                 parents[message.message_id] = item.parent
         return commands, dead, parents
+
+    def _enveloped(self, outbox: list[OutboxMessage]) -> list[OutboxMessage]:
+        """Replies packed into one envelope per partition of the replies topic (infra/envelopes.py)."""
+        replies, partitions = self.namespace.shard_replies, self.settings.reply_partitions
+        return envelopes.pack(
+            outbox, REPLIES,
+            lambda m: key_partition(m.key, partitions) if m.topic == replies else None,
+            self.settings.max_message_bytes,
+        )  # fmt: skip
 
     def _traced(self, reply: ShardReply, parents: dict[str, Context]) -> dict[str, str]:
         """The reply's headers: a span of the command's trace, when the command carried one."""

@@ -63,7 +63,7 @@ async def test_a_busy_shard_is_waited_for_and_a_quiet_one_retried(
         now[0] = ms
         async with store.batch() as tx:
             if records:
-                await coordinator.handle(tx, [decoder.decode(r) for r in records])
+                await coordinator.handle(tx, [m for r in records for m in decoder.decode(r)])
             else:
                 await coordinator.sweep(tx, [0])
         async with pool.acquire() as conn:

@@ -20,6 +20,7 @@ from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from coordinator.service.inbound import Inbound
 from infra.outbox import Committed, OutboxMessage
 from infra.postgres_control import PostgresControl
+from schemas import envelopes
 from schemas.message_auth import MessageAuthenticator
 from schemas.partitioning import PartitionMap
 from schemas.public import TransferFunds, encode_public
@@ -49,7 +50,7 @@ DECODER = RecordDecoder(NS, AUTH, 10**12)
 
 def decoded(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Inbound]:
     """Records as the coordinator's edge hands them to its service."""
-    return [DECODER.decode(r) for r in records]
+    return [m for r in records for m in DECODER.decode(r)]
 
 
 def record(
@@ -120,7 +121,8 @@ def command_record(
 ) -> Any:
     key, value = str(getattr(command, "transfer_id", "")).encode(), encode(command)
     headers = how.get("headers", signed(how.get("signed_topic", topic), key, value, how.get("by", AUTH)))
-    return decode_command_record(record(topic, how.get("value", value), key, headers, offset), AUTH)
+    (decoded,) = decode_command_record(record(topic, how.get("value", value), key, headers, offset), AUTH)
+    return decoded
 
 
 def test_a_shard_applies_only_commands_a_coordinator_signed() -> None:
@@ -141,8 +143,10 @@ def test_a_shard_applies_only_commands_a_coordinator_signed() -> None:
     assert [(d["offset"], d["reason"]) for d in letters] == [(n, "unauthenticated") for n in range(4)]
     assert "no ledger-auth header" in letters[0]["detail"]
     assert "bad MAC" in letters[1]["detail"]
-    replies = [orjson.loads(m.payload) for m in store.outbox if m.topic == NS.shard_replies]
-    assert [r["in_reply_to"] for r in replies] == [honest.message_id], "only the signed command ran"
+    replies = [
+        u.message for m in store.outbox if m.topic == NS.shard_replies for u in envelopes.replies(m.payload)
+    ]
+    assert [r.in_reply_to for r in replies] == [honest.message_id], "only the signed command ran"  # type: ignore[union-attr]
     assert {e.transfer_id for e in store.entries} == {honest.transfer_id}
     assert source.committed == 5, "the partition moves on past the forgeries"
 

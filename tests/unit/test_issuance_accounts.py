@@ -16,8 +16,8 @@ from click.testing import CliRunner
 import coordinator.cli
 from coordinator.adapters.postgres_sagas import SagaTransaction
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
+from schemas import envelopes
 from schemas.public import OpenAccountRequest, encode_public
-from schemas.shard_messages import decode_command
 from tests.unit.test_internal_auth_edges import NS, PMAP, FakeSagaTx, decoded, record
 
 _ENV = {"LEDGER_DATABASE_URL": "postgresql://nowhere/x", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
@@ -59,7 +59,8 @@ def _opened(settings: CoordinatorSettings, accounts: list[str]) -> dict[str, str
             body = orjson.loads(message.payload)
             verdicts[body["account_id"]] = body["reason"]
         else:
-            verdicts[decode_command(message.payload).account_id] = "sent"  # type: ignore[union-attr]
+            for unpacked in envelopes.commands(message.payload):
+                verdicts[unpacked.message.account_id] = "sent"  # type: ignore[union-attr]
     return verdicts
 
 

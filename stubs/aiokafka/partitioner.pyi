@@ -1,0 +1,6 @@
+"""The one function used from aiokafka.partitioner: Kafka's key hash, as the Java client computes it."""
+
+def murmur2(data: bytes) -> int: ...
+
+class DefaultPartitioner:
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int: ...
