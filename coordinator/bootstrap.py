@@ -7,24 +7,21 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from coordinator.adapters.kafka_records import RecordDecoder
-from coordinator.adapters.postgres_sagas import (
-    PostgresSagaStore,
-    SagaStoreRefused,
-    SagaStoreUnavailable,
-    VersionConflict,
-)
+from coordinator.adapters.postgres_sagas import PostgresSagaStore
 from coordinator.failpoints import Failpoints
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from coordinator.service.inbound import Inbound
+from coordinator.service.ports import SagaStore, SagaStoreRefused, SagaStoreUnavailable, VersionConflict
 from infra.config import LedgerConfig
 from infra.kafka_commits import CoalescedCommits
+from infra.outbox import Committed
 from infra.outbox_relay import OutboxRelay, idempotent_producer
 from infra.postgres_control import PostgresControl
 from infra.postgres_pool import close_pool, open_pool
@@ -101,7 +98,7 @@ async def run_coordinator(
 async def _consume(
     consumer: AIOKafkaConsumer,
     decoder: RecordDecoder,
-    store: PostgresSagaStore,
+    store: SagaStore,
     coordinator: Coordinator,
     relay: OutboxRelay,
     commits: CoalescedCommits,
@@ -117,7 +114,7 @@ async def _consume(
 async def _consume_until(
     consumer: AIOKafkaConsumer,
     decoder: RecordDecoder,
-    store: PostgresSagaStore,
+    store: SagaStore,
     coordinator: Coordinator,
     relay: OutboxRelay,
     commits: CoalescedCommits,
@@ -135,15 +132,15 @@ async def _consume_until(
         if not records:
             continue
         decoded = [m for r in records for m in decoder.decode(r)]
-        await _handle_isolating(store, coordinator, relay, decoded, stop, run)
+        await _handle_isolating(store, coordinator, relay.hand_over, decoded, stop, run)
         # A redelivery is absorbed by the inbox and the fingerprints, so commits need not be awaited.
         commits.advance({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
 
 
 async def _handle_isolating(
-    store: PostgresSagaStore,
+    store: SagaStore,
     coordinator: Coordinator,
-    relay: OutboxRelay,
+    hand_over: Callable[[Sequence[Committed]], None],
     batch: list[Inbound],
     stop: asyncio.Event,
     run: RunSettings,
@@ -152,7 +149,7 @@ async def _handle_isolating(
     time, and a record refused alone is dead-lettered: one record must never stop a partition."""
     try:
         await _with_retries(
-            functools.partial(_handle, store, coordinator, batch, run.failpoints, relay), stop, run
+            functools.partial(_handle, store, coordinator, batch, run.failpoints, hand_over), stop, run
         )
         return
     except SagaStoreRefused as e:
@@ -160,7 +157,7 @@ async def _handle_isolating(
     for item in batch:
         try:
             await _with_retries(
-                functools.partial(_handle, store, coordinator, [item], run.failpoints, relay), stop, run
+                functools.partial(_handle, store, coordinator, [item], run.failpoints, hand_over), stop, run
             )
         except SagaStoreRefused as e:
             o = item.origin
@@ -168,27 +165,27 @@ async def _handle_isolating(
             refusal = Refused("invalid_field", f"valid, but the database refuses it: {e}")
             refused = [Inbound(refusal, o, item.parent)]
             await _with_retries(
-                functools.partial(_handle, store, coordinator, refused, run.failpoints, relay), stop, run
+                functools.partial(_handle, store, coordinator, refused, run.failpoints, hand_over), stop, run
             )
 
 
 async def _handle(
-    store: PostgresSagaStore,
+    store: SagaStore,
     coordinator: Coordinator,
     batch: list[Inbound],
     failpoints: Failpoints,
-    relay: OutboxRelay,
+    hand_over: Callable[[Sequence[Committed]], None],
 ) -> None:
     async with store.batch() as tx:
         steps = await coordinator.handle(tx, batch)
         failpoints.hit("before_commit", steps)
     failpoints.hit("after_commit", steps)  # committed, not sent: the relay's read-back recovers it
-    relay.hand_over(tx.outbox_written)
+    hand_over(tx.outbox_written)
 
 
 async def _sweep(
     consumer: AIOKafkaConsumer,
-    store: PostgresSagaStore,
+    store: SagaStore,
     coordinator: Coordinator,
     relay: OutboxRelay,
     transfers_topic: str,

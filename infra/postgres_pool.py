@@ -6,7 +6,9 @@ import asyncio
 
 import asyncpg
 
-from schemas.errors import LedgerError
+from schemas.errors import StoreUnavailable
+
+__all__ = ["TRANSIENT_ERRORS", "StoreUnavailable", "close_pool", "keep_session", "open_pool"]
 
 
 async def open_pool(dsn: str, schema: str, max_size: int = 4) -> asyncpg.Pool:
@@ -46,9 +48,3 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
     asyncpg.QueryCanceledError,
 )
-
-
-class StoreUnavailable(LedgerError):
-    """PostgreSQL could not be reached or the transaction failed for a transient reason."""
-
-    retriable = True

@@ -24,3 +24,10 @@ class Stalled(LedgerError):
     process's outermost loop starts its work again, from fresh connections."""
 
     retriable = True
+
+
+class StoreUnavailable(LedgerError):
+    """A store could not be reached or its transaction failed for a transient reason. Here, not in
+    the PostgreSQL module that raises it, so services catch it without importing a driver."""
+
+    retriable = True

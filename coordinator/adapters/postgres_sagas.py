@@ -9,60 +9,31 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import asyncpg
 import orjson
 
 from coordinator.saga.transfer_saga import CREDIT_SIDE, SagaState, Transfer
+from coordinator.service.ports import (
+    SagaStoreRefused,
+    SagaStoreUnavailable,
+    StepUpdate,
+    TransferRecord,
+    VersionConflict,
+)
 from infra.outbox import Committed, OutboxMessage
 from infra.postgres_pool import TRANSIENT_ERRORS
-from schemas.errors import LedgerError
 
-
-class VersionConflict(LedgerError):
-    """Another coordinator changed a saga since this batch read it: retry the batch."""
-
-    retriable = True
-
-
-class SagaStoreUnavailable(LedgerError):
-    retriable = True
-
-
-class SagaStoreRefused(LedgerError):
-    """PostgreSQL refuses what the batch writes (a value it cannot store, a check violated): the same
-    every time, so the coordinator finds the record that causes it and dead-letters it."""
-
-    retriable = False
-
-
-@dataclass
-class TransferRecord:
-    """A transfers row. `state` is None for a command rejected before it could be routed."""
-
-    transfer_id: str
-    fingerprint: str
-    partition: int
-    state: SagaState | None
-    status: str
-    reason: str | None
-    version: int  # as read; 0 for a row this batch creates
-    traceparent: str | None = None  # W3C trace context of the transfer's trace
-
-    @property
-    def terminal(self) -> bool:
-        return self.status != "in_flight"
-
-
-@dataclass(frozen=True)
-class StepUpdate:
-    transfer_id: str
-    step: str
-    shard: int
-    command_id: str
-    outcome: str | None = None  # set when this update records the step's answer
-    reason: str | None = None
+# The errors and values are the port's (coordinator/service/ports.py); importable here as before.
+__all__ = [
+    "PostgresSagaStore",
+    "PostgresSagaTransaction",
+    "SagaStoreRefused",
+    "SagaStoreUnavailable",
+    "StepUpdate",
+    "TransferRecord",
+    "VersionConflict",
+]
 
 
 _COLUMNS = """transfer_id, fingerprint, partition, debit_account, credit_account, amount, currency,
@@ -105,7 +76,9 @@ def _row(rec: TransferRecord) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-class SagaTransaction:
+class PostgresSagaTransaction:
+    """A SagaTransaction (coordinator/service/ports.py) on one connection's transaction."""
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self.outbox_written: list[Committed] = []  # to hand to the relay once committed
@@ -230,14 +203,16 @@ _WRITE_BATCH = f"""
 
 
 class PostgresSagaStore:
+    """A SagaStore (coordinator/service/ports.py): one transaction per batch from the pool."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
     @asynccontextmanager
-    async def batch(self) -> AsyncIterator[SagaTransaction]:
+    async def batch(self) -> AsyncIterator[PostgresSagaTransaction]:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                yield SagaTransaction(conn)
+                yield PostgresSagaTransaction(conn)
         except TRANSIENT_ERRORS as e:
             raise SagaStoreUnavailable(f"coordinator transaction failed: {type(e).__name__}: {e}") from e
         except (asyncpg.DataError, asyncpg.CheckViolationError) as e:

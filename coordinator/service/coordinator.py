@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 from opentelemetry import trace
 
-from coordinator.adapters.postgres_sagas import SagaTransaction, StepUpdate, TransferRecord
 from coordinator.saga.shard_progress import ShardProgress
 from coordinator.saga.transfer_saga import (
     TERMINAL,
@@ -35,6 +34,7 @@ from coordinator.saga.transfer_saga import (
     start,
 )
 from coordinator.service.inbound import Inbound
+from coordinator.service.ports import SagaTransaction, StepUpdate, TransferRecord
 from infra import envelopes
 from infra.outbox import OutboxMessage
 from infra.records import Origin, Refused

@@ -13,18 +13,17 @@ from infra.kafka_commits import CoalescedCommits
 from infra.records import Origin, Refused
 from infra.tracing import context_from_headers, context_from_traceparent
 from schemas import envelopes
-from schemas.errors import LedgerError
 from schemas.message_auth import MessageAuthenticator, Unauthenticated
 from schemas.shard_messages import InvalidMessage, ShardCommand
 from shards.service.inbound import ShardInbound
+from shards.service.ports import SourceUnavailable
 
-
-class SourceUnavailable(LedgerError):
-    retriable = True
+__all__ = ["KafkaCommandSource", "SourceUnavailable", "decode_command_record"]
 
 
 class KafkaCommandSource:
-    """Partition 0 of a single-partition topic, assigned (no rebalancing: one worker per shard)."""
+    """A CommandSource (shards/service/ports.py): partition 0 of a single-partition topic, assigned
+    (no rebalancing: one worker per shard)."""
 
     def __init__(
         self,

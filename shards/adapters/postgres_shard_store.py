@@ -11,32 +11,29 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import asyncpg
 import orjson
 
 from infra.outbox import OutboxMessage
 from infra.postgres_pool import TRANSIENT_ERRORS, StoreUnavailable
-from schemas.errors import LedgerError
 from shards.domain.book import ShardBook
 from shards.domain.model import Account, JournalEntry, Operation, transit_account
+from shards.service.ports import FencedOut, Head, StoreRefused
+
+# The errors and Head are the port's (shards/service/ports.py); importable here as before.
+__all__ = [
+    "FencedOut",
+    "Head",
+    "PostgresShardStore",
+    "PostgresShardTransaction",
+    "StoreRefused",
+    "to_datetime",
+    "to_micros",
+]
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
-
-
-class StoreRefused(LedgerError):
-    """PostgreSQL refuses what the batch writes (a value it cannot store, a check violated): the same
-    rows are refused every time, so the worker finds the record that causes it and dead-letters it."""
-
-    retriable = False
-
-
-class FencedOut(LedgerError):
-    """Another worker has claimed this shard since we did: stop writing at once."""
-
-    retriable = False
 
 
 def to_datetime(micros: int) -> dt.datetime:
@@ -47,15 +44,8 @@ def to_micros(when: dt.datetime) -> int:
     return (when - EPOCH) // _MICROSECOND
 
 
-@dataclass(frozen=True)
-class Head:
-    journal_seq: int
-    journal_hash: bytes
-    outbox_seq: int
-
-
-class ShardTransaction:
-    """What one batch may do inside its transaction. Created by `PostgresShardStore.batch`."""
+class PostgresShardTransaction:
+    """A ShardTransaction (shards/service/ports.py) on one connection. Made by `PostgresShardStore.batch`."""
 
     def __init__(self, conn: asyncpg.Connection, head: Head, epoch: int) -> None:
         self.conn = conn
@@ -169,7 +159,8 @@ def _journal_row(e: JournalEntry) -> tuple[object, ...]:
 
 
 class PostgresShardStore:
-    """The shard's schema, reached through a pool whose connections have its search_path."""
+    """A ShardStore (shards/service/ports.py): the shard's schema, through a pool whose connections
+    have its search_path."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -185,7 +176,7 @@ class PostgresShardStore:
         return epoch
 
     @asynccontextmanager
-    async def batch(self, epoch: int) -> AsyncIterator[ShardTransaction]:
+    async def batch(self, epoch: int) -> AsyncIterator[PostgresShardTransaction]:
         """A transaction holding the fence; commits when the block ends without an exception."""
         try:
             async with self.pool.acquire() as conn, conn.transaction():
@@ -196,7 +187,7 @@ class PostgresShardStore:
                 )
                 if row is None:
                     raise FencedOut(f"epoch {epoch} is no longer this shard's writer")
-                yield ShardTransaction(conn, Head(row[0], bytes(row[1]), row[2]), epoch)
+                yield PostgresShardTransaction(conn, Head(row[0], bytes(row[1]), row[2]), epoch)
         except TRANSIENT_ERRORS as e:
             raise StoreUnavailable(f"batch transaction failed: {type(e).__name__}: {e}") from e
         except (asyncpg.DataError, asyncpg.CheckViolationError) as e:

@@ -23,8 +23,6 @@ from opentelemetry.context import Context
 from infra import envelopes
 from infra.envelopes import key_partition
 from infra.outbox import Committed, OutboxMessage
-from infra.postgres_control import PostgresControl
-from infra.postgres_pool import StoreUnavailable
 from infra.records import Refused
 from infra.tracing import child_span_headers
 from schemas.dead_letters import DeadLetter
@@ -39,14 +37,17 @@ from schemas.shard_messages import (
     encode,
 )
 from schemas.topics import Namespace
-from shards.adapters.kafka_source import KafkaCommandSource, SourceUnavailable
-from shards.adapters.postgres_shard_store import (
-    Head,
-    PostgresShardStore,
-    StoreRefused,
-)
 from shards.domain.book import ShardBook
 from shards.service.inbound import ShardInbound
+from shards.service.ports import (
+    Checkpoints,
+    CommandSource,
+    Head,
+    ShardStore,
+    SourceUnavailable,
+    StoreRefused,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,9 @@ class ShardWorker:
         self,
         settings: WorkerSettings,
         namespace: Namespace,
-        store: PostgresShardStore,
-        source: KafkaCommandSource,
-        control: PostgresControl,
+        store: ShardStore,
+        source: CommandSource,
+        control: Checkpoints,
         partition_map: PartitionMap,
         *,
         on_commit: Callable[[Sequence[Committed]], None] = lambda rows: None,

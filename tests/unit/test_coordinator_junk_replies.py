@@ -11,8 +11,8 @@ from typing import cast
 import orjson
 import pytest
 
-from coordinator.adapters.postgres_sagas import SagaTransaction
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
+from coordinator.service.ports import SagaTransaction
 from schemas.shard_messages import encode
 from tests.unit.test_internal_auth_edges import (
     NS,

@@ -17,7 +17,6 @@ from coordinator.adapters.postgres_sagas import PostgresSagaStore, SagaStoreRefu
 from coordinator.bootstrap import RunSettings, _handle_isolating
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from infra.outbox import Committed
-from infra.outbox_relay import OutboxRelay
 from schemas.public import TransferFunds, encode_public
 from tests.unit.test_internal_auth_edges import ALICE, BOB, NS, PMAP, FakeSagaTx, decoded, record
 
@@ -58,7 +57,7 @@ def test_the_refused_record_is_dead_lettered_and_the_rest_go_through() -> None:
     relay = HandedRows()
     asyncio.run(
         _handle_isolating(
-            cast(PostgresSagaStore, store), coordinator, cast(OutboxRelay, relay), decoded(records),
+            cast(PostgresSagaStore, store), coordinator, relay.hand_over, decoded(records),
             asyncio.Event(), RunSettings(),
         )
     )  # fmt: skip

@@ -17,8 +17,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from coordinator.adapters.postgres_sagas import SagaTransaction
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
+from coordinator.service.ports import SagaTransaction
 from infra import envelopes as packing
 from infra.outbox import OutboxMessage
 from schemas import envelopes

@@ -14,10 +14,10 @@ import orjson
 from aiokafka import ConsumerRecord
 
 from coordinator.adapters.kafka_records import RecordDecoder
-from coordinator.adapters.postgres_sagas import SagaTransaction, StepUpdate, TransferRecord
 from coordinator.saga.transfer_saga import SagaPolicy, Transfer, command_id, start
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from coordinator.service.inbound import Inbound
+from coordinator.service.ports import SagaTransaction, StepUpdate, TransferRecord
 from infra.outbox import Committed, OutboxMessage
 from infra.postgres_control import PostgresControl
 from schemas import envelopes

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 import coordinator.cli
-from coordinator.adapters.postgres_sagas import SagaTransaction
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
+from coordinator.service.ports import SagaTransaction
 from schemas import envelopes
 from schemas.public import OpenAccountRequest, encode_public
 from tests.unit.test_internal_auth_edges import NS, PMAP, FakeSagaTx, decoded, record

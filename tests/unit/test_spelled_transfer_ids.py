@@ -20,8 +20,8 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from coordinator.adapters.postgres_sagas import SagaTransaction
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
+from coordinator.service.ports import SagaTransaction
 from schemas.currencies import JSON_DIR
 from schemas.public import PublicRejection, TransferFunds, encode_public, parse_transfer
 from tests.bad_inputs import encoded, transfer
