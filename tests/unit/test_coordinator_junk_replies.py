@@ -6,18 +6,16 @@ Before, the reply decoded as it came, and an object for its transfer_id raised T
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 
 import orjson
 import pytest
 
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
-from coordinator.service.ports import SagaTransaction
 from schemas.shard_messages import encode
+from tests.fakes import FakeSagaStore, handle_batch
 from tests.unit.test_internal_auth_edges import (
     NS,
     PMAP,
-    FakeSagaTx,
     decoded,
     live_saga,
     record,
@@ -40,7 +38,7 @@ def test_a_signed_reply_of_junk_kinds_is_dead_lettered_and_the_next_is_handled(
     field: str, junk: object
 ) -> None:
     rec = live_saga()
-    tx = FakeSagaTx({rec.transfer_id: rec})
+    store = FakeSagaStore([rec])
     coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000)
     good = rejection_of(rec)
     topic, key = NS.shard_replies, rec.transfer_id.encode()
@@ -50,8 +48,8 @@ def test_a_signed_reply_of_junk_kinds_is_dead_lettered_and_the_next_is_handled(
         record(topic, bad_value, key, signed(topic, key, bad_value), 20),
         record(topic, good_value, key, signed(topic, key, good_value), 21),
     ]
-    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), decoded(records)))
-    letters = [orjson.loads(m.payload) for m in tx.outbox if m.topic == NS.dead_letters]
+    asyncio.run(handle_batch(coordinator, store, decoded(records)))
+    letters = [orjson.loads(m.payload) for m in store.outbox if m.topic == NS.dead_letters]
     assert [(d["offset"], d["reason"]) for d in letters] == [(20, "invalid_field")]
     assert field in letters[0]["detail"]
-    assert [r.transfer_id for r in tx.changed] == [rec.transfer_id], "the valid reply still moved its saga"
+    assert [r.transfer_id for r in store.changed] == [rec.transfer_id], "the valid reply still moved its saga"

@@ -6,35 +6,17 @@ left the consume loop, and the restarted coordinator met the same batch again, f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from typing import cast
+from collections.abc import Sequence
 
 import orjson
 
-from coordinator.adapters.postgres_sagas import PostgresSagaStore, SagaStoreRefused
 from coordinator.bootstrap import RunSettings, _handle_isolating
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from infra.outbox import Committed
 from schemas.public import TransferFunds, encode_public
-from tests.unit.test_internal_auth_edges import ALICE, BOB, NS, PMAP, FakeSagaTx, decoded, record
-
-
-class RefusingStore:
-    """Commits like PostgreSQL would, except a batch that writes the poisoned transfer."""
-
-    def __init__(self, poisoned: str) -> None:
-        self.poisoned = poisoned
-        self.committed: list[FakeSagaTx] = []
-
-    @contextlib.asynccontextmanager
-    async def batch(self) -> AsyncIterator[FakeSagaTx]:
-        tx = FakeSagaTx({})
-        yield tx
-        if any(r.transfer_id == self.poisoned for r in tx.changed):
-            raise SagaStoreRefused("the database refuses the batch: CheckViolationError: (simulated)")
-        self.committed.append(tx)
+from tests.fakes import FakeSagaStore
+from tests.unit.test_internal_auth_edges import ALICE, BOB, NS, PMAP, decoded, record
 
 
 class HandedRows:
@@ -53,20 +35,18 @@ def test_the_refused_record_is_dead_lettered_and_the_rest_go_through() -> None:
     records = [
         record(NS.transfers, encode_public(t), None, [], n) for n, t in enumerate((before, poison, after))
     ]
-    store = RefusingStore(poison.transfer_id)
+    # Commits like PostgreSQL would, except a batch that writes the poisoned transfer.
+    store = FakeSagaStore(refuse=lambda rec: rec.transfer_id == poison.transfer_id)
     relay = HandedRows()
     asyncio.run(
         _handle_isolating(
-            cast(PostgresSagaStore, store), coordinator, relay.hand_over, decoded(records),
-            asyncio.Event(), RunSettings(),
+            store, coordinator, relay.hand_over, decoded(records), asyncio.Event(), RunSettings()
         )
-    )  # fmt: skip
-    committed = [m for tx in store.committed for m in tx.outbox]
+    )
+    committed = store.outbox
     assert [c.message for c in relay.rows] == committed, "the relay gets the committed rows, and only those"
-    started = {r.transfer_id for tx in store.committed for r in tx.changed}
+    started = {r.transfer_id for r in store.changed}
     assert started == {before.transfer_id, after.transfer_id}
-    letters = [
-        orjson.loads(m.payload) for tx in store.committed for m in tx.outbox if m.topic == NS.dead_letters
-    ]
+    letters = [orjson.loads(m.payload) for m in store.outbox if m.topic == NS.dead_letters]
     assert [(d["offset"], d["reason"]) for d in letters] == [(1, "invalid_field")]
     assert "CheckViolationError" in letters[0]["detail"]

@@ -7,7 +7,6 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,7 +17,6 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
-from coordinator.service.ports import SagaTransaction
 from infra import envelopes as packing
 from infra.outbox import OutboxMessage
 from schemas import envelopes
@@ -33,15 +31,13 @@ from schemas.shard_messages import (
     encode,
 )
 from shards.domain.model import Account
+from tests.fakes import FakeCommandSource, FakeSagaStore, FakeShardStore, handle_batch
 from tests.unit.test_internal_auth_edges import (
     ALICE,
     AUTH,
     BOB,
     NS,
     PMAP,
-    FakeSagaTx,
-    FakeShardStore,
-    FakeSource,
     decoded,
     live_saga,
     record,
@@ -224,7 +220,7 @@ def envelope_record(commands: list[bytes], offset: int) -> Any:
 
 def test_a_shard_applies_the_good_commands_of_an_envelope_and_dead_letters_the_bad_one() -> None:
     store = FakeShardStore([Account(ALICE, "EUR", posted=1_000), Account(BOB, "EUR")])
-    source = FakeSource()
+    source = FakeCommandSource()
     first, last = post(100), post(200)
     bad = orjson.dumps({**orjson.loads(encode(post())), "currency": "XXX"})
     items = envelope_record([encode(first), bad, encode(last)], offset=7)
@@ -233,7 +229,7 @@ def test_a_shard_applies_the_good_commands_of_an_envelope_and_dead_letters_the_b
     assert {e.transfer_id for e in store.entries} == {first.transfer_id, last.transfer_id}
     letters = [orjson.loads(m.payload) for m in store.outbox if m.topic == NS.dead_letters]
     assert [(d["offset"], d["item"], d["reason"]) for d in letters] == [(7, 1, "invalid_field")]
-    assert ("dlq:" + NS.shard_commands(0) + ":0:7:1") in [i for i, _ in store.inbox]
+    assert ("dlq:" + NS.shard_commands(0) + ":0:7:1") in list(store.inbox)
     replies = [m for m in store.outbox if m.topic == NS.shard_replies]
     answered = [u.message for m in replies for u in envelopes.replies(m.payload)]
     assert sorted(r.in_reply_to for r in answered if isinstance(r, ShardReply)) == sorted(
@@ -246,7 +242,7 @@ def test_a_shard_sends_one_reply_envelope_per_partition_each_where_its_replies_k
     store = FakeShardStore([Account(ALICE, "EUR", posted=10_000), Account(BOB, "EUR")])
     commands = [post() for _ in range(40)]
     items = [single_command_record(c, offset) for offset, c in enumerate(commands)]
-    worker = shard_worker(store, FakeSource())
+    worker = shard_worker(store, FakeCommandSource())
     asyncio.run(worker.process(items, asyncio.Event()))
 
     partitions = worker.settings.reply_partitions
@@ -267,36 +263,34 @@ def test_a_shard_sends_one_reply_envelope_per_partition_each_where_its_replies_k
 
 
 def test_a_coordinator_sends_one_envelope_per_shard_for_a_batch() -> None:
-    tx = FakeSagaTx({})
+    store = FakeSagaStore()
     coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000)
     transfers = [TransferFunds(_id(), ALICE, BOB, 5, "EUR") for _ in range(30)]
     records = [record(NS.transfers, encode_public(t), None, [], i) for i, t in enumerate(transfers)]
-    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), decoded(records)))
+    asyncio.run(handle_batch(coordinator, store, decoded(records)))
 
-    assert [m.topic for m in tx.outbox] == [NS.shard_commands(0)]
-    posted = [u.message for u in envelopes.commands(tx.outbox[0].payload)]
+    assert [m.topic for m in store.outbox] == [NS.shard_commands(0)]
+    posted = [u.message for u in envelopes.commands(store.outbox[0].payload)]
     assert [cast(PostTransfer, c).transfer_id for c in posted] == [t.transfer_id for t in transfers]
 
 
 def test_a_coordinator_acts_on_each_reply_of_an_envelope_and_dead_letters_a_bad_one() -> None:
     recs = [live_saga() for _ in range(2)]
-    tx = FakeSagaTx({r.transfer_id: r for r in recs})
+    store = FakeSagaStore(recs)
     coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000)
     junk = orjson.dumps({**orjson.loads(encode(rejection_of(recs[0]))), "shard": "zero"})
     payloads = [encode(rejection_of(recs[0])), junk, encode(rejection_of(recs[1]))]
     topic, key = NS.shard_replies, recs[0].transfer_id.encode()
     value = envelopes.encode(envelopes.REPLIES, payloads, {})
     asyncio.run(
-        coordinator.handle(
-            cast(SagaTransaction, tx), decoded([record(topic, value, key, signed(topic, key, value), 3)])
-        )
+        handle_batch(coordinator, store, decoded([record(topic, value, key, signed(topic, key, value), 3)]))
     )
 
-    assert sorted(r.transfer_id for r in tx.changed) == sorted(r.transfer_id for r in recs)
-    letters = [orjson.loads(m.payload) for m in tx.outbox if m.topic == NS.dead_letters]
+    assert sorted(r.transfer_id for r in store.changed) == sorted(r.transfer_id for r in recs)
+    letters = [orjson.loads(m.payload) for m in store.outbox if m.topic == NS.dead_letters]
     assert [(d["offset"], d["item"], d["reason"]) for d in letters] == [(3, 1, "invalid_field")]
-    assert f"dlq:{topic}:0:3:1" in tx.inbox
-    results = [orjson.loads(m.payload) for m in tx.outbox if m.topic == NS.results]
+    assert f"dlq:{topic}:0:3:1" in store.inbox
+    results = [orjson.loads(m.payload) for m in store.outbox if m.topic == NS.results]
     assert sorted((r["transfer_id"], r["state"]) for r in results) == sorted(
         (r.transfer_id, "rejected") for r in recs
     )
@@ -304,40 +298,33 @@ def test_a_coordinator_acts_on_each_reply_of_an_envelope_and_dead_letters_a_bad_
 
 def test_an_envelope_without_a_shards_mac_is_refused_whole() -> None:
     rec = live_saga()
-    tx = FakeSagaTx({rec.transfer_id: rec})
+    store = FakeSagaStore([rec])
     coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000)
     value = envelopes.encode(envelopes.REPLIES, [encode(rejection_of(rec))], {})
     topic, key = NS.shard_replies, rec.transfer_id.encode()
     forged = record(topic, value, key, signed(NS.shard_commands(0), key, value), 4)  # a command's MAC
-    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), decoded([forged])))
+    asyncio.run(handle_batch(coordinator, store, decoded([forged])))
 
-    assert tx.changed == []
-    letters = [orjson.loads(m.payload) for m in tx.outbox]
+    assert store.changed == []
+    letters = [orjson.loads(m.payload) for m in store.outbox]
     assert [(d["offset"], d["reason"], "item" in d) for d in letters] == [(4, "unauthenticated", False)]
-
-
-class RememberingSagaTx(FakeSagaTx):
-    """A saga transaction whose inbox remembers what earlier batches wrote."""
-
-    async def seen(self, message_ids: Sequence[str]) -> set[str]:
-        return set(self.inbox) & set(message_ids)
 
 
 def test_a_redelivered_reply_envelope_changes_nothing_twice() -> None:
     """Every reply in it is already in the inbox (as after a crash before the offset commit, or on
     the coordinator a rebalance gave its partition to), so nothing moves again."""
     rec = live_saga()
-    tx = RememberingSagaTx({rec.transfer_id: rec})
+    store = FakeSagaStore([rec])  # its inbox remembers what earlier batches wrote
     coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000)
     value = envelopes.encode(envelopes.REPLIES, [encode(rejection_of(rec))], {})
     topic, key = NS.shard_replies, rec.transfer_id.encode()
     envelope = record(topic, value, key, signed(topic, key, value), 5)
-    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), decoded([envelope])))
-    moved, sent = len(tx.changed), len(tx.outbox)
+    asyncio.run(handle_batch(coordinator, store, decoded([envelope])))
+    moved, sent = len(store.changed), len(store.outbox)
     assert moved == 1
 
-    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), decoded([envelope])))
-    assert (len(tx.changed), len(tx.outbox)) == (moved, sent)
+    asyncio.run(handle_batch(coordinator, store, decoded([envelope])))
+    assert (len(store.changed), len(store.outbox)) == (moved, sent)
 
 
 def test_commit_reservation_is_a_command_the_envelope_carries() -> None:

@@ -1,14 +1,13 @@
 """Issue 12, item 4, at the edges: a shard worker applies only commands a coordinator signed, and a
 coordinator acts only on replies a shard signed. Anything else becomes a dead letter with reason
-`unauthenticated` and changes nothing. Driven through in-memory fakes of the stores."""
+`unauthenticated` and changes nothing. Driven through the in-memory fakes of the ports (tests/fakes.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from aiokafka import ConsumerRecord
@@ -17,20 +16,17 @@ from coordinator.adapters.kafka_records import RecordDecoder
 from coordinator.saga.transfer_saga import SagaPolicy, Transfer, command_id, start
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from coordinator.service.inbound import Inbound
-from coordinator.service.ports import SagaTransaction, StepUpdate, TransferRecord
-from infra.outbox import Committed, OutboxMessage
-from infra.postgres_control import PostgresControl
+from coordinator.service.ports import TransferRecord
 from schemas import envelopes
 from schemas.message_auth import MessageAuthenticator
 from schemas.partitioning import PartitionMap
 from schemas.public import TransferFunds, encode_public
 from schemas.shard_messages import CreditFunds, PostTransfer, ShardCommand, ShardReply, encode
 from schemas.topics import Namespace
-from shards.adapters.kafka_source import KafkaCommandSource, decode_command_record
-from shards.adapters.postgres_shard_store import Head, PostgresShardStore
-from shards.domain.book import ShardBook
+from shards.adapters.kafka_source import decode_command_record
 from shards.domain.model import Account
 from shards.service.worker import ShardWorker, WorkerSettings
+from tests.fakes import FakeCheckpoints, FakeCommandSource, FakeSagaStore, FakeShardStore, handle_batch
 from tests.ledger_harness import accounts_on
 
 NS = Namespace("t_auth_")
@@ -68,52 +64,8 @@ def signed(
 # --- the shard worker ----------------------------------------------------------------------------
 
 
-class FakeShardTx:
-    def __init__(self, store: FakeShardStore) -> None:
-        self.store = store
-        self.head = Head(0, bytes(32), 0)
-
-    async def replies_for(self, message_ids: Sequence[str]) -> dict[str, bytes]:
-        return {}
-
-    async def load(
-        self, account_ids: Iterable[str], transfer_ids: Iterable[str], currencies: Iterable[str]
-    ) -> tuple[list[Account], list[Any]]:
-        return [a for a in self.store.accounts if a.account_id in set(account_ids)], []
-
-    async def write(
-        self, book: ShardBook, inbox: Sequence[tuple[str, bytes]], outbox: Sequence[OutboxMessage]
-    ) -> Head:
-        self.store.entries += book.entries
-        self.store.inbox += inbox
-        self.store.outbox += outbox
-        return Head(book.last_seq, book.last_hash, len(outbox))
-
-
-class FakeShardStore:
-    def __init__(self, accounts: list[Account]) -> None:
-        self.accounts = accounts
-        self.entries: list[Any] = []
-        self.inbox: list[tuple[str, bytes]] = []
-        self.outbox: list[OutboxMessage] = []
-
-    @contextlib.asynccontextmanager
-    async def batch(self, epoch: int) -> AsyncIterator[FakeShardTx]:
-        yield FakeShardTx(self)
-
-
-class FakeSource:
-    committed = -1
-
-    def commit(self, offset: int) -> None:
-        self.committed = offset
-
-
-def shard_worker(store: FakeShardStore, source: FakeSource) -> ShardWorker:
-    return ShardWorker(
-        WorkerSettings(0), NS, cast(PostgresShardStore, store), cast(KafkaCommandSource, source),
-        cast(PostgresControl, None), PMAP,
-    )  # fmt: skip
+def shard_worker(store: FakeShardStore, source: FakeCommandSource) -> ShardWorker:
+    return ShardWorker(WorkerSettings(0), NS, store, source, FakeCheckpoints(), PMAP)
 
 
 def command_record(
@@ -127,7 +79,7 @@ def command_record(
 
 def test_a_shard_applies_only_commands_a_coordinator_signed() -> None:
     store = FakeShardStore([Account(ALICE, "EUR", posted=1_000), Account(BOB, "EUR")])
-    source = FakeSource()
+    source = FakeCommandSource()
     credit = CreditFunds(_id(), _id(), ALICE, 5_000_000, "EUR")
     post = PostTransfer(_id(), _id(), ALICE, BOB, 500, "EUR")
     honest = PostTransfer(_id(), _id(), ALICE, BOB, 7, "EUR")
@@ -154,35 +106,6 @@ def test_a_shard_applies_only_commands_a_coordinator_signed() -> None:
 # --- the coordinator -----------------------------------------------------------------------------
 
 
-class FakeSagaTx:
-    def __init__(self, records: dict[str, TransferRecord]) -> None:
-        self.records = records
-        self.changed: list[TransferRecord] = []
-        self.steps: list[StepUpdate] = []
-        self.inbox: list[str] = []
-        self.outbox: list[OutboxMessage] = []
-        self.outbox_written: list[Committed] = []  # as the store numbers them, for the relay
-
-    async def seen(self, message_ids: Sequence[str]) -> set[str]:
-        return set()
-
-    async def load(self, transfer_ids: Iterable[str]) -> dict[str, TransferRecord]:
-        return {t: self.records[t] for t in transfer_ids if t in self.records}
-
-    async def write(
-        self,
-        changed: Sequence[TransferRecord],
-        steps: Sequence[StepUpdate],
-        inbox: Sequence[str],
-        outbox: Sequence[OutboxMessage],
-    ) -> None:
-        self.changed += changed
-        self.steps += steps
-        self.inbox += inbox
-        self.outbox += outbox
-        self.outbox_written += [Committed(len(self.outbox_written) + 1, m) for m in outbox]
-
-
 def live_saga() -> TransferRecord:
     (carol,) = accounts_on(PMAP, 1, 1, prefix="auth")
     transfer = Transfer(_id(), ALICE, carol, 100, "EUR", 0, 1)
@@ -200,7 +123,7 @@ def rejection_of(rec: TransferRecord) -> ShardReply:
 
 def test_a_coordinator_acts_only_on_replies_a_shard_signed() -> None:
     rec = live_saga()
-    tx = FakeSagaTx({rec.transfer_id: rec})
+    store = FakeSagaStore([rec])
     coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000)
     reply = rejection_of(rec)
     key, value, topic = rec.transfer_id.encode(), encode(reply), NS.shard_replies
@@ -210,30 +133,26 @@ def test_a_coordinator_acts_only_on_replies_a_shard_signed() -> None:
         record(topic, value, key, signed(NS.shard_commands(0), key, value), 12),  # a command's MAC
         record(topic, value, key, [("ledger-auth", b"v1:k9:" + b"0" * 64)], 13),
     ]
-    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), decoded(forged)))
+    asyncio.run(handle_batch(coordinator, store, decoded(forged)))
 
-    assert tx.changed == [], "no saga moved"
-    assert tx.steps == []
-    letters = [orjson.loads(m.payload) for m in tx.outbox]
-    assert [m.topic for m in tx.outbox] == [NS.dead_letters] * 4
+    assert store.changed == [], "no saga moved"
+    assert store.steps == []
+    letters = [orjson.loads(m.payload) for m in store.outbox]
+    assert [m.topic for m in store.outbox] == [NS.dead_letters] * 4
     assert [(d["offset"], d["reason"]) for d in letters] == [(n, "unauthenticated") for n in range(10, 14)]
     assert "unknown key id 'k9'" in letters[3]["detail"]
-    assert reply.message_id not in tx.inbox, "the forged id is not spent: the real reply still counts"
+    assert reply.message_id not in store.inbox, "the forged id is not spent: the real reply still counts"
 
     # The same reply signed by a shard is acted on: the test can see a saga move.
     asyncio.run(
-        coordinator.handle(
-            cast(SagaTransaction, tx), decoded([record(topic, value, key, signed(topic, key, value), 14)])
-        )
+        handle_batch(coordinator, store, decoded([record(topic, value, key, signed(topic, key, value), 14)]))
     )
-    assert [r.transfer_id for r in tx.changed] == [rec.transfer_id]
+    assert [r.transfer_id for r in store.changed] == [rec.transfer_id]
 
 
 def test_public_topics_need_no_signature() -> None:
-    tx = FakeSagaTx({})
+    store = FakeSagaStore()
     coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 2_000)
     raw = encode_public(TransferFunds(_id(), ALICE, BOB, 5, "EUR"))
-    asyncio.run(
-        coordinator.handle(cast(SagaTransaction, tx), decoded([record(NS.transfers, raw, None, [], 0)]))
-    )
-    assert [m.topic for m in tx.outbox] == [NS.shard_commands(0)], "a same-shard transfer was started"
+    asyncio.run(handle_batch(coordinator, store, decoded([record(NS.transfers, raw, None, [], 0)])))
+    assert [m.topic for m in store.outbox] == [NS.shard_commands(0)], "a same-shard transfer was started"

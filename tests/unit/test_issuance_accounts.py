@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
@@ -15,10 +15,10 @@ from click.testing import CliRunner
 
 import coordinator.cli
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
-from coordinator.service.ports import SagaTransaction
 from schemas import envelopes
 from schemas.public import OpenAccountRequest, encode_public
-from tests.unit.test_internal_auth_edges import NS, PMAP, FakeSagaTx, decoded, record
+from tests.fakes import FakeSagaStore, handle_batch
+from tests.unit.test_internal_auth_edges import NS, PMAP, decoded, record
 
 _ENV = {"LEDGER_DATABASE_URL": "postgresql://nowhere/x", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
 
@@ -50,11 +50,11 @@ def _opened(settings: CoordinatorSettings, accounts: list[str]) -> dict[str, str
         record(NS.account_commands, encode_public(o), o.account_id.encode(), [], i)
         for i, o in enumerate(opens)
     ]
-    tx = FakeSagaTx({})
+    store = FakeSagaStore()
     coordinator = Coordinator(settings, NS, PMAP, lambda: 1_000)
-    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), decoded(records)))
+    asyncio.run(handle_batch(coordinator, store, decoded(records)))
     verdicts: dict[str, str] = {}
-    for message in tx.outbox:
+    for message in store.outbox:
         if message.topic == NS.results:
             body = orjson.loads(message.payload)
             verdicts[body["account_id"]] = body["reason"]

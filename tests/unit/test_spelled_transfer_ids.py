@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import json
 import uuid
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
@@ -21,11 +21,11 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
-from coordinator.service.ports import SagaTransaction
 from schemas.currencies import JSON_DIR
 from schemas.public import PublicRejection, TransferFunds, encode_public, parse_transfer
 from tests.bad_inputs import encoded, transfer
-from tests.unit.test_internal_auth_edges import NS, PMAP, FakeSagaTx, decoded, record
+from tests.fakes import FakeSagaStore, handle_batch
+from tests.unit.test_internal_auth_edges import NS, PMAP, decoded, record
 
 _CANONICAL = "9a0e3c1b-5d2f-4e6a-8b7c-1d2e3f4a5b6c"
 SPELLINGS = [
@@ -68,19 +68,19 @@ def test_an_id_that_is_no_uuid_in_any_spelling_stays_unreadable(junk: str) -> No
     assert (error.reason, error.transfer_id, error.id_as_sent) == ("invalid_transfer_id", None, None)
 
 
-def _handle(tx: FakeSagaTx, raws: list[bytes]) -> None:
+def _handle(store: FakeSagaStore, raws: list[bytes]) -> None:
     coordinator = Coordinator(CoordinatorSettings(), NS, PMAP, lambda: 5_000)
     records = [record(NS.transfers, raw, None, [], i) for i, raw in enumerate(raws)]
-    asyncio.run(coordinator.handle(cast(SagaTransaction, tx), decoded(records)))
+    asyncio.run(handle_batch(coordinator, store, decoded(records)))
 
 
 @pytest.mark.parametrize("spelled", SPELLINGS)
 def test_the_coordinator_answers_the_id_as_sent_and_records_nothing(spelled: str) -> None:
     raw = encoded(transfer("x", transfer_id=spelled))
-    tx = FakeSagaTx({})
-    _handle(tx, [raw, raw])  # a redelivery: the same result again
-    assert [m.topic for m in tx.outbox] == [NS.results, NS.results], "a result each, no dead letter"
-    first, again = (orjson.loads(m.payload) for m in tx.outbox)
+    store = FakeSagaStore()
+    _handle(store, [raw, raw])  # a redelivery: the same result again
+    assert [m.topic for m in store.outbox] == [NS.results, NS.results], "a result each, no dead letter"
+    first, again = (orjson.loads(m.payload) for m in store.outbox)
     assert first == again
     assert (first["transfer_id"], first["state"], first["reason"]) == (
         spelled,
@@ -88,15 +88,15 @@ def test_the_coordinator_answers_the_id_as_sent_and_records_nothing(spelled: str
         "invalid_transfer_id",
     )
     assert first["request_fingerprint"] == hashlib.sha256(raw).hexdigest()
-    assert {m.key for m in tx.outbox} == {spelled.encode()}
+    assert {m.key for m in store.outbox} == {spelled.encode()}
     assert RESULTS.is_valid(first), list(RESULTS.iter_errors(first))
-    assert tx.changed == [], "no transfers row for an id that is no transfer's"
+    assert store.changed == [], "no transfers row for an id that is no transfer's"
 
 
 def test_the_canonical_spelling_is_a_transfer_of_its_own() -> None:
-    tx = FakeSagaTx({})
+    store = FakeSagaStore()
     valid = TransferFunds(_CANONICAL, "alice", "bob", 100, "EUR")
-    _handle(tx, [encoded(transfer("x", transfer_id=_CANONICAL.upper())), encode_public(valid)])
-    assert [r.transfer_id for r in tx.changed] == [_CANONICAL]
-    assert tx.changed[0].status == "in_flight"
+    _handle(store, [encoded(transfer("x", transfer_id=_CANONICAL.upper())), encode_public(valid)])
+    assert [r.transfer_id for r in store.changed] == [_CANONICAL]
+    assert store.changed[0].status == "in_flight"
     assert str(uuid.UUID(_CANONICAL.upper())) == _CANONICAL  # the same UUID, told apart by spelling
