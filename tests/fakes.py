@@ -57,6 +57,7 @@ class FakeSagaStore:
     async def batch(self) -> AsyncIterator[FakeSagaTransaction]:
         tx = FakeSagaTransaction(self)
         yield tx  # an exception out of the block skips the commit: nothing it wrote is kept
+        assert not tx.failed, "a batch whose write failed must not commit (PostgreSQL keeps part of it)"
         self._commit(tx)
 
     def _commit(self, tx: FakeSagaTransaction) -> None:
@@ -83,6 +84,7 @@ class FakeSagaTransaction:
         self.steps: list[StepUpdate] = []
         self.inbox: list[str] = []
         self.outbox: list[OutboxMessage] = []
+        self.failed = False
 
     def _row(self, transfer_id: str) -> TransferRecord | None:
         return self.written.get(transfer_id) or self.store.transfers.get(transfer_id)
@@ -121,6 +123,7 @@ class FakeSagaTransaction:
         inbox: Sequence[str],
         outbox: Sequence[OutboxMessage],
     ) -> None:
+        self.failed = True  # until it succeeds
         if self.store._failures:
             raise self.store._failures.pop(0)
         if self.store.refuse is not None and any(self.store.refuse(r) for r in changed):
@@ -137,6 +140,7 @@ class FakeSagaTransaction:
         self.inbox += inbox
         self.outbox += outbox
         self.outbox_written += [Committed(self.store.next_outbox_id(), m) for m in outbox]
+        self.failed = False
 
 
 # --- the shard's store, command source and checkpoints ---------------------------------------------
