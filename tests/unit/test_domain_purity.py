@@ -1,5 +1,6 @@
 """The pure cores (shards/domain, coordinator/saga) import nothing that does I/O or reaches deploy/,
-and each package imports only the layers below it (schemas < infra < shards < coordinator < deploy)."""
+each package imports only the layers below it (schemas < infra < shards < coordinator < deploy), and
+the services (coordinator/service, shards/service) reach adapters and drivers only through ports."""
 
 from __future__ import annotations
 
@@ -147,3 +148,75 @@ def test_each_layer_imports_only_below_it(path: Path) -> None:
 )  # fmt: skip
 def test_the_layering_check_finds_breaches(relative: str, source: str, found: set[str]) -> None:
     assert layering_breaches(relative, source) == found
+
+
+# --- services talk to ports (issue 14, item 8): no adapter, no driver -------------------------------
+
+SERVICE_PACKAGES = ("coordinator/service", "shards/service")
+DRIVERS = frozenset({"asyncpg", "aiokafka"})
+PURE_DRIVER_PARTS = ("aiokafka.partitioner",)  # murmur2, Kafka's partitioner hash: no I/O
+# The audit reads a shard's schema in one read-only snapshot: SQL is its whole job, so it is an
+# adapter in all but place. Moving it (and what imports it) is left for later; until then it may
+# import these, and nothing more.
+SERVICE_EXCEPTIONS: dict[str, frozenset[str]] = {
+    "shards/service/audit.py": frozenset(
+        {"asyncpg", "shards.adapters.postgres_shard_store", "shards.adapters.postgres_shard_store.to_micros"}
+    ),
+}
+
+
+def driver_modules() -> frozenset[str]:
+    """The infra modules that import a driver: adapters shared by both services."""
+    return frozenset(
+        f"infra.{p.stem}"
+        for p in (ROOT / "infra").glob("*.py")
+        if any(is_driver(name) for name in imported_modules(p.read_text(), "infra"))
+    )
+
+
+def is_driver(name: str) -> bool:
+    pure = any(name == part or name.startswith(part + ".") for part in PURE_DRIVER_PARTS)
+    return name.split(".", maxsplit=1)[0] in DRIVERS and not pure
+
+
+def adapter_imports(source: str, package: str, adapters: frozenset[str]) -> set[str]:
+    """What a service module imports that is an adapter, a driver, or an infra module using one."""
+    return {
+        name
+        for name in imported_modules(source, package)
+        if "adapters" in name.split(".")
+        or is_driver(name)
+        or any(name == a or name.startswith(a + ".") for a in adapters)
+    }
+
+
+def service_files() -> list[Path]:
+    return sorted(p for package in SERVICE_PACKAGES for p in (ROOT / package).rglob("*.py"))
+
+
+def test_some_infra_modules_are_adapters() -> None:
+    assert {"infra.postgres_pool", "infra.postgres_control", "infra.kafka_commits"} <= driver_modules()
+
+
+@pytest.mark.parametrize("path", service_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_services_import_ports_not_adapters(path: Path) -> None:
+    expected = SERVICE_EXCEPTIONS.get(path.relative_to(ROOT).as_posix(), frozenset())
+    assert adapter_imports(path.read_text(), package_of(path), driver_modules()) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("from coordinator.adapters.postgres_sagas import SagaTransaction",
+         {"coordinator.adapters.postgres_sagas", "coordinator.adapters.postgres_sagas.SagaTransaction"}),
+        ("from ..adapters import kafka_source", {"shards.adapters", "shards.adapters.kafka_source"}),
+        ("from infra.postgres_control import PostgresControl",
+         {"infra.postgres_control", "infra.postgres_control.PostgresControl"}),
+        ("import asyncpg", {"asyncpg"}),
+        ("from aiokafka import AIOKafkaConsumer", {"aiokafka", "aiokafka.AIOKafkaConsumer"}),
+        ("from infra.envelopes import key_partition", set()),
+        ("from shards.service.ports import ShardStore\nfrom infra.outbox import OutboxMessage", set()),
+    ],
+)  # fmt: skip
+def test_the_service_check_finds_adapters(source: str, found: set[str]) -> None:
+    assert adapter_imports(source, "shards.service", driver_modules()) == found
