@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from infra.outbox import OutboxMessage
 from schemas.errors import LedgerError, StoreUnavailable
 from shards.domain.book import ShardBook
 from shards.domain.model import Account, Operation
-from shards.service.inbound import ShardInbound
+
+if TYPE_CHECKING:  # inbound carries a trace Context: read-only tools load this module without tracing
+    from shards.service.inbound import ShardInbound
 
 __all__ = [
     "Checkpoints",
