@@ -2,9 +2,10 @@
 
 Each polled batch (transfer commands, account commands, shard replies) is handled in ONE
 PostgreSQL transaction: the sagas it touches are locked and loaded, every message is applied in
-offset order through the pure saga, and the new states, step history, inbox rows and outbox
-messages are written back; only then are the Kafka offsets committed. A sweeper re-sends the
-current command of sagas whose answer is overdue, for the partitions this instance owns.
+offset order by the handler registered for its type (account commands: accounts.py; transfers
+through the pure saga), and the new states, step history, inbox rows and outbox messages are
+written back; only then are the Kafka offsets committed. A sweeper re-sends the current command of
+sagas whose answer is overdue, for the partitions this instance owns.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry import trace
 
@@ -33,6 +35,8 @@ from coordinator.saga.transfer_saga import (
     decide,
     start,
 )
+from coordinator.service.accounts import COMMAND_TYPES, AccountCommands
+from coordinator.service.batch import BatchChanges, Handler, handles
 from coordinator.service.inbound import Inbound
 from coordinator.service.ports import SagaTransaction, StepUpdate, TransferRecord
 from infra import envelopes
@@ -42,25 +46,8 @@ from infra.tracing import TRACEPARENT, context_from_traceparent, current_headers
 from schemas.dead_letters import DeadLetter
 from schemas.envelopes import COMMANDS
 from schemas.partitioning import PartitionMap
-from schemas.public import (
-    AccountResult,
-    CloseAccount,
-    FreezeAccount,
-    OpenAccountRequest,
-    PublicRejection,
-    TransferFunds,
-    TransferResult,
-    UnfreezeAccount,
-    encode_public,
-    request_fingerprint,
-)
-from schemas.shard_messages import (
-    ChangeAccountStatus,
-    OpenAccount,
-    ShardCommand,
-    ShardReply,
-    encode,
-)
+from schemas.public import PublicRejection, TransferFunds, TransferResult, encode_public, request_fingerprint
+from schemas.shard_messages import ShardReply, encode
 from schemas.topics import Namespace
 
 log = logging.getLogger(__name__)
@@ -78,17 +65,6 @@ class CoordinatorSettings:
     policy: SagaPolicy = field(default_factory=SagaPolicy)
     max_message_bytes: int = 256 * 1024
     """The topics' max.message.bytes (LEDGER_MAX_MESSAGE_BYTES): no envelope is larger."""
-
-
-@dataclass
-class BatchChanges:
-    """What handling a batch decided, for the store to write in one transaction."""
-
-    records: dict[str, TransferRecord]
-    changed: dict[str, TransferRecord] = field(default_factory=dict)
-    steps: list[StepUpdate] = field(default_factory=list)
-    inbox: list[str] = field(default_factory=list)
-    outbox: list[OutboxMessage] = field(default_factory=list)
 
 
 def result_id(transfer_id: str, fingerprint: str) -> str:
@@ -109,6 +85,20 @@ class Coordinator:
         self.pmap = partition_map
         self.clock_ms = clock_ms
         self.progress = ShardProgress()  # re-sends follow the shards, not only the clock
+        self.accounts = AccountCommands(
+            namespace, partition_map,
+            issuance_accounts=settings.issuance_accounts,
+            max_customer_overdraft=settings.max_customer_overdraft,
+        )  # fmt: skip
+        self.handlers: dict[type[Any], Handler[Any]] = dict(
+            [
+                handles(ShardReply, self._on_reply),
+                handles(TransferFunds, self._on_transfer),
+                handles(PublicRejection, self._on_invalid),
+                handles(Refused, self._dead_letter),
+                *(handles(kind, self.accounts.on_command) for kind in COMMAND_TYPES),
+            ]
+        )
 
     # --- a polled batch ----------------------------------------------------------------------
 
@@ -129,7 +119,7 @@ class Coordinator:
                 transfer_ids.add(message.transfer_id)
         refused = [i.origin.dead_letter_id for i in batch if isinstance(i.message, Refused)]
         seen = await tx.seen([m.message_id for m in replies] + refused)
-        changes = BatchChanges(await tx.load(transfer_ids))
+        changes = BatchChanges(await tx.load(transfer_ids), seen=seen)
         now = self.clock_ms()
         for item in batch:
             # Each message is a span of its transfer's trace: the parent comes from the message's
@@ -140,31 +130,9 @@ class Coordinator:
             with _TRACER.start_as_current_span(
                 f"ledger.coordinator.{type(message).__name__}", context=parent
             ):
-                self._dispatch(changes, item, seen, now)
+                self.handlers[type(message)](changes, message, item.origin, now)
         await self._write(tx, changes)
         return {r.state.step for r in changes.changed.values() if r.state is not None}
-
-    def _dispatch(self, changes: BatchChanges, item: Inbound, seen: set[str], now: int) -> None:
-        origin = item.origin
-        match item.message:
-            case ShardReply() as reply if reply.message_id not in seen:
-                seen.add(reply.message_id)
-                changes.inbox.append(reply.message_id)
-                self._on_reply(changes, reply, now)
-            case TransferFunds() as transfer:
-                self._on_transfer(changes, transfer, origin.partition, now)
-            case PublicRejection() as rejection:
-                self._on_invalid(changes, rejection, origin)
-            case OpenAccountRequest() | FreezeAccount() | UnfreezeAccount() | CloseAccount() as command:
-                self._on_account_command(changes, command)
-            case Refused() as refusal if origin.dead_letter_id not in seen:
-                seen.add(origin.dead_letter_id)
-                changes.inbox.append(origin.dead_letter_id)
-                letter = DeadLetter.of(
-                    origin.topic, origin.partition, origin.offset, refusal.reason, refusal.detail,
-                    origin.value, origin.key, origin.index,
-                )  # fmt: skip
-                changes.outbox.append(OutboxMessage(self.ns.dead_letters, None, letter.encode(), {}))
 
     async def sweep(self, tx: SagaTransaction, partitions: Sequence[int], limit: int = 1000) -> int:
         """Fire the timer of every overdue saga these partitions own, unless the shard it waits on is
@@ -197,7 +165,7 @@ class Coordinator:
 
     # --- handlers ----------------------------------------------------------------------------
 
-    def _on_transfer(self, changes: BatchChanges, cmd: TransferFunds, partition: int, now: int) -> None:
+    def _on_transfer(self, changes: BatchChanges, cmd: TransferFunds, origin: Origin, now: int) -> None:
         fingerprint = request_fingerprint(cmd)
         if self._answered_before(changes, cmd.transfer_id, fingerprint):
             return
@@ -207,14 +175,17 @@ class Coordinator:
         )  # fmt: skip
         state, effects = start(transfer, now, self.settings.policy)
         traceparent = current_headers().get(TRACEPARENT)
-        rec = TransferRecord(cmd.transfer_id, fingerprint, partition, None, "in_flight", None, 0, traceparent)
+        rec = TransferRecord(
+            cmd.transfer_id, fingerprint, origin.partition, None, "in_flight", None, 0, traceparent
+        )
         changes.records[cmd.transfer_id] = rec
         self._apply(changes, rec, state, effects)
 
-    def _on_invalid(self, changes: BatchChanges, rejection: PublicRejection, origin: Origin) -> None:
+    def _on_invalid(
+        self, changes: BatchChanges, rejection: PublicRejection, origin: Origin, now: int
+    ) -> None:
         if origin.topic == self.ns.account_commands:
-            assert rejection.command_id is not None  # else it was dead-lettered
-            self._account_result(changes, rejection.command_id, rejection.account_id, rejection.reason)
+            self.accounts.on_rejection(changes, rejection)
             return
         transfer_id = rejection.transfer_id
         fingerprint = hashlib.sha256(origin.value).hexdigest()
@@ -259,9 +230,11 @@ class Coordinator:
             OutboxMessage(self.ns.results, transfer_id.encode(), encode_public(result), current_headers())
         )
 
-    def _on_reply(self, changes: BatchChanges, reply: ShardReply, now: int) -> None:
+    def _on_reply(self, changes: BatchChanges, reply: ShardReply, origin: Origin, now: int) -> None:
+        if not changes.first_time(reply.message_id):
+            return
         if reply.transfer_id is None:
-            self._on_account_reply(changes, reply)
+            self.accounts.on_reply(changes, reply)
             return
         rec = changes.records.get(reply.transfer_id)
         if rec is None or rec.state is None:
@@ -276,49 +249,14 @@ class Coordinator:
             )
         self._apply(changes, rec, *decide(state, ReplyArrived(reply, now), self.settings.policy))
 
-    def _on_account_command(
-        self, changes: BatchChanges, cmd: OpenAccountRequest | FreezeAccount | UnfreezeAccount | CloseAccount
-    ) -> None:
-        shard_command: ShardCommand
-        if isinstance(cmd, OpenAccountRequest):
-            limit_allowed = (
-                cmd.account_id in self.settings.issuance_accounts
-                or cmd.overdraft_limit <= self.settings.max_customer_overdraft
-            )
-            if not limit_allowed:
-                self._account_result(changes, cmd.command_id, cmd.account_id, "overdraft_not_allowed")
-                return
-            shard_command = OpenAccount(
-                cmd.command_id, cmd.account_id, cmd.currency, cmd.overdraft_limit, cmd.metadata
-            )
-        else:
-            status = {FreezeAccount: "frozen", UnfreezeAccount: "active", CloseAccount: "closed"}[type(cmd)]
-            shard_command = ChangeAccountStatus(cmd.command_id, cmd.account_id, status)
-        shard = self.pmap.shard_for(cmd.account_id)
-        changes.outbox.append(
-            OutboxMessage(
-                self.ns.shard_commands(shard),
-                cmd.account_id.encode(),
-                encode(shard_command),
-                current_headers(),
-            )
-        )
-
-    def _on_account_reply(self, changes: BatchChanges, reply: ShardReply) -> None:
-        rejected = reply.outcome == "rejected"
-        self._account_result(changes, reply.in_reply_to, reply.account_id, reply.reason if rejected else None)
-
-    def _account_result(
-        self, changes: BatchChanges, command: str, account_id: str | None, reason: str | None
-    ) -> None:
-        """An account command's answer: `done`, or `rejected` with `reason`."""
-        result = AccountResult(
-            str(uuid.uuid5(uuid.NAMESPACE_URL, f"ledger:account-result:{command}")),
-            command, account_id, "rejected" if reason else "done", reason,
+    def _dead_letter(self, changes: BatchChanges, refusal: Refused, origin: Origin, now: int) -> None:
+        if not changes.first_time(origin.dead_letter_id):
+            return
+        letter = DeadLetter.of(
+            origin.topic, origin.partition, origin.offset, refusal.reason, refusal.detail,
+            origin.value, origin.key, origin.index,
         )  # fmt: skip
-        changes.outbox.append(
-            OutboxMessage(self.ns.results, command.encode(), encode_public(result), current_headers())
-        )
+        changes.outbox.append(OutboxMessage(self.ns.dead_letters, None, letter.encode(), {}))
 
     # --- effects -----------------------------------------------------------------------------
 
@@ -331,14 +269,9 @@ class Coordinator:
         changes.changed[rec.transfer_id] = rec
         for effect in effects:
             if isinstance(effect, SendToShard):
-                cmd = effect.command
+                cmd, topic = effect.command, self.ns.shard_commands(effect.shard)
                 changes.outbox.append(
-                    OutboxMessage(
-                        self.ns.shard_commands(effect.shard),
-                        rec.transfer_id.encode(),
-                        encode(cmd),
-                        current_headers(),
-                    )
+                    OutboxMessage(topic, rec.transfer_id.encode(), encode(cmd), current_headers())
                 )
                 changes.steps.append(StepUpdate(rec.transfer_id, state.step, effect.shard, cmd.message_id))
             elif isinstance(effect, PublishResult):
