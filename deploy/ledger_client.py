@@ -18,6 +18,7 @@ client needs only read access to the results topic.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,9 +27,12 @@ from typing import Any, Literal, Self
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from schemas.public import AccountCommand, TransferFunds, encode_public
 from schemas.topics import Namespace
+
+log = logging.getLogger(__name__)
 
 Result = dict[str, Any]
 """A TransferResult or AccountResult as read from the results topic (transfer-result.json)."""
@@ -118,6 +122,27 @@ class LedgerClient:
             self.ns.account_commands, [(c.account_id.encode(), encode_public(c)) for c in listed]
         )
         return [c.command_id for c in listed]
+
+    async def send_until_acknowledged(
+        self, command: TransferFunds | AccountCommand, *, retry_s: float = 0.5
+    ) -> None:
+        """Send one command, keyed as above, again after each failure (of the send or of the
+        broker's acknowledgement) until the broker has it: for a workload that runs through broker
+        faults (the chaos suite), where a fault may hold a send up but must not end the workload.
+        A send that failed after the broker wrote it is written twice: the ledger takes the second
+        as a duplicate (same id, same body). Cancel the caller to give up."""
+        if isinstance(command, TransferFunds):
+            topic, key = self.ns.transfers, command.transfer_id
+        else:
+            topic, key = self.ns.account_commands, command.account_id
+        value = encode_public(command)
+        while True:
+            try:
+                await (await self._producer.send(topic, value, key=key.encode()))
+                return
+            except KafkaError as e:
+                log.info("send to %s failed (%s); retrying in %.1fs", topic, e, retry_s)
+                await asyncio.sleep(retry_s)
 
     async def send_raw(self, topic: str, items: Iterable[tuple[bytes | None, bytes]]) -> None:
         """Records as they are (tests send malformed ones on purpose)."""

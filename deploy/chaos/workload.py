@@ -16,12 +16,11 @@ from types import TracebackType
 from typing import Any
 
 import asyncpg
-import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from deploy.bench.workload import Workload, WorkloadSettings
 from deploy.chaos.checker import BalanceRead, History, Observed, Sent
+from deploy.ledger_client import LedgerClient, Result
 from deploy.stack import ISSUER
 from infra.config import LedgerConfig
 from infra.postgres_migrations import quoted_schema
@@ -31,7 +30,6 @@ from schemas.public import (
     OpenAccountRequest,
     TransferFunds,
     UnfreezeAccount,
-    encode_public,
     request_fingerprint,
 )
 
@@ -57,7 +55,9 @@ class ChaosWorkloadSettings:
 
 
 class ChaosClient:
-    """Produces the workload onto the public topics and records everything into a History."""
+    """Produces the workload onto the public topics and records everything into a History, both
+    through a LedgerClient: its sends retried until the broker has them, its results read from the
+    start of the results topic, each distinct result (by message_id) once."""
 
     def __init__(self, config: LedgerConfig, pmap: PartitionMap, settings: ChaosWorkloadSettings) -> None:
         self.config = config
@@ -75,20 +75,14 @@ class ChaosClient:
         self.results: list[Observed] = []
         self.reads: list[BalanceRead] = []
         self.issued = 0
-        self.producer = AIOKafkaProducer(
-            **config.kafka_args(), enable_idempotence=True, acks="all", linger_ms=5
-        )
-        self.consumer = AIOKafkaConsumer(
-            config.namespace.results, **config.kafka_args(),
-            auto_offset_reset="earliest", enable_auto_commit=False,
-        )  # fmt: skip
+        self.ledger = LedgerClient(config.kafka_args(), config.namespace, since="start")
+        self.ledger.on_result = self._observe
         self._collector: asyncio.Task[None] | None = None
-        self._account_results: dict[str, str] = {}
         self.sent_at: dict[str, float] = {}
         """Transfer id -> when it was first sent (monotonic); answered_at: its first result."""
         self.answered_at: dict[str, float] = {}
         self.completed_at: list[float] = []
-        """When each completed result arrived (monotonic): recovery is to the first new one."""
+        """When each distinct completed result arrived (monotonic): recovery is to the first new one."""
         self.frozen: str | None = None
         self.freezes = 0
         self._pending: set[asyncio.Task[None]] = set()
@@ -96,8 +90,7 @@ class ChaosClient:
         self._rotating: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> ChaosClient:
-        await self.producer.start()
-        await self.consumer.start()
+        await self.ledger.__aenter__()
         self._collector = asyncio.create_task(self._collect())
         return self
 
@@ -106,8 +99,7 @@ class ChaosClient:
     ) -> None:
         for task in [*self._pending, *([self._collector] if self._collector else [])]:
             task.cancel()
-        await self.producer.stop()
-        await self.consumer.stop()
+        await self.ledger.__aexit__(exc_type, exc, tb)
 
     def history(self) -> History:
         return History(
@@ -119,10 +111,8 @@ class ChaosClient:
         opens = [OpenAccountRequest(str(uuid.uuid4()), a, "EUR", 10**15 if a == ISSUER else 0, {})
                  for a in [ISSUER, *self.moves.accounts]]  # fmt: skip
         for request in opens:
-            await self._produce(
-                self.config.namespace.account_commands, request.command_id, encode_public(request)
-            )
-        await self._wait_for(lambda: all(o.command_id in self._account_results for o in opens), within_s)
+            await self.ledger.send_until_acknowledged(request)
+        await self._wait_for(lambda: all(o.command_id in self.ledger.by_id for o in opens), within_s)
         funds = [
             TransferFunds(str(uuid.uuid4()), ISSUER, a, self.settings.funding, "EUR")
             for a in self.moves.accounts
@@ -130,7 +120,7 @@ class ChaosClient:
         for command in funds:
             await self.send(command)
         ids = {f.transfer_id for f in funds}
-        await self._wait_for(lambda: ids <= {r.transfer_id for r in self.results}, within_s)
+        await self._wait_for(lambda: all(t in self.ledger.by_id for t in ids), within_s)
         completed = {r.transfer_id for r in self.results if r.transfer_id in ids and r.state == "completed"}
         self.issued = self.settings.funding * len(completed)
 
@@ -188,14 +178,12 @@ class ChaosClient:
             self.frozen = None
 
     async def _account_command(self, command: FreezeAccount | UnfreezeAccount) -> None:
-        await self._produce(
-            self.config.namespace.account_commands, command.account_id, encode_public(command)
-        )
+        await self.ledger.send_until_acknowledged(command)
 
     async def send(self, command: TransferFunds, kind: str = "original") -> None:
         self.sent.append(Sent(command.transfer_id, request_fingerprint(command), kind))
         self.sent_at.setdefault(command.transfer_id, time.monotonic())
-        await self._produce(self.config.namespace.transfers, command.transfer_id, encode_public(command))
+        await self.ledger.send_until_acknowledged(command)
 
     async def read_balances(self, count: int = 3) -> None:
         """Read a few accounts' available balance and limit from their shards (a failed read, as
@@ -219,46 +207,35 @@ class ChaosClient:
             if row is not None:
                 self.reads.append(BalanceRead(account, row[0], -row[1]))
 
-    async def _produce(self, topic: str, key: str, value: bytes) -> None:
-        """Send until the broker has it: a fault may fail a send, never the workload."""
-        while True:
-            try:
-                await (await self.producer.send(topic, value, key=key.encode()))
-                return
-            except KafkaError as e:
-                log.info("send to %s failed (%s); retrying", topic, e)
-                await asyncio.sleep(0.5)
-
     async def _collect(self) -> None:
+        """Read results until cancelled; a read failed by a fault is tried again."""
         while True:
             try:
-                batch = await self.consumer.getmany(timeout_ms=200)
+                await self.ledger.poll()
             except KafkaError as e:
                 log.info("reading results failed (%s); retrying", e)
                 await asyncio.sleep(0.5)
-                continue
-            for records in batch.values():
-                for r in records:
-                    result = orjson.loads(r.value or b"{}")
-                    if "command_id" in result:
-                        self._account_results[str(result["command_id"])] = str(result.get("outcome"))
-                        continue
-                    now = time.monotonic()
-                    self.answered_at.setdefault(str(result["transfer_id"]), now)
-                    if result["state"] == "completed":
-                        self.completed_at.append(now)
-                    self.results.append(
-                        Observed(
-                            str(result["transfer_id"]), str(result["message_id"]), str(result["state"]),
-                            result.get("reason"), str(result.get("request_fingerprint")),
-                        )
-                    )  # fmt: skip
+
+    def _observe(self, key: str, result: Result) -> None:
+        """Record a new result (the LedgerClient calls this once per message_id, as it is read)."""
+        if "transfer_id" not in result:
+            return  # an account command's result: the LedgerClient keeps it (ledger.result)
+        now = time.monotonic()
+        self.answered_at.setdefault(key, now)
+        if result["state"] == "completed":
+            self.completed_at.append(now)
+        self.results.append(
+            Observed(
+                key, str(result["message_id"]), str(result["state"]), result.get("reason"),
+                str(result.get("request_fingerprint")),
+            )
+        )  # fmt: skip
 
     async def wait_settled(self, within_s: float) -> bool:
         """Wait until every transfer sent has a result; False when the bound ran out."""
         wanted = {s.transfer_id for s in self.sent}
         try:
-            await self._wait_for(lambda: wanted <= {r.transfer_id for r in self.results}, within_s)
+            await self._wait_for(lambda: all(t in self.ledger.by_id for t in wanted), within_s)
         except TimeoutError:
             return False
         return True

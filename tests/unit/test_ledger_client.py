@@ -5,11 +5,15 @@ And no service on the money path can import the client."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
+import pytest
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from deploy.ledger_client import LedgerClient
+from schemas.public import FreezeAccount, TransferFunds, encode_public
 from schemas.topics import Namespace
 from tests.unit.test_domain_purity import ROOT, imported_modules, package_of
 
@@ -48,6 +52,39 @@ async def test_duplicates_are_dropped_by_message_id_and_other_answers_kept() -> 
     )
     client._record(account)
     assert client.result("c1") is not None
+
+
+class _FlakyProducer:
+    """Fails the first send outright and the second at the broker's acknowledgement."""
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[str, bytes | None, bytes]] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[None]:
+        self.attempts.append((topic, key, value))
+        if len(self.attempts) == 1:
+            raise KafkaConnectionError("no broker")
+        acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if len(self.attempts) == 2:
+            acknowledged.set_exception(KafkaTimeoutError())
+        else:
+            acknowledged.set_result(None)
+        return acknowledged
+
+
+async def test_send_until_acknowledged_retries_a_failed_send_and_a_failed_acknowledgement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ns = Namespace("t_")
+    client = LedgerClient({"bootstrap_servers": "127.0.0.1:1"}, ns)  # never started
+    producer = _FlakyProducer()
+    monkeypatch.setattr(client, "_producer", producer)
+    transfer = TransferFunds("t1", "alice", "bob", 1050, "EUR")
+    await client.send_until_acknowledged(transfer, retry_s=0)
+    assert producer.attempts == [(ns.transfers, b"t1", encode_public(transfer))] * 3
+    freeze = FreezeAccount("c1", "alice")
+    await client.send_until_acknowledged(freeze, retry_s=0)
+    assert producer.attempts[3:] == [(ns.account_commands, b"alice", encode_public(freeze))]
 
 
 def test_no_money_path_module_imports_the_client() -> None:
