@@ -41,6 +41,7 @@ from infra.records import Origin, Refused
 from infra.tracing import TRACEPARENT, context_from_traceparent, current_headers
 from schemas.dead_letters import DeadLetter
 from schemas.envelopes import COMMANDS
+from schemas.ids import url_uuid5
 from schemas.partitioning import PartitionMap
 from schemas.public import (
     AccountResult,
@@ -93,7 +94,7 @@ class BatchChanges:
 
 def result_id(transfer_id: str, fingerprint: str) -> str:
     """A result's id: the same request always gets the same result message."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ledger:result:{transfer_id}:{fingerprint}"))
+    return url_uuid5(f"ledger:result:{transfer_id}:{fingerprint}")
 
 
 class Coordinator:
