@@ -16,7 +16,7 @@ class Origin:
     offset: int
     key: bytes | None
     value: bytes
-    """The message's bytes: the record's, or for a message inside an envelope, its own."""
+    """The record's bytes (for a message inside an envelope, the whole envelope's)."""
     index: int | None = None
     """Its place in the record's envelope (schemas/envelopes.py); None for a record of one message."""
 

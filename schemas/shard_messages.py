@@ -7,9 +7,7 @@ they are decoded by the strict checks below (about 5 µs) rather than by a JSON 
 
 from __future__ import annotations
 
-import hashlib
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
@@ -18,6 +16,7 @@ import orjson
 
 from schemas.currencies import CURRENCIES
 from schemas.errors import LedgerError
+from schemas.ids import url_uuid5
 from schemas.json_bounds import too_deep
 
 MAX_AMOUNT: Final = 2**63 - 1  # PostgreSQL BIGINT
@@ -154,19 +153,9 @@ class ShardReply:
 
 
 def reply_id(command_message_id: str) -> str:
-    """The reply's id is derived from the command's, so a re-sent reply is recognisably the same.
-
-    It is `uuid.uuid5(NAMESPACE_URL, "ledger:reply:" + id)`, computed without building UUID
-    objects: this runs once per command on the hot path.
-    """
-    digest = bytearray(hashlib.sha1(_REPLY_NAMESPACE + command_message_id.encode()).digest()[:16])  # noqa: S324 - RFC 4122 uuid5
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-_REPLY_NAMESPACE: Final = uuid.NAMESPACE_URL.bytes + b"ledger:reply:"
+    """The reply's id is derived from the command's, so a re-sent reply is recognisably the same:
+    `uuid.uuid5(NAMESPACE_URL, "ledger:reply:" + id)`."""
+    return url_uuid5("ledger:reply:" + command_message_id)
 
 
 # --- decoding: one check per field name, mirroring the $defs of shard-command.json -----------

@@ -62,7 +62,7 @@ class RecordDecoder:
 
 
 def _place(record: Origin, u: envelopes.Unpacked[ShardReply]) -> Origin:
-    return replace(record, value=u.raw, index=u.index)
+    return replace(record, index=u.index)
 
 
 def _typed(message: ShardReply | InvalidMessage) -> ShardReply | Refused:

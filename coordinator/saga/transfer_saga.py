@@ -21,10 +21,10 @@ Time is passed in; nothing here does I/O.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, replace
 from typing import Final
 
+from schemas.ids import url_uuid5
 from schemas.shard_messages import (
     CancelCredit,
     CommitReservation,
@@ -140,7 +140,7 @@ Effect = SendToShard | PublishResult
 
 def command_id(transfer_id: str, step: str) -> str:
     """The one id of a step's command: every re-send of it carries the same id."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ledger:saga:{transfer_id}:{step}"))
+    return url_uuid5(f"ledger:saga:{transfer_id}:{step}")
 
 
 def start(transfer: Transfer, now_ms: int, policy: SagaPolicy) -> tuple[SagaState, list[Effect]]:

@@ -45,6 +45,7 @@ from infra.records import Origin, Refused
 from infra.tracing import TRACEPARENT, context_from_traceparent, current_headers
 from schemas.dead_letters import DeadLetter
 from schemas.envelopes import COMMANDS
+from schemas.ids import url_uuid5
 from schemas.partitioning import PartitionMap
 from schemas.public import PublicRejection, TransferFunds, TransferResult, encode_public, request_fingerprint
 from schemas.shard_messages import ShardReply, encode
@@ -69,7 +70,7 @@ class CoordinatorSettings:
 
 def result_id(transfer_id: str, fingerprint: str) -> str:
     """A result's id: the same request always gets the same result message."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ledger:result:{transfer_id}:{fingerprint}"))
+    return url_uuid5(f"ledger:result:{transfer_id}:{fingerprint}")
 
 
 class Coordinator:

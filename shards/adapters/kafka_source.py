@@ -98,7 +98,7 @@ def decode_command_record(
     return [
         ShardInbound(
             _typed(u.message),
-            replace(whole, value=u.raw, index=u.index),
+            replace(whole, index=u.index),
             context_from_traceparent(u.traceparent),
         )
         for u in unpacked
