@@ -8,13 +8,13 @@ sent again is the same message.
 
 from __future__ import annotations
 
-import uuid
 from typing import Final
 
 from coordinator.service.batch import BatchChanges
 from infra.outbox import OutboxMessage
 from infra.records import Origin
 from infra.tracing import current_headers
+from schemas.ids import url_uuid5
 from schemas.partitioning import PartitionMap
 from schemas.public import (
     AccountCommand,
@@ -35,7 +35,7 @@ COMMAND_TYPES: Final = (OpenAccountRequest, *STATUS_SET_BY)
 
 def account_result_id(command_id: str) -> str:
     """An account result's id: the same command always gets the same result message."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ledger:account-result:{command_id}"))
+    return url_uuid5(f"ledger:account-result:{command_id}")
 
 
 class AccountCommands:
