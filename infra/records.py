@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schemas.dead_letters import DeadLetter
+
 
 @dataclass(frozen=True)
 class Origin:
@@ -25,6 +27,12 @@ class Origin:
         """The inbox id of this message's dead letter: one per message, however often it comes."""
         place = f"dlq:{self.topic}:{self.partition}:{self.offset}"
         return place if self.index is None else f"{place}:{self.index}"
+
+    def dead_letter(self, reason: str, detail: str) -> DeadLetter:
+        """The dead letter of this message, refused for `reason`: its id is `dead_letter_id`."""
+        return DeadLetter.of(
+            self.topic, self.partition, self.offset, reason, detail, self.value, self.key, self.index
+        )
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,6 @@ from infra import envelopes
 from infra.outbox import OutboxMessage
 from infra.records import Origin, Refused
 from infra.tracing import TRACEPARENT, context_from_traceparent, current_headers
-from schemas.dead_letters import DeadLetter
 from schemas.envelopes import COMMANDS
 from schemas.ids import url_uuid5
 from schemas.partitioning import PartitionMap
@@ -252,10 +251,7 @@ class Coordinator:
     def _dead_letter(self, changes: BatchChanges, refusal: Refused, origin: Origin, now: int) -> None:
         if not changes.first_time(origin.dead_letter_id):
             return
-        letter = DeadLetter.of(
-            origin.topic, origin.partition, origin.offset, refusal.reason, refusal.detail,
-            origin.value, origin.key, origin.index,
-        )  # fmt: skip
+        letter = origin.dead_letter(refusal.reason, refusal.detail)
         changes.outbox.append(OutboxMessage(self.ns.dead_letters, None, letter.encode(), {}))
 
     # --- effects -----------------------------------------------------------------------------

@@ -215,18 +215,7 @@ class ShardWorker:
             if (why := refused.get(o.dead_letter_id)) is not None:
                 message = Refused("invalid_field", f"valid, but the database refuses it: {why}")
             if isinstance(message, Refused):
-                dead.append(
-                    DeadLetter.of(
-                        o.topic,
-                        o.partition,
-                        o.offset,
-                        message.reason,
-                        message.detail,
-                        o.value,
-                        o.key,
-                        o.index,
-                    )
-                )
+                dead.append(o.dead_letter(message.reason, message.detail))
                 continue
             commands.append(message)
             if item.parent is not None:
