@@ -108,6 +108,74 @@ class CancelCredit:
     account_id: str
 
 
+# --- two-phase transfers: a hold now, posted (in full or in part) or voided later ----------------
+
+
+@dataclass(frozen=True, slots=True)
+class HoldTransfer:
+    """A same-shard pending transfer: hold on the debit account and pending credit on the credit
+    account, in one transaction."""
+
+    message_id: str
+    transfer_id: str
+    debit_account: str
+    credit_account: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class HoldCredit:
+    """The credit side of a cross-shard pending transfer: shown as pending, not yet spendable."""
+
+    message_id: str
+    transfer_id: str
+    account_id: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class PostHold:
+    """Post `amount` (at most the hold) of a pending transfer's hold to transit; release the rest."""
+
+    message_id: str
+    transfer_id: str
+    account_id: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class SettleCredit:
+    """Post `amount` (at most the pending credit) from transit to the account; clear the pending credit."""
+
+    message_id: str
+    transfer_id: str
+    account_id: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class PostPending:
+    """A same-shard pending transfer posted: `amount` moves, both holds clear, in one transaction."""
+
+    message_id: str
+    transfer_id: str
+    debit_account: str
+    credit_account: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class VoidPending:
+    """A same-shard pending transfer voided (or expired): both holds clear, nothing moves."""
+
+    message_id: str
+    transfer_id: str
+    debit_account: str
+    credit_account: str
+
+
 ShardCommand = (
     OpenAccount
     | ChangeAccountStatus
@@ -117,7 +185,21 @@ ShardCommand = (
     | CommitReservation
     | ReleaseReservation
     | CancelCredit
+    | HoldTransfer
+    | HoldCredit
+    | PostHold
+    | SettleCredit
+    | PostPending
+    | VoidPending
 )
+
+
+def accounts_of(command: ShardCommand) -> tuple[str, ...]:
+    """The accounts a command names: debit then credit for the one-shard transfer commands."""
+    if isinstance(command, (PostTransfer, HoldTransfer, PostPending, VoidPending)):
+        return command.debit_account, command.credit_account
+    return (command.account_id,)
+
 
 # The names on the wire (each message's "type", a reply's "command"), written out rather than
 # taken from the classes, so renaming a class cannot change the contract (shard-command.json).
@@ -130,6 +212,12 @@ COMMAND_TYPES: Final[dict[str, type[ShardCommand]]] = {
     "CommitReservation": CommitReservation,
     "ReleaseReservation": ReleaseReservation,
     "CancelCredit": CancelCredit,
+    "HoldTransfer": HoldTransfer,
+    "HoldCredit": HoldCredit,
+    "PostHold": PostHold,
+    "SettleCredit": SettleCredit,
+    "PostPending": PostPending,
+    "VoidPending": VoidPending,
 }
 
 
@@ -274,12 +362,14 @@ def encode(message: ShardCommand | ShardReply) -> bytes:
 REPLY_OUTCOMES: Final = frozenset({
     "account_opened", "account_status_changed", "transfer_posted", "funds_reserved", "funds_credited",
     "reservation_committed", "reservation_released", "credit_cancelled", "rejected",
+    "funds_held", "credit_held", "hold_posted", "credit_settled", "pending_posted", "pending_voided",
 })  # fmt: skip
 REPLY_REASONS: Final = frozenset({
     "insufficient_funds", "account_not_found", "account_frozen", "account_closed", "account_exists",
     "account_not_empty", "currency_mismatch", "amount_overflow", "same_account", "wrong_shard",
     "reservation_not_found", "reservation_released", "reservation_committed", "amount_mismatch",
-    "invalid_command", "already_applied", "credit_cancelled", "credit_applied",
+    "invalid_command", "already_applied", "credit_cancelled", "credit_applied", "credit_not_found",
+    "amount_exceeds_hold",
 })  # fmt: skip
 _REPLY_CHECKS: Final[dict[str, Callable[[object], bool]]] = {
     "message_id": _uuid,

@@ -72,7 +72,7 @@ class PostgresShardTransaction:
             transit_account(c) for c in {*currencies, *(o.currency for o in operations)}
         }
         rows = await self.conn.fetch(_LOAD_ACCOUNTS, sorted(wanted))
-        accounts = [Account(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6])) for r in rows]
+        accounts = [Account(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]), r[7]) for r in rows]
         return accounts, operations
 
     async def write(
@@ -91,6 +91,7 @@ class PostgresShardTransaction:
             [a.account_id for a in created], [a.currency for a in created], [a.status for a in created],
             [a.overdraft_limit for a in created], [orjson.dumps(a.metadata).decode() for a in created],
             [a.account_id for a in moved], [a.posted for a in moved], [a.reserved for a in moved],
+            [a.pending_credit for a in moved],
             [a.account_id for a in restated], [a.status for a in restated],
             [o.transfer_id for o in changed], [o.kind for o in changed], [o.account_id for o in changed],
             [o.amount for o in changed], [o.currency for o in changed], [o.state for o in changed],
@@ -111,7 +112,8 @@ _LOAD_OPERATIONS = """
     FROM unnest($1::text[]) AS t(id) JOIN operations o ON o.transfer_id = t.id
     ORDER BY o.transfer_id, o.kind FOR UPDATE OF o"""
 _LOAD_ACCOUNTS = """
-    SELECT a.account_id, a.currency, a.status, a.overdraft_limit, b.posted, b.reserved, a.metadata
+    SELECT a.account_id, a.currency, a.status, a.overdraft_limit, b.posted, b.reserved, a.metadata,
+        b.pending_credit
     FROM unnest($1::text[]) AS k(id) JOIN accounts a ON a.account_id = k.id
     JOIN balances b ON b.account_id = a.account_id
     ORDER BY a.account_id FOR UPDATE OF b"""
@@ -127,28 +129,29 @@ _WRITE_BATCH = """
         INSERT INTO accounts (account_id, currency, status, overdraft_limit, metadata)
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[])),
     balances AS (
-        INSERT INTO balances (account_id, posted, reserved)
-        SELECT * FROM unnest($6::text[], $7::bigint[], $8::bigint[])
-        ON CONFLICT (account_id) DO UPDATE SET posted = EXCLUDED.posted, reserved = EXCLUDED.reserved),
+        INSERT INTO balances (account_id, posted, reserved, pending_credit)
+        SELECT * FROM unnest($6::text[], $7::bigint[], $8::bigint[], $9::bigint[])
+        ON CONFLICT (account_id) DO UPDATE SET posted = EXCLUDED.posted, reserved = EXCLUDED.reserved,
+            pending_credit = EXCLUDED.pending_credit),
     statuses AS (
-        UPDATE accounts SET status = u.status FROM unnest($9::text[], $10::text[]) AS u(id, status)
+        UPDATE accounts SET status = u.status FROM unnest($10::text[], $11::text[]) AS u(id, status)
         WHERE accounts.account_id = u.id),
     operations AS (
         INSERT INTO operations (transfer_id, kind, account_id, amount, currency, state)
-        SELECT * FROM unnest($11::text[], $12::text[], $13::text[], $14::bigint[], $15::text[], $16::text[])
+        SELECT * FROM unnest($12::text[], $13::text[], $14::text[], $15::bigint[], $16::text[], $17::text[])
         ON CONFLICT (transfer_id, kind) DO UPDATE SET state = EXCLUDED.state, updated_at = now()),
     journal AS (
         INSERT INTO journal (seq, transfer_id, leg, kind, account_id, amount, currency, message_id,
                              created_at, prev_hash, hash)
-        SELECT * FROM unnest($17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[],
-                             $22::bigint[], $23::text[], $24::text[], $25::timestamptz[], $26::bytea[],
-                             $27::bytea[])),
-    inbox AS (INSERT INTO inbox (message_id, reply) SELECT * FROM unnest($28::text[], $29::bytea[])),
+        SELECT * FROM unnest($18::bigint[], $19::text[], $20::text[], $21::text[], $22::text[],
+                             $23::bigint[], $24::text[], $25::text[], $26::timestamptz[], $27::bytea[],
+                             $28::bytea[])),
+    inbox AS (INSERT INTO inbox (message_id, reply) SELECT * FROM unnest($29::text[], $30::bytea[])),
     outbox AS (
         INSERT INTO outbox (seq, topic, key, payload, headers)
         SELECT s, t, k, p, h::jsonb
-        FROM unnest($30::bigint[], $31::text[], $32::bytea[], $33::bytea[], $34::text[]) AS o(s, t, k, p, h))
-    UPDATE worker_state SET journal_seq = $35, journal_hash = $36, outbox_seq = $37 WHERE epoch = $38"""
+        FROM unnest($31::bigint[], $32::text[], $33::bytea[], $34::bytea[], $35::text[]) AS o(s, t, k, p, h))
+    UPDATE worker_state SET journal_seq = $36, journal_hash = $37, outbox_seq = $38 WHERE epoch = $39"""
 
 
 def _journal_row(e: JournalEntry) -> tuple[object, ...]:

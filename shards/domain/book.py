@@ -8,8 +8,9 @@ I/O: the service loads the slice, applies the batch, and writes back what `Shard
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, Final
 
 from schemas.partitioning import PartitionMap
 from schemas.shard_messages import (
@@ -18,12 +19,19 @@ from schemas.shard_messages import (
     ChangeAccountStatus,
     CommitReservation,
     CreditFunds,
+    HoldCredit,
+    HoldTransfer,
     OpenAccount,
+    PostHold,
+    PostPending,
     PostTransfer,
     ReleaseReservation,
     ReserveFunds,
+    SettleCredit,
     ShardCommand,
     ShardReply,
+    VoidPending,
+    accounts_of,
     reply_id,
 )
 from shards.domain.model import (
@@ -133,24 +141,8 @@ class ShardBook:
         return self._reply(command, outcome, note, self.last_seq if self.last_seq > seq_before else None)
 
     def _dispatch(self, c: ShardCommand) -> tuple[str, str | None]:
-        match c:
-            case OpenAccount():
-                return self._open(c)
-            case ChangeAccountStatus():
-                return self._change_status(c)
-            case PostTransfer():
-                return self._post_transfer(c)
-            case ReserveFunds():
-                return self._reserve(c)
-            case CreditFunds():
-                return self._credit(c)
-            case CommitReservation():
-                return self._commit(c)
-            case ReleaseReservation():
-                return self._release(c)
-            case CancelCredit():
-                return self._cancel_credit(c)
-        raise AssertionError(f"unhandled command {c!r}")  # pragma: no cover - the match is exhaustive
+        rule: Callable[[ShardBook, Any], tuple[str, str | None]] = _RULES[type(c)]
+        return rule(self, c)
 
     # --- rules ----------------------------------------------------------------------------
 
@@ -168,7 +160,7 @@ class ShardBook:
         account = self._account(c.account_id)
         if account.status == CLOSED and c.status != CLOSED:
             raise Rejected("account_closed")  # closing is final
-        if c.status == CLOSED and (account.posted != 0 or account.reserved != 0):
+        if c.status == CLOSED and (account.posted or account.reserved or account.pending_credit):
             raise Rejected("account_not_empty")
         account.status = c.status
         self.changed_accounts.add(account.account_id)
@@ -198,9 +190,7 @@ class ShardBook:
             raise Rejected("insufficient_funds")
         if not fits_bigint(account.reserved + c.amount):
             raise Rejected("amount_overflow")
-        account.reserved += c.amount
-        self.changed_accounts.add(account.account_id)
-        self._record(Operation(c.transfer_id, HOLD, c.account_id, c.amount, c.currency, HELD))
+        self._hold_debit(c.transfer_id, account, c.amount)
         return "funds_reserved", None
 
     def _credit(self, c: CreditFunds) -> tuple[str, str | None]:
@@ -245,11 +235,7 @@ class ShardBook:
             return "reservation_released", "already_applied"
         if hold.state == COMMITTED:
             raise Rejected("reservation_committed")
-        account = self._account(hold.account_id)
-        account.reserved -= hold.amount
-        self.changed_accounts.add(account.account_id)
-        hold.state = RELEASED
-        self.changed_operations.add(hold.key)
+        self._release_hold(hold)
         return "reservation_released", None
 
     def _cancel_credit(self, c: CancelCredit) -> tuple[str, str | None]:
@@ -262,7 +248,90 @@ class ShardBook:
             return "credit_cancelled", None
         if done.state == RELEASED:
             return "credit_cancelled", "already_applied"
+        if done.state == HELD:  # a pending transfer's credit, never posted: just no longer shown
+            self._account(done.account_id).pending_credit -= done.amount
+            self.changed_accounts.add(done.account_id)
+            done.state = RELEASED
+            self.changed_operations.add(done.key)
+            return "credit_cancelled", None
         raise Rejected("credit_applied")  # too late to cancel: the saga must go forward
+
+    # --- two-phase transfers: every check before the first change, so a rejection changes nothing
+
+    def _hold_transfer(self, c: HoldTransfer) -> tuple[str, str | None]:
+        if (done := self.operations.get((c.transfer_id, HOLD))) is not None:
+            if done.state == RELEASED:
+                raise Rejected("reservation_released")
+            return self._repeat(done, c.debit_account, c.amount, "funds_held")
+        if c.debit_account == c.credit_account:
+            raise Rejected("same_account")
+        debit = self._usable(c.debit_account, c.currency)
+        credit = self._usable(c.credit_account, c.currency)
+        if debit.available < c.amount:
+            raise Rejected("insufficient_funds")
+        if not (fits_bigint(debit.reserved + c.amount) and fits_bigint(credit.pending_credit + c.amount)):
+            raise Rejected("amount_overflow")
+        self._hold_debit(c.transfer_id, debit, c.amount)
+        self._hold_credit_of(c.transfer_id, credit, c.amount)
+        return "funds_held", None
+
+    def _hold_credit(self, c: HoldCredit) -> tuple[str, str | None]:
+        if (done := self.operations.get((c.transfer_id, CREDIT))) is not None:
+            if done.state == RELEASED:
+                raise Rejected("credit_cancelled")  # cancelled before this (late) hold
+            return self._repeat(done, c.account_id, c.amount, "credit_held")
+        account = self._usable(c.account_id, c.currency)
+        if not fits_bigint(account.pending_credit + c.amount):
+            raise Rejected("amount_overflow")
+        self._hold_credit_of(c.transfer_id, account, c.amount)
+        return "credit_held", None
+
+    def _post_hold(self, c: PostHold) -> tuple[str, str | None]:
+        self._require_owned(c.account_id)
+        hold = self._open_hold(c.transfer_id, c.account_id, c.amount)
+        if hold is None:
+            return "hold_posted", "already_applied"
+        account = self._account(c.account_id)
+        self._post(c.transfer_id, "commit", c.message_id, account, self._transit(hold.currency), c.amount)
+        self._close_hold(hold, account)
+        return "hold_posted", None
+
+    def _settle_credit(self, c: SettleCredit) -> tuple[str, str | None]:
+        self._require_owned(c.account_id)
+        pending = self._pending_credit(c.transfer_id, c.account_id, c.amount)
+        if pending is None:
+            return "credit_settled", "already_applied"
+        account = self._account(c.account_id)  # no status check: the credit was accepted when held
+        self._post(c.transfer_id, CREDIT, c.message_id, self._transit(pending.currency), account, c.amount)
+        self._close_pending_credit(pending, account)
+        return "credit_settled", None
+
+    def _post_pending(self, c: PostPending) -> tuple[str, str | None]:
+        self._require_owned(c.debit_account)
+        hold = self._open_hold(c.transfer_id, c.debit_account, c.amount)
+        if hold is None:
+            return "pending_posted", "already_applied"
+        pending = self._pending_credit(c.transfer_id, c.credit_account, c.amount)
+        if pending is None:  # pragma: no cover - both sides change together, in one transaction
+            raise AssertionError(f"{c.transfer_id}: hold open but pending credit closed")
+        debit, credit = self._account(c.debit_account), self._account(c.credit_account)
+        self._post(c.transfer_id, TRANSFER, c.message_id, debit, credit, c.amount)
+        self._close_hold(hold, debit)
+        self._close_pending_credit(pending, credit)
+        return "pending_posted", None
+
+    def _void_pending(self, c: VoidPending) -> tuple[str, str | None]:
+        hold = self._hold(c.transfer_id, c.debit_account)
+        pending = self.operations.get((c.transfer_id, CREDIT))
+        if pending is None or pending.account_id != c.credit_account:
+            raise Rejected("credit_not_found")
+        if hold.state == RELEASED:
+            return "pending_voided", "already_applied"
+        if hold.state == COMMITTED:
+            raise Rejected("reservation_committed")
+        self._release_hold(hold)
+        self._cancel_pending_credit(pending)
+        return "pending_voided", None
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -301,6 +370,67 @@ class ShardBook:
         if hold is None or hold.account_id != account_id:
             raise Rejected("reservation_not_found")
         return hold
+
+    def _open_hold(self, transfer_id: str, account_id: str, amount: int) -> Operation | None:
+        """The held hold that `amount` may be posted from; None when it was posted already."""
+        hold = self._hold(transfer_id, account_id)
+        if hold.state == COMMITTED:
+            return None
+        if hold.state == RELEASED:
+            raise Rejected("reservation_released")
+        if amount > hold.amount:
+            raise Rejected("amount_exceeds_hold")
+        return hold
+
+    def _pending_credit(self, transfer_id: str, account_id: str, amount: int) -> Operation | None:
+        """The held pending credit that `amount` may be settled from; None when settled already."""
+        pending = self.operations.get((transfer_id, CREDIT))
+        if pending is None or pending.account_id != account_id:
+            raise Rejected("credit_not_found")
+        if pending.state == COMMITTED:
+            return None
+        if pending.state == RELEASED:
+            raise Rejected("credit_cancelled")
+        if amount > pending.amount:
+            raise Rejected("amount_exceeds_hold")
+        return pending
+
+    def _hold_debit(self, transfer_id: str, account: Account, amount: int) -> None:
+        account.reserved += amount
+        self.changed_accounts.add(account.account_id)
+        self._record(Operation(transfer_id, HOLD, account.account_id, amount, account.currency, HELD))
+
+    def _hold_credit_of(self, transfer_id: str, account: Account, amount: int) -> None:
+        account.pending_credit += amount
+        self.changed_accounts.add(account.account_id)
+        self._record(Operation(transfer_id, CREDIT, account.account_id, amount, account.currency, HELD))
+
+    def _close_hold(self, hold: Operation, account: Account) -> None:
+        """A hold posted (in full or in part): the whole of it stops being set aside."""
+        account.reserved -= hold.amount
+        self.changed_accounts.add(account.account_id)
+        hold.state = COMMITTED
+        self.changed_operations.add(hold.key)
+
+    def _close_pending_credit(self, pending: Operation, account: Account) -> None:
+        account.pending_credit -= pending.amount
+        self.changed_accounts.add(account.account_id)
+        pending.state = COMMITTED
+        self.changed_operations.add(pending.key)
+
+    def _release_hold(self, hold: Operation) -> None:
+        account = self._account(hold.account_id)
+        account.reserved -= hold.amount
+        self.changed_accounts.add(account.account_id)
+        hold.state = RELEASED
+        self.changed_operations.add(hold.key)
+
+    def _cancel_pending_credit(self, pending: Operation) -> None:
+        account = self._account(pending.account_id)
+        account.pending_credit -= pending.amount
+        self.changed_accounts.add(account.account_id)
+        pending.state = RELEASED
+        self.changed_operations.add(pending.key)
 
     def _transit(self, currency: str) -> Account:
         account_id = transit_account(currency)
@@ -347,7 +477,7 @@ class ShardBook:
     def _reply(
         self, c: ShardCommand, outcome: str, reason: str | None, journal_seq: int | None
     ) -> ShardReply:
-        account_id = c.debit_account if isinstance(c, PostTransfer) else c.account_id
+        account_id = accounts_of(c)[0]
         transfer_id = getattr(c, "transfer_id", None)
         return ShardReply(
             message_id=reply_id(c.message_id),
@@ -360,3 +490,22 @@ class ShardBook:
             reason=reason,
             journal_seq=journal_seq,
         )
+
+
+# The rule for each command type (a table, not a match: one line per command).
+_RULES: Final[dict[type, Callable[[ShardBook, Any], tuple[str, str | None]]]] = {
+    OpenAccount: ShardBook._open,
+    ChangeAccountStatus: ShardBook._change_status,
+    PostTransfer: ShardBook._post_transfer,
+    ReserveFunds: ShardBook._reserve,
+    CreditFunds: ShardBook._credit,
+    CommitReservation: ShardBook._commit,
+    ReleaseReservation: ShardBook._release,
+    CancelCredit: ShardBook._cancel_credit,
+    HoldTransfer: ShardBook._hold_transfer,
+    HoldCredit: ShardBook._hold_credit,
+    PostHold: ShardBook._post_hold,
+    SettleCredit: ShardBook._settle_credit,
+    PostPending: ShardBook._post_pending,
+    VoidPending: ShardBook._void_pending,
+}

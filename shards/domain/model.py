@@ -38,7 +38,10 @@ class Account:
     overdraft_limit: int = 0
     posted: int = 0
     reserved: int = 0
+    """Pending debits: holds of cross-shard transfers in flight and of pending (two-phase) transfers."""
     metadata: dict[str, str] = field(default_factory=dict)
+    pending_credit: int = 0
+    """Credits of pending transfers not yet posted: shown, never spendable."""
 
     @property
     def available(self) -> int:
@@ -51,7 +54,10 @@ class Account:
 
 @dataclass(slots=True)
 class Operation:
-    """What this shard did for one transfer: a hold (and its fate), a credit, or a local transfer."""
+    """What this shard did for one transfer: a hold (and its fate), a credit, or a local transfer.
+
+    A pending transfer's credit is a `credit` operation `held` until it is settled (`committed`)
+    or cancelled (`released`); its `amount` is what was held, the journal says what was posted."""
 
     transfer_id: str
     kind: str

@@ -1,4 +1,5 @@
-"""Balances derived from the source of truth: posted = sum of journal amounts, reserved = open holds."""
+"""Balances derived from the source of truth: posted = sum of journal amounts, reserved = open holds,
+pending_credit = the credits of pending transfers not yet posted."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 class Balance:
     posted: int
     reserved: int
+    pending_credit: int = 0
 
 
 @dataclass(frozen=True)
@@ -19,15 +21,25 @@ class Difference:
     replayed: Balance | None
 
 
-def replay(entries: Iterable[tuple[str, int]], held: Iterable[tuple[str, int]]) -> dict[str, Balance]:
-    """(account, signed amount) journal entries and (account, amount) open holds -> balances."""
-    posted: dict[str, int] = {}
-    reserved: dict[str, int] = {}
-    for account_id, amount in entries:
-        posted[account_id] = posted.get(account_id, 0) + amount
-    for account_id, amount in held:
-        reserved[account_id] = reserved.get(account_id, 0) + amount
-    return {a: Balance(posted.get(a, 0), reserved.get(a, 0)) for a in posted.keys() | reserved.keys()}
+def replay(
+    entries: Iterable[tuple[str, int]],
+    held: Iterable[tuple[str, int]],
+    pending_credits: Iterable[tuple[str, int]] = (),
+) -> dict[str, Balance]:
+    """(account, signed amount) journal entries, (account, amount) open holds and (account, amount)
+    pending credits -> balances."""
+    posted, reserved, pending = _sums(entries), _sums(held), _sums(pending_credits)
+    return {
+        a: Balance(posted.get(a, 0), reserved.get(a, 0), pending.get(a, 0))
+        for a in posted.keys() | reserved.keys() | pending.keys()
+    }
+
+
+def _sums(amounts: Iterable[tuple[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for account_id, amount in amounts:
+        total[account_id] = total.get(account_id, 0) + amount
+    return total
 
 
 def differences(cached: Mapping[str, Balance], replayed: Mapping[str, Balance]) -> list[Difference]:

@@ -47,12 +47,20 @@ async def replay_shard(pool: asyncpg.Pool, shard: int) -> ReplayReport:
             "SELECT account_id, sum(amount) FROM operations WHERE kind = 'hold' AND state = 'held'"
             " GROUP BY account_id"
         )
-        cached_rows = await conn.fetch("SELECT account_id, posted, reserved FROM balances")
+        pending = await conn.fetch(
+            "SELECT account_id, sum(amount) FROM operations WHERE kind = 'credit' AND state = 'held'"
+            " GROUP BY account_id"
+        )
+        cached_rows = await conn.fetch("SELECT account_id, posted, reserved, pending_credit FROM balances")
         by_currency = await conn.fetch("SELECT currency, sum(amount) FROM journal GROUP BY currency")
         entries = await conn.fetchval("SELECT count(*) FROM journal")
     # sum() of BIGINT is NUMERIC (exact, decoded as Decimal): int() keeps it exact.
-    replayed = replay(((r[0], int(r[1])) for r in posted), ((r[0], int(r[1])) for r in held))
-    cached = {r[0]: Balance(r[1], r[2]) for r in cached_rows}
+    replayed = replay(
+        ((r[0], int(r[1])) for r in posted),
+        ((r[0], int(r[1])) for r in held),
+        ((r[0], int(r[1])) for r in pending),
+    )
+    cached = {r[0]: Balance(r[1], r[2], r[3]) for r in cached_rows}
     unbalanced = {r[0]: int(r[1]) for r in by_currency if int(r[1]) != 0}
     return ReplayReport(shard, len(cached), entries, differences(cached, replayed), unbalanced)
 
@@ -137,9 +145,11 @@ async def balance_at(
 
 
 async def account_balance(shard_pool: asyncpg.Pool, account_id: str) -> dict[str, Any] | None:
-    """The cached balance of an account now: posted, reserved, available, currency, status."""
+    """The cached balance of an account now: posted, pending debits (`reserved`, also as
+    `pending_debits`), pending credits, available, currency, status."""
     row = await shard_pool.fetchrow(
         "SELECT a.account_id, a.currency, a.status, a.overdraft_limit, b.posted, b.reserved,"
+        " b.reserved AS pending_debits, b.pending_credit AS pending_credits,"
         " b.posted - b.reserved + a.overdraft_limit AS available"
         " FROM accounts a JOIN balances b USING (account_id) WHERE a.account_id = $1",
         account_id,

@@ -30,9 +30,9 @@ from schemas.envelopes import REPLIES
 from schemas.errors import LedgerError, Stalled
 from schemas.partitioning import PartitionMap
 from schemas.shard_messages import (
-    PostTransfer,
     ShardCommand,
     ShardReply,
+    accounts_of,
     decode_reply,
     encode,
 )
@@ -264,10 +264,7 @@ def _touched(commands: Sequence[ShardCommand]) -> tuple[set[str], set[str], set[
     transfers: set[str] = set()
     currencies: set[str] = set()
     for c in commands:
-        if isinstance(c, PostTransfer):
-            accounts.update((c.debit_account, c.credit_account))
-        else:
-            accounts.add(c.account_id)
+        accounts.update(accounts_of(c))
         if (transfer_id := getattr(c, "transfer_id", None)) is not None:
             transfers.add(transfer_id)
         if (currency := getattr(c, "currency", None)) is not None:

@@ -22,9 +22,11 @@ from schemas.shard_messages import (
     CommitReservation,
     CreditFunds,
     OpenAccount,
+    PostHold,
     PostTransfer,
     ReleaseReservation,
     ReserveFunds,
+    SettleCredit,
     ShardCommand,
     ShardReply,
     reply_id,
@@ -450,6 +452,18 @@ def _mismatch_account(book: ShardBook) -> ShardCommand:
     return ReserveFunds(new_id(), transfer_id, B, 5, "EUR")
 
 
+def _settle_unknown_credit(book: ShardBook) -> ShardCommand:
+    open_account(book, A)
+    return SettleCredit(new_id(), new_id(), A, 1)
+
+
+def _post_above_the_hold(book: ShardBook) -> ShardCommand:
+    open_account(book, A)
+    credit(book, A, 10)
+    transfer_id = reserve(book, A, 5)
+    return PostHold(new_id(), transfer_id, A, 6)
+
+
 REJECTIONS: dict[str, tuple[Scenario, str]] = {
     "transfer beyond the overdraft limit": (_insufficient_transfer, "insufficient_funds"),
     "transfer of funds a hold set aside": (_insufficient_because_of_a_hold, "insufficient_funds"),
@@ -508,6 +522,8 @@ REJECTIONS: dict[str, tuple[Scenario, str]] = {
     "reserve again on another account": (_mismatch_account, "amount_mismatch"),
     "late credit after its cancellation": (_cancelled_late_credit, "credit_cancelled"),
     "cancel a credit already applied": (_cancel_an_applied_credit, "credit_applied"),
+    "settle a pending credit never held": (_settle_unknown_credit, "credit_not_found"),
+    "post more than a hold": (_post_above_the_hold, "amount_exceeds_hold"),
 }
 
 

@@ -32,13 +32,19 @@ from schemas.shard_messages import (
     ChangeAccountStatus,
     CommitReservation,
     CreditFunds,
+    HoldCredit,
+    HoldTransfer,
     InvalidMessage,
     OpenAccount,
+    PostHold,
+    PostPending,
     PostTransfer,
     ReleaseReservation,
     ReserveFunds,
+    SettleCredit,
     ShardCommand,
     ShardReply,
+    VoidPending,
     command_from_dict,
     decode_command,
     decode_reply,
@@ -326,6 +332,7 @@ def _replies() -> list[ShardReply]:
     partition_map = PartitionMap.initial(1)
     book = ShardBook(0, partition_map, [], [], 0, GENESIS_HASH, 1)
     a, b, t = "alice", "bob", TID
+    p, q, r = (f"00000000-0000-4000-9000-00000000000{i}" for i in range(3))
     commands: list[ShardCommand] = [
         OpenAccount(MID, a, "EUR", 100),
         OpenAccount("00000000-0000-4000-8000-000000000001", b, "EUR"),
@@ -339,6 +346,14 @@ def _replies() -> list[ShardReply]:
         CommitReservation("00000000-0000-4000-8000-000000000009", t, a),
         ReleaseReservation("00000000-0000-4000-8000-00000000000a", MID, a),  # tombstone
         CancelCredit("00000000-0000-4000-8000-00000000000b", MID, b),  # tombstone
+        HoldTransfer("00000000-0000-4000-8000-00000000000c", p, a, b, 3, "EUR"),
+        PostPending("00000000-0000-4000-8000-00000000000d", p, a, b, 2),
+        HoldTransfer("00000000-0000-4000-8000-00000000000e", q, a, b, 3, "EUR"),
+        VoidPending("00000000-0000-4000-8000-00000000000f", q, a, b),
+        ReserveFunds("00000000-0000-4000-8000-000000000010", r, a, 4, "EUR"),
+        HoldCredit("00000000-0000-4000-8000-000000000011", r, b, 4, "EUR"),
+        SettleCredit("00000000-0000-4000-8000-000000000012", r, b, 1),
+        PostHold("00000000-0000-4000-8000-000000000013", r, a, 1),
     ]
     return [book.apply(c) for c in commands]
 
