@@ -30,7 +30,7 @@ DEAD_LETTER_REASONS: Final = frozenset({
     # public commands whose id could not be read, so no result can answer them
     "invalid_transfer_id", "invalid_command_id", "invalid_account_id", "invalid_amount",
     "amount_not_positive", "amount_above_limit", "unknown_currency", "invalid_metadata",
-    "invalid_overdraft_limit", "same_account",
+    "invalid_overdraft_limit", "same_account", "invalid_pending", "invalid_pending_id",
 })  # fmt: skip
 _FROM_PUBLIC: Final = {"payload_too_large": "too_large", "malformed_json": "not_json"}
 

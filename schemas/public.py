@@ -45,7 +45,15 @@ TRANSFER_REASONS: Final = frozenset({
     "unknown_message_type", "unsupported_version", "missing_field", "unknown_field",
     "invalid_transfer_id", "invalid_account_id", "invalid_amount", "amount_not_positive",
     "amount_above_limit", "unknown_currency", "invalid_metadata", "same_account",
+    "invalid_pending", "invalid_pending_id",
 })  # fmt: skip
+PENDING_REASONS: Final = frozenset({
+    "pending_transfer_not_found", "pending_transfer_not_pending", "pending_transfer_in_flight",
+    "pending_transfer_already_posted", "pending_transfer_already_voided", "pending_transfer_expired",
+    "amount_exceeds_pending", "pending_account_mismatch",
+})  # fmt: skip
+"""Why a PostPendingTransfer or VoidPendingTransfer is refused (decided by the coordinator)."""
+MAX_PENDING_TIMEOUT_MS: Final = 30 * 24 * 3600 * 1000
 ACCOUNT_COMMAND_REASONS: Final = frozenset({
     "payload_too_large", "malformed_json", "nesting_too_deep", "not_an_object",
     "unknown_message_type", "unsupported_version", "missing_field", "unknown_field",
@@ -103,6 +111,28 @@ class TransferFunds:
     currency: str
     metadata: Mapping[str, str] = field(default_factory=dict)
     """An absent metadata object and an empty one are the same command."""
+    pending_timeout_ms: int | None = None
+    """`"pending": {"timeout_ms": N}` on the wire: a two-phase transfer whose hold lasts N ms."""
+
+
+@dataclass(frozen=True, slots=True)
+class PostPendingTransfer:
+    transfer_id: str
+    pending_id: str
+    amount: int | None = None
+    """None: post the whole hold."""
+    debit_account: str | None = None
+    credit_account: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VoidPendingTransfer:
+    transfer_id: str
+    pending_id: str
+    debit_account: str | None = None
+    credit_account: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +179,7 @@ class TransferResult:
     amount: int | None
     currency: str | None
     finished_at: str  # RFC 3339, e.g. datetime.now(UTC).isoformat()
+    pending_id: str | None = None  # the pending transfer a post or void resolved
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,10 +192,14 @@ class AccountResult:
 
 
 AccountCommand = OpenAccountRequest | FreezeAccount | UnfreezeAccount | CloseAccount
-PublicMessage = TransferFunds | AccountCommand | TransferResult | AccountResult
+PendingCommand = PostPendingTransfer | VoidPendingTransfer
+TransferCommand = TransferFunds | PendingCommand
+PublicMessage = TransferCommand | AccountCommand | TransferResult | AccountResult
 
 WIRE_TYPES: Final[dict[type[PublicMessage], str]] = {
     TransferFunds: "TransferFunds",
+    PostPendingTransfer: "PostPendingTransfer",
+    VoidPendingTransfer: "VoidPendingTransfer",
     OpenAccountRequest: "OpenAccount",
     FreezeAccount: "FreezeAccount",
     UnfreezeAccount: "UnfreezeAccount",
@@ -178,23 +213,49 @@ ACCOUNT_COMMAND_TYPES: Final[dict[str, type[AccountCommand]]] = {
     "UnfreezeAccount": UnfreezeAccount,
     "CloseAccount": CloseAccount,
 }
+PENDING_COMMAND_TYPES: Final[dict[str, type[PendingCommand]]] = {
+    "PostPendingTransfer": PostPendingTransfer,
+    "VoidPendingTransfer": VoidPendingTransfer,
+}
 _FIELDS: Final = {cls: tuple(f.name for f in fields(cls)) for cls in WIRE_TYPES}
+# Optional fields written only when set, so a command without them reads (and fingerprints) as it
+# did before they existed. TransferFunds' pending terms are an object on the wire.
+_OMITTED_WHEN_NONE: Final[dict[type[PublicMessage], frozenset[str]]] = {
+    TransferFunds: frozenset({"pending_timeout_ms"}),
+    PostPendingTransfer: frozenset({"amount", "debit_account", "credit_account"}),
+    VoidPendingTransfer: frozenset({"debit_account", "credit_account"}),
+    TransferResult: frozenset({"pending_id"}),
+}
+
+
+def _body(message: PublicMessage) -> dict[str, Any]:
+    cls = type(message)
+    body = {name: getattr(message, name) for name in _FIELDS[cls]}
+    if (omitted := _OMITTED_WHEN_NONE.get(cls)) is not None:
+        body = {k: v for k, v in body.items() if v is not None or k not in omitted}
+    timeout = body.pop("pending_timeout_ms", None)
+    if timeout is not None:
+        body["pending"] = {"timeout_ms": timeout}
+    return body
 
 
 def encode_public(message: PublicMessage) -> bytes:
-    """Every field is written, metadata included ({} when empty)."""
-    cls = type(message)
-    body = {name: getattr(message, name) for name in _FIELDS[cls]}
-    return orjson.dumps({"type": WIRE_TYPES[cls], "v": VERSION, **body}, default=_plain_dict)
+    """Every field is written, metadata included ({} when empty); optional ones only when set."""
+    return orjson.dumps(
+        {"type": WIRE_TYPES[type(message)], "v": VERSION, **_body(message)}, default=_plain_dict
+    )
 
 
-def request_fingerprint(command: TransferFunds) -> str:
+def request_fingerprint(command: TransferCommand) -> str:
     """sha256 (hex) of the command's fields (not type and v) as compact JSON with sorted keys.
 
     A command with the same fields always has the same fingerprint, whatever the key order, spacing
     or escapes of the bytes it was read from; a change in any field, metadata included, changes it.
+    A post or void also names its type, so the two never share a fingerprint.
     """
-    body = {name: getattr(command, name) for name in _FIELDS[TransferFunds]}
+    body = _body(command)
+    if not isinstance(command, TransferFunds):
+        body["type"] = WIRE_TYPES[type(command)]
     canonical = orjson.dumps(body, default=_plain_dict, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
@@ -215,7 +276,13 @@ def _load(name: str) -> dict[str, Any]:
 
 PUBLIC_SCHEMAS: Final = {
     name: _load(name)
-    for name in ("transfer-command.json", "account-command.json", "transfer-result.json", "currency.json")
+    for name in (
+        "transfer-command.json",
+        "pending-command.json",
+        "account-command.json",
+        "transfer-result.json",
+        "currency.json",
+    )
 }
 REGISTRY: Final[Registry[Any]] = Registry().with_resources(
     (name, Resource.from_contents(schema)) for name, schema in PUBLIC_SCHEMAS.items()
@@ -248,6 +315,9 @@ def _validator(document: str, definition: str | None = None) -> Draft202012Valid
 
 
 _TRANSFER_VALIDATOR: Final = _validator("transfer-command.json")
+_PENDING_VALIDATORS: Final = {
+    name: _validator("pending-command.json", name) for name in PENDING_COMMAND_TYPES
+}
 _ACCOUNT_VALIDATORS: Final = {
     name: _validator("account-command.json", name) for name in ACCOUNT_COMMAND_TYPES
 }
@@ -285,6 +355,7 @@ def _compiled(document: str, definition: str | None = None) -> Callable[[dict[st
 
 
 _TRANSFER_CHECK: Final = _compiled("transfer-command.json")
+_PENDING_CHECKS: Final = {name: _compiled("pending-command.json", name) for name in PENDING_COMMAND_TYPES}
 _ACCOUNT_CHECKS: Final = {name: _compiled("account-command.json", name) for name in ACCOUNT_COMMAND_TYPES}
 
 # The reason for an error in a field; `amount` says more, by the keyword that failed.
@@ -300,6 +371,8 @@ _FIELD_REASONS: Final = {
     "overdraft_limit": "invalid_overdraft_limit",
     "currency": "unknown_currency",
     "metadata": "invalid_metadata",
+    "pending": "invalid_pending",
+    "pending_id": "invalid_pending_id",
 }
 _AMOUNT_REASONS: Final = {"minimum": "amount_not_positive", "maximum": "amount_above_limit"}
 _OBJECT_REASONS: Final = {"required": "missing_field", "additionalProperties": "unknown_field"}
@@ -366,6 +439,8 @@ _STRICT_CHECKS: Final[dict[str, Callable[[object], bool]]] = {
     "amount": _integer,
     "overdraft_limit": _integer,
     "metadata": _storable,
+    "pending": lambda v: isinstance(v, dict) and _integer(v.get("timeout_ms")),
+    "pending_id": _uuid,
 }
 
 
@@ -515,11 +590,14 @@ def _reference_reason(
 
 # --- the parsers -----------------------------------------------------------------------------------
 
-_TRANSFER_FIELDS: Final = ("v", *_FIELDS[TransferFunds])
+_TRANSFER_FIELDS: Final = (
+    "v", "transfer_id", "debit_account", "credit_account", "amount", "currency", "metadata", "pending",
+)  # fmt: skip
 
 
-def parse_transfer(raw: bytes, *, max_amount: int) -> TransferFunds:
-    """Bytes from ledger.transfers -> a TransferFunds, or PublicRejection with a stable reason.
+def parse_transfer(raw: bytes, *, max_amount: int) -> TransferCommand:
+    """Bytes from ledger.transfers -> a TransferFunds (or a post or void of a pending one), or
+    PublicRejection with a stable reason.
 
     `max_amount` is the per-transfer limit, at most 2**63-1 (which the schema enforces anyway).
     """
@@ -527,6 +605,9 @@ def parse_transfer(raw: bytes, *, max_amount: int) -> TransferFunds:
         data = _read_object(raw, "transfer_id")
     except _Unreadable as e:
         raise PublicRejection(e.reason, e.readable_id, e.detail, dead_letter_reason=e.letter) from None
+    kind = data.get("type")
+    if isinstance(kind, str) and kind in PENDING_COMMAND_TYPES:
+        return _pending_command(data, PENDING_COMMAND_TYPES[kind], max_amount)
     failure = _schema_reason(_TRANSFER_CHECK, _TRANSFER_VALIDATOR, data, _TRANSFER_FIELDS)
     if failure is not None:
         raise PublicRejection(
@@ -540,12 +621,31 @@ def parse_transfer(raw: bytes, *, max_amount: int) -> TransferFunds:
         amount=data["amount"],
         currency=data["currency"],
         metadata=data.get("metadata", {}),
+        pending_timeout_ms=data["pending"]["timeout_ms"] if "pending" in data else None,
     )
     if command.debit_account == command.credit_account:
         raise PublicRejection("same_account", command.transfer_id, f"{command.debit_account} on both sides")
     if command.amount > max_amount:
         raise PublicRejection(
             "amount_above_limit", command.transfer_id, f"{command.amount} is above the limit {max_amount}"
+        )
+    return command
+
+
+def _pending_command(data: dict[str, Any], cls: type[PendingCommand], max_amount: int) -> PendingCommand:
+    kind = WIRE_TYPES[cls]
+    names = ("v", *_FIELDS[cls])
+    failure = _schema_reason(_PENDING_CHECKS[kind], _PENDING_VALIDATORS[kind], data, names)
+    if failure is not None:
+        raise PublicRejection(
+            failure[0], _readable(data, "transfer_id"), failure[1],
+            id_as_sent=_spelled_otherwise(data, "transfer_id"),
+        )  # fmt: skip
+    command = cls(**{name: data[name] for name in _FIELDS[cls] if name in data})
+    amount = getattr(command, "amount", None)
+    if amount is not None and amount > max_amount:
+        raise PublicRejection(
+            "amount_above_limit", command.transfer_id, f"{amount} is above the limit {max_amount}"
         )
     return command
 

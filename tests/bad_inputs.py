@@ -301,6 +301,57 @@ def _envelopes() -> list[BadInput]:
     return cases
 
 
+def pending_command(name: str, kind: str = "PostPendingTransfer", **changes: object) -> dict[str, Any]:
+    """A valid post (or void) of a pending transfer, of its own id, with `changes` applied."""
+    payload = {
+        "type": kind,
+        "v": 1,
+        "transfer_id": transfer_id_for(name),
+        "pending_id": transfer_id_for("held"),
+    }
+    return {**payload, **changes}
+
+
+def _pending() -> list[BadInput]:
+    timeouts: list[object] = [0, -1, 30 * 24 * 3600 * 1000 + 1, "1000", None, True, {}, []]
+    cases = [
+        _readable(f"pending timeout {t!r}", "invalid_pending", pending={"timeout_ms": t}) for t in timeouts
+    ]
+    cases += [
+        _readable("pending without timeout", "invalid_pending", pending={}),
+        _readable("pending with another key", "invalid_pending", pending={"timeout_ms": 5, "then": "post"}),
+        _readable("pending as a number", "invalid_pending", pending=30000),
+        _literal("pending timeout 1000.0", "pending", '{"timeout_ms": 1000.0}', "invalid_pending"),
+    ]
+
+    def command(name: str, reason: str, kind: str = "PostPendingTransfer", **changes: object) -> BadInput:
+        return BadInput(name, encoded(pending_command(name, kind, **changes)), reason, transfer_id_for(name))
+
+    for kind in ("PostPendingTransfer", "VoidPendingTransfer"):
+        cases += [
+            command(f"{kind} pending_id {p!r}", "invalid_pending_id", kind, pending_id=p)
+            for p in ("", "not-a-uuid", transfer_id_for("x").upper(), 5, None)
+        ]
+        cases += [
+            command(f"{kind} debit_account 'a:b'", "invalid_account_id", kind, debit_account="a:b"),
+            command(f"{kind} with a currency", "unknown_field", kind, currency="EUR"),
+            command(f"{kind} metadata 5", "invalid_metadata", kind, metadata=5),
+            command(f"{kind} version 2", "unsupported_version", kind, v=2),
+        ]
+        payload = {
+            k: v for k, v in pending_command(f"{kind} without pending_id", kind).items() if k != "pending_id"
+        }
+        cases.append(BadInput(f"{kind} without pending_id", encoded(payload), "missing_field",
+                              transfer_id_for(f"{kind} without pending_id")))  # fmt: skip
+    cases += [
+        command("post amount 0", "amount_not_positive", amount=0),
+        command("post amount 1.5", "invalid_amount", amount=1.5),
+        command("post amount over the limit", "amount_above_limit", amount=TEST_MAX_AMOUNT + 1),
+        command("void with an amount", "unknown_field", "VoidPendingTransfer", amount=5),
+    ]
+    return cases
+
+
 BAD_TRANSFERS: Final[list[BadInput]] = [
     *_not_json(),
     *_not_objects(),
@@ -311,4 +362,5 @@ BAD_TRANSFERS: Final[list[BadInput]] = [
     *_sizes(),
     *_ids(),
     *_envelopes(),
+    *_pending(),
 ]

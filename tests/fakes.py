@@ -109,9 +109,12 @@ class FakeSagaTransaction:
         due = [
             r
             for r in rows
-            if r.status == "in_flight" and r.state is not None and r.partition in partitions
+            if r.status in ("in_flight", "pending") and r.state is not None and r.partition in partitions
             and r.state.next_attempt_ms <= now_ms
-            and (r.state.started_ms < started_before_ms or waiting_on(r.state) not in answering)
+            and (
+                r.state.step == "held" or r.state.started_ms < started_before_ms
+                or waiting_on(r.state) not in answering
+            )
         ]  # fmt: skip
         due.sort(key=lambda r: r.state.next_attempt_ms if r.state else 0)
         return [replace(r) for r in due[:limit]]

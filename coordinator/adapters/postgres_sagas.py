@@ -38,41 +38,39 @@ __all__ = [
 
 _COLUMNS = """transfer_id, fingerprint, partition, debit_account, credit_account, amount, currency,
     debit_shard, credit_shard, status, step, reason, attempts, next_attempt_ms, started_ms, parked, version,
-    traceparent"""
+    traceparent, pending_timeout_ms, expires_ms, resolution, post_amount, resolved_by, pending_id"""
 
 
 def _record(r: asyncpg.Record) -> TransferRecord:
-    state = None
+    terms = state = None
     if r["debit_shard"] is not None:
-        transfer = Transfer(
+        terms = Transfer(
             r["transfer_id"], r["debit_account"], r["credit_account"], r["amount"], r["currency"],
-            r["debit_shard"], r["credit_shard"],
+            r["debit_shard"], r["credit_shard"], r["pending_timeout_ms"],
         )  # fmt: skip
+    if terms is not None and r["pending_id"] is None:
         state = SagaState(
-            transfer, r["status"], r["step"], r["reason"], r["attempts"], r["next_attempt_ms"],
-            r["started_ms"], r["parked"],
+            terms, r["status"], r["step"], r["reason"], r["attempts"], r["next_attempt_ms"],
+            r["started_ms"], r["parked"], r["expires_ms"], r["resolution"], r["post_amount"],
+            r["resolved_by"],
         )  # fmt: skip
     return TransferRecord(
-        r["transfer_id"],
-        r["fingerprint"],
-        r["partition"],
-        state,
-        r["status"],
-        r["reason"],
-        r["version"],
-        r["traceparent"],
-    )
+        r["transfer_id"], r["fingerprint"], r["partition"], state, r["status"], r["reason"], r["version"],
+        r["traceparent"], r["pending_id"], terms if state is None else None,
+    )  # fmt: skip
 
 
 def _row(rec: TransferRecord) -> tuple[object, ...]:
-    s, t = rec.state, rec.state.transfer if rec.state else None
+    s, t = rec.state, rec.shown
     return (
         rec.transfer_id, rec.fingerprint, rec.partition,
         t.debit_account if t else None, t.credit_account if t else None, t.amount if t else None,
         t.currency if t else None, t.debit_shard if t else None, t.credit_shard if t else None,
         rec.status, s.step if s else "done", rec.reason, s.attempts if s else 0,
         s.next_attempt_ms if s else 0, s.started_ms if s else 0, s.parked if s else False, rec.version + 1,
-        rec.traceparent,
+        rec.traceparent, t.pending_timeout_ms if t else None, s.expires_ms if s else 0,
+        s.resolution if s else None, s.post_amount if s else None, s.resolved_by if s else None,
+        rec.pending_id,
     )  # fmt: skip
 
 
@@ -162,14 +160,17 @@ _LOAD = f"""
     FROM unnest($1::text[]) AS k(id) JOIN transfers t ON t.transfer_id = k.id
     ORDER BY t.transfer_id FOR UPDATE OF t"""
 _DUE = f"""
-    SELECT {_COLUMNS} FROM transfers WHERE status = 'in_flight' AND partition = ANY($1::int[])
+    SELECT {_COLUMNS} FROM transfers
+    WHERE status IN ('in_flight', 'pending') AND pending_id IS NULL AND partition = ANY($1::int[])
     AND next_attempt_ms <= $2
-    AND (started_ms < $5
+    AND (step = 'held' OR started_ms < $5
          OR CASE WHEN step = ANY($6::text[]) THEN credit_shard ELSE debit_shard END <> ALL($4::int[]))
     ORDER BY next_attempt_ms LIMIT $3 FOR UPDATE SKIP LOCKED"""
 _TYPES = ["text", "text", "int", "text", "text", "bigint", "text", "int", "int", "text", "text", "text",
-          "int", "bigint", "bigint", "bool", "int", "text"]  # fmt: skip
+          "int", "bigint", "bigint", "bool", "int", "text", "bigint", "bigint", "text", "bigint", "text",
+          "text"]  # fmt: skip
 _ARRAYS = ", ".join(f"${i}::{t}[]" for i, t in enumerate([*_TYPES, "bool"], 1))
+_N = len(_TYPES) + 1  # the parameters after the transfer columns (and is_new) are numbered from here
 # Saga rows (new ones inserted, the others updated under their version), step history, inbox and
 # outbox: one statement. Data-modifying CTEs all run, to completion, whether the SELECT reads them.
 _WRITE_BATCH = f"""
@@ -178,25 +179,29 @@ _WRITE_BATCH = f"""
     updated AS (
         UPDATE transfers t SET status = u.status, step = u.step, reason = u.reason,
             attempts = u.attempts, next_attempt_ms = u.next_attempt_ms, parked = u.parked,
-            version = u.version,
-            finished_at = CASE WHEN u.status <> 'in_flight' THEN coalesce(t.finished_at, now()) END
+            version = u.version, started_ms = u.started_ms, expires_ms = u.expires_ms,
+            resolution = u.resolution, post_amount = u.post_amount, resolved_by = u.resolved_by,
+            finished_at = CASE WHEN u.status NOT IN ('in_flight', 'pending')
+                THEN coalesce(t.finished_at, now()) END
         FROM u WHERE NOT u.is_new AND t.transfer_id = u.transfer_id AND t.version = u.version - 1
         RETURNING 1),
     steps AS (
         INSERT INTO saga_steps AS s (transfer_id, step, shard, command_id, outcome, reason, answered_at)
         SELECT v.*, CASE WHEN v.outcome IS NULL THEN NULL ELSE now() END
-        FROM unnest($20::text[], $21::text[], $22::int[], $23::text[], $24::text[], $25::text[])
+        FROM unnest(${_N + 1}::text[], ${_N + 2}::text[], ${_N + 3}::int[], ${_N + 4}::text[],
+                    ${_N + 5}::text[], ${_N + 6}::text[])
             AS v(transfer_id, step, shard, command_id, outcome, reason)
         ON CONFLICT (transfer_id, step) DO UPDATE SET
             sends = s.sends + CASE WHEN EXCLUDED.outcome IS NULL THEN 1 ELSE 0 END,
             last_sent_at = CASE WHEN EXCLUDED.outcome IS NULL THEN now() ELSE s.last_sent_at END,
             outcome = coalesce(EXCLUDED.outcome, s.outcome), reason = coalesce(EXCLUDED.reason, s.reason),
             answered_at = coalesce(s.answered_at, EXCLUDED.answered_at)),
-    inbox AS (INSERT INTO inbox (message_id) SELECT unnest($26::text[])),
+    inbox AS (INSERT INTO inbox (message_id) SELECT unnest(${_N + 7}::text[])),
     outbox AS (
         INSERT INTO outbox (topic, key, payload, headers)
         SELECT t, k, p, h::jsonb
-        FROM unnest($27::text[], $28::bytea[], $29::bytea[], $30::text[]) AS o(t, k, p, h)
+        FROM unnest(${_N + 8}::text[], ${_N + 9}::bytea[], ${_N + 10}::bytea[], ${_N + 11}::text[])
+            AS o(t, k, p, h)
         RETURNING id)
     SELECT (SELECT count(*) FROM updated) AS updated,
         ARRAY(SELECT id FROM outbox ORDER BY id) AS outbox_ids"""

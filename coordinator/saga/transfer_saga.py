@@ -11,6 +11,16 @@ Cross-shard transfer:
     cancelling_credit --credit_applied-->   committing                    (too late to undo: go forward)
     releasing  --reservation_released-->  compensated
 
+Pending (two-phase) transfer: the hold is placed, the saga waits in `pending`, then exactly one of
+post, void or expiry resolves it (two_phase.py decides which, in one place):
+    same shard:  holding --funds_held--> pending
+    cross-shard: reserving --funds_reserved--> holding_credit --credit_held--> pending
+                 (holding_credit refused or timed out: cancelling_credit / releasing -> compensated)
+    post:        posting_pending --pending_posted--> completed                        (same shard)
+                 settling_credit --credit_settled--> posting_hold --hold_posted--> completed
+    void/expiry: voiding --pending_voided--> voided | expired                         (same shard)
+                 cancelling_credit --credit_cancelled--> releasing --released--> voided | expired
+
 Every step's command has a fixed id (derived from transfer id and step), so a re-sent command is
 deduplicated by the shard, and a reply counts only if it answers the current step's command: a
 stale or duplicate reply changes nothing. Forward steps that can be undone (reserve, credit) give
@@ -29,11 +39,17 @@ from schemas.shard_messages import (
     CancelCredit,
     CommitReservation,
     CreditFunds,
+    HoldCredit,
+    HoldTransfer,
+    PostHold,
+    PostPending,
     PostTransfer,
     ReleaseReservation,
     ReserveFunds,
+    SettleCredit,
     ShardCommand,
     ShardReply,
+    VoidPending,
 )
 
 # Saga states: one of these until terminal.
@@ -41,7 +57,10 @@ IN_FLIGHT: Final = "in_flight"
 COMPLETED: Final = "completed"
 REJECTED: Final = "rejected"
 COMPENSATED: Final = "compensated"
-TERMINAL: Final = frozenset({COMPLETED, REJECTED, COMPENSATED})
+PENDING: Final = "pending"  # a two-phase transfer's hold is in place: waiting for post, void or expiry
+VOIDED: Final = "voided"
+EXPIRED: Final = "expired"
+TERMINAL: Final = frozenset({COMPLETED, REJECTED, COMPENSATED, VOIDED, EXPIRED})
 
 # Steps.
 POSTING: Final = "posting"
@@ -50,13 +69,28 @@ CREDITING: Final = "crediting"
 CANCELLING_CREDIT: Final = "cancelling_credit"
 COMMITTING: Final = "committing"
 RELEASING: Final = "releasing"
+HOLDING: Final = "holding"
+HOLDING_CREDIT: Final = "holding_credit"
+HELD: Final = "held"  # pending: no command out, the timer is the expiry
+POSTING_PENDING: Final = "posting_pending"
+SETTLING_CREDIT: Final = "settling_credit"
+POSTING_HOLD: Final = "posting_hold"
+VOIDING: Final = "voiding"
 DONE: Final = "done"
 
 # Steps whose command goes to the credit shard; every other step's goes to the debit shard.
-CREDIT_SIDE: Final = frozenset({CREDITING, CANCELLING_CREDIT})
+CREDIT_SIDE: Final = frozenset({CREDITING, CANCELLING_CREDIT, HOLDING_CREDIT, SETTLING_CREDIT})
 
 # Forward steps that may give up, how they are undone, and the reason the result will carry.
-_UNDO: Final = {RESERVING: (RELEASING, "reserve_timeout"), CREDITING: (CANCELLING_CREDIT, "credit_timeout")}
+_UNDO: Final = {
+    RESERVING: (RELEASING, "reserve_timeout"),
+    CREDITING: (CANCELLING_CREDIT, "credit_timeout"),
+    HOLDING_CREDIT: (CANCELLING_CREDIT, "credit_timeout"),
+}
+
+# How a pending transfer is being resolved, and the status it ends in.
+POST, VOID, EXPIRE = "post", "void", "expire"
+RESOLVED_AS: Final = {POST: COMPLETED, VOID: VOIDED, EXPIRE: EXPIRED}
 
 
 @dataclass(frozen=True)
@@ -86,10 +120,16 @@ class Transfer:
     currency: str
     debit_shard: int
     credit_shard: int
+    pending_timeout_ms: int | None = None
+    """Set for a two-phase transfer: how long the hold stays before it expires."""
 
     @property
     def cross_shard(self) -> bool:
         return self.debit_shard != self.credit_shard
+
+    @property
+    def pending(self) -> bool:
+        return self.pending_timeout_ms is not None
 
 
 @dataclass(frozen=True)
@@ -100,8 +140,13 @@ class SagaState:
     reason: str | None
     attempts: int  # sends of the current step's command
     next_attempt_ms: int  # when an unanswered command is sent again
-    started_ms: int
+    started_ms: int  # when the saga started, or when a pending transfer's resolution was decided
     parked: bool = False  # needs_attention: stuck past the policy's threshold
+    # Two-phase transfers only:
+    expires_ms: int = 0  # when an unresolved hold expires
+    resolution: str | None = None  # POST, VOID or EXPIRE, once decided
+    post_amount: int | None = None  # what a post moves (at most the hold)
+    resolved_by: str | None = None  # the transfer id of the post or void command
 
     @property
     def terminal(self) -> bool:
@@ -144,8 +189,10 @@ def command_id(transfer_id: str, step: str) -> str:
 
 
 def start(transfer: Transfer, now_ms: int, policy: SagaPolicy) -> tuple[SagaState, list[Effect]]:
-    step = RESERVING if transfer.cross_shard else POSTING
+    step = RESERVING if transfer.cross_shard else HOLDING if transfer.pending else POSTING
     state = SagaState(transfer, IN_FLIGHT, step, None, 1, now_ms + policy.base_backoff_ms, now_ms)
+    if transfer.pending_timeout_ms is not None:
+        state = replace(state, expires_ms=now_ms + transfer.pending_timeout_ms)
     return state, [command_for(state)]
 
 
@@ -190,6 +237,23 @@ def command_for(state: SagaState) -> SendToShard:
         return SendToShard(shard, CommitReservation(cid, t.transfer_id, t.debit_account))
     if step == RELEASING:
         return SendToShard(shard, ReleaseReservation(cid, t.transfer_id, t.debit_account))
+    return SendToShard(shard, _two_phase_command(state, cid))
+
+
+def _two_phase_command(state: SagaState, cid: str) -> ShardCommand:
+    t, step, amount = state.transfer, state.step, state.post_amount or state.transfer.amount
+    if step == HOLDING:
+        return HoldTransfer(cid, t.transfer_id, t.debit_account, t.credit_account, t.amount, t.currency)
+    if step == HOLDING_CREDIT:
+        return HoldCredit(cid, t.transfer_id, t.credit_account, t.amount, t.currency)
+    if step == POSTING_PENDING:
+        return PostPending(cid, t.transfer_id, t.debit_account, t.credit_account, amount)
+    if step == SETTLING_CREDIT:
+        return SettleCredit(cid, t.transfer_id, t.credit_account, amount)
+    if step == POSTING_HOLD:
+        return PostHold(cid, t.transfer_id, t.debit_account, amount)
+    if step == VOIDING:
+        return VoidPending(cid, t.transfer_id, t.debit_account, t.credit_account)
     raise AssertionError(f"no command for step {step}")
 
 
@@ -199,30 +263,51 @@ _FINISH: Final = {
     (COMMITTING, "reservation_committed"): COMPLETED,
     (POSTING, "rejected"): REJECTED,
     (RESERVING, "rejected"): REJECTED,
-    (RELEASING, "reservation_released"): COMPENSATED,
+    (RELEASING, "reservation_released"): COMPENSATED,  # or the resolution's status (_finish)
+    (HOLDING, "rejected"): REJECTED,
+    (POSTING_PENDING, "pending_posted"): COMPLETED,
+    (POSTING_HOLD, "hold_posted"): COMPLETED,
+    (VOIDING, "pending_voided"): VOIDED,  # or EXPIRED (_finish)
 }
 _ADVANCE: Final = {
-    (RESERVING, "funds_reserved"): CREDITING,
+    (RESERVING, "funds_reserved"): CREDITING,  # HOLDING_CREDIT for a pending transfer
     (CREDITING, "funds_credited"): COMMITTING,
     (CREDITING, "rejected"): RELEASING,
     (CANCELLING_CREDIT, "credit_cancelled"): RELEASING,
+    (HOLDING_CREDIT, "rejected"): RELEASING,
+    (SETTLING_CREDIT, "credit_settled"): POSTING_HOLD,
 }
+# (step, outcome) that puts a pending transfer's hold in place.
+_HELD: Final = frozenset({(HOLDING, "funds_held"), (HOLDING_CREDIT, "credit_held")})
+# Leaving the forward path records the shard's reason for it.
+_REFUSED_FORWARD: Final = frozenset({(CREDITING, "rejected"), (HOLDING_CREDIT, "rejected")})
 
 
 def _on_reply(
     state: SagaState, reply: ShardReply, now: int, policy: SagaPolicy
 ) -> tuple[SagaState, list[Effect]]:
     key = (state.step, reply.outcome)
+    if key in _HELD:
+        return _hold_in_place(state)
     if key in _FINISH:
-        status = _FINISH[key]
+        status = RESOLVED_AS.get(state.resolution or "", _FINISH[key])
         # A rejection's reason is the shard's; a compensation keeps the reason it started with.
         reason = reply.reason if status == REJECTED else state.reason if status == COMPENSATED else None
         return _finish(state, status, reason)
     if key in _ADVANCE:
+        step = (
+            HOLDING_CREDIT
+            if key == (RESERVING, "funds_reserved") and state.transfer.pending
+            else _ADVANCE[key]
+        )
         # Leaving the forward path (a refused credit) records why; returning to it clears it.
-        reason = reply.reason if key == (CREDITING, "rejected") else state.reason
-        return _advance(state, _ADVANCE[key], None if _ADVANCE[key] == COMMITTING else reason, now, policy)
-    if key == (CANCELLING_CREDIT, "rejected") and reply.reason == "credit_applied":
+        reason = reply.reason if key in _REFUSED_FORWARD else state.reason
+        return _advance(state, step, None if step == COMMITTING else reason, now, policy)
+    if (
+        key == (CANCELLING_CREDIT, "rejected")
+        and reply.reason == "credit_applied"
+        and not state.transfer.pending  # a pending credit is settled only after a post: never here
+    ):
         return _advance(state, COMMITTING, None, now, policy)  # too late to undo: go forward
     # A definite answer this step cannot accept (a commit or release refused): the ledger and the
     # saga disagree. Park it for a person (the refusal is in the step history); re-sending stays
@@ -231,6 +316,8 @@ def _on_reply(
 
 
 def _on_timeout(state: SagaState, now: int, policy: SagaPolicy) -> tuple[SagaState, list[Effect]]:
+    if state.step == HELD:
+        return resolve(state, EXPIRE, None, None, now, policy)
     if state.step in _UNDO and state.attempts >= policy.max_forward_attempts:
         undo, reason = _UNDO[state.step]
         return _advance(state, undo, reason, now, policy)
@@ -250,4 +337,29 @@ def _advance(
 
 def _finish(state: SagaState, status: str, reason: str | None) -> tuple[SagaState, list[Effect]]:
     done = replace(state, status=status, step=DONE, reason=reason, parked=False)
-    return done, [PublishResult(state.transfer.transfer_id, status, reason)]
+    effects: list[Effect] = [PublishResult(state.transfer.transfer_id, status, reason)]
+    if state.resolved_by is not None:  # the post or void command that resolved it ends with it
+        effects.append(PublishResult(state.resolved_by, status, None))
+    return done, effects
+
+
+def _hold_in_place(state: SagaState) -> tuple[SagaState, list[Effect]]:
+    """A pending transfer's hold is placed: wait, with the expiry as the only timer."""
+    pending = replace(state, status=PENDING, step=HELD, attempts=0, next_attempt_ms=state.expires_ms)
+    return pending, [PublishResult(state.transfer.transfer_id, PENDING, None)]
+
+
+def resolve(
+    state: SagaState, how: str, amount: int | None, resolved_by: str | None, now: int, policy: SagaPolicy
+) -> tuple[SagaState, list[Effect]]:
+    """Start resolving a pending transfer whose hold is in place (callers check that it is)."""
+    t = state.transfer
+    if how == POST:
+        step = SETTLING_CREDIT if t.cross_shard else POSTING_PENDING
+    else:
+        step = CANCELLING_CREDIT if t.cross_shard else VOIDING
+    decided = replace(
+        state, status=IN_FLIGHT, resolution=how, resolved_by=resolved_by, started_ms=now,
+        post_amount=(amount or t.amount) if how == POST else None,
+    )  # fmt: skip
+    return _advance(decided, step, None, now, policy)

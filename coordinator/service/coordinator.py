@@ -13,14 +13,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opentelemetry import trace
 
 from coordinator.saga.shard_progress import ShardProgress
 from coordinator.saga.transfer_saga import (
+    PENDING,
     TERMINAL,
     Effect,
     PublishResult,
@@ -34,6 +35,7 @@ from coordinator.saga.transfer_saga import (
     decide,
     start,
 )
+from coordinator.saga.two_phase import Refusal, post, void
 from coordinator.service.accounts import COMMAND_TYPES, AccountCommands
 from coordinator.service.batch import BatchChanges, Handler, handles
 from coordinator.service.inbound import Inbound
@@ -45,7 +47,16 @@ from infra.tracing import TRACEPARENT, context_from_traceparent, current_headers
 from schemas.envelopes import COMMANDS
 from schemas.ids import url_uuid5
 from schemas.partitioning import PartitionMap
-from schemas.public import PublicRejection, TransferFunds, TransferResult, encode_public, request_fingerprint
+from schemas.public import (
+    PendingCommand,
+    PostPendingTransfer,
+    PublicRejection,
+    TransferFunds,
+    TransferResult,
+    VoidPendingTransfer,
+    encode_public,
+    request_fingerprint,
+)
 from schemas.shard_messages import ShardReply, encode
 from schemas.topics import Namespace
 
@@ -66,9 +77,11 @@ class CoordinatorSettings:
     """The topics' max.message.bytes (LEDGER_MAX_MESSAGE_BYTES): no envelope is larger."""
 
 
-def result_id(transfer_id: str, fingerprint: str) -> str:
-    """A result's id: the same request always gets the same result message."""
-    return url_uuid5(f"ledger:result:{transfer_id}:{fingerprint}")
+def result_id(transfer_id: str, fingerprint: str, status: str | None = None) -> str:
+    """A result's id: the same request always gets the same result message. A pending transfer's
+    first result (`pending`) has an id of its own: its final result is another message."""
+    suffix = ":pending" if status == PENDING else ""
+    return url_uuid5(f"ledger:result:{transfer_id}:{fingerprint}{suffix}")
 
 
 class Coordinator:
@@ -93,6 +106,8 @@ class Coordinator:
             [
                 handles(ShardReply, self._on_reply),
                 handles(TransferFunds, self._on_transfer),
+                handles(PostPendingTransfer, self._on_pending_command),
+                handles(VoidPendingTransfer, self._on_pending_command),
                 handles(PublicRejection, self._on_invalid),
                 handles(Refused, self._dead_letter),
                 *(handles(kind, self.accounts.on_command) for kind in COMMAND_TYPES),
@@ -116,9 +131,11 @@ class Coordinator:
                     transfer_ids.add(message.transfer_id)
             elif isinstance(message, (TransferFunds, PublicRejection)) and message.transfer_id:
                 transfer_ids.add(message.transfer_id)
+            elif isinstance(message, (PostPendingTransfer, VoidPendingTransfer)):
+                transfer_ids.update((message.transfer_id, message.pending_id))
         refused = [i.origin.dead_letter_id for i in batch if isinstance(i.message, Refused)]
         seen = await tx.seen([m.message_id for m in replies] + refused)
-        changes = BatchChanges(await tx.load(transfer_ids), seen=seen)
+        changes = BatchChanges(await _load_linked(tx, transfer_ids), seen=seen)
         now = self.clock_ms()
         for item in batch:
             # Each message is a span of its transfer's trace: the parent comes from the message's
@@ -143,6 +160,7 @@ class Coordinator:
             started_before_ms=now - policy.busy_patience_ms,
         )  # fmt: skip
         changes = BatchChanges({r.transfer_id: r for r in due})
+        changes.records.update(await _load_linked(tx, (), due))
         for rec in due:
             assert rec.state is not None
             with _TRACER.start_as_current_span(
@@ -171,6 +189,7 @@ class Coordinator:
         transfer = Transfer(
             cmd.transfer_id, cmd.debit_account, cmd.credit_account, cmd.amount, cmd.currency,
             self.pmap.shard_for(cmd.debit_account), self.pmap.shard_for(cmd.credit_account),
+            cmd.pending_timeout_ms,
         )  # fmt: skip
         state, effects = start(transfer, now, self.settings.policy)
         traceparent = current_headers().get(TRACEPARENT)
@@ -179,6 +198,51 @@ class Coordinator:
         )
         changes.records[cmd.transfer_id] = rec
         self._apply(changes, rec, state, effects)
+
+    def _on_pending_command(
+        self, changes: BatchChanges, cmd: PendingCommand, origin: Origin, now: int
+    ) -> None:
+        """A post or void: applied to the pending transfer's saga, locked in this batch, so it and
+        any rival (another post or void, the expiry) are decided one after the other (two_phase.py)."""
+        fingerprint = request_fingerprint(cmd)
+        if self._answered_before(changes, cmd.transfer_id, fingerprint):
+            return
+        held = changes.records.get(cmd.pending_id)
+        rec = TransferRecord(
+            cmd.transfer_id, fingerprint, origin.partition, None, "in_flight", None, 0,
+            current_headers().get(TRACEPARENT), cmd.pending_id,
+        )  # fmt: skip
+        changes.records[cmd.transfer_id] = changes.changed[cmd.transfer_id] = rec
+        if held is None or held.state is None:
+            self._finish_alone(
+                changes, rec, "pending_transfer_not_found" if held is None else "pending_transfer_not_pending"
+            )
+            return
+        t = held.state.transfer
+        amount = cmd.amount if isinstance(cmd, PostPendingTransfer) else None
+        rec.terms = replace(t, transfer_id=cmd.transfer_id, amount=amount or t.amount)
+        if cmd.debit_account not in (None, t.debit_account) or cmd.credit_account not in (
+            None,
+            t.credit_account,
+        ):
+            self._finish_alone(changes, rec, "pending_account_mismatch")
+            return
+        policy = self.settings.policy
+        if isinstance(cmd, PostPendingTransfer):
+            decided = post(held.state, cmd.transfer_id, amount, now, policy)
+        else:
+            decided = void(held.state, cmd.transfer_id, now, policy)
+        if isinstance(decided, Refusal):
+            self._finish_alone(changes, rec, decided.reason)
+            if decided.state is not None:  # it lost to the expiry, which starts now
+                self._apply(changes, held, decided.state, decided.effects)
+            return
+        self._apply(changes, held, *decided)
+
+    def _finish_alone(self, changes: BatchChanges, rec: TransferRecord, reason: str) -> None:
+        """A post or void refused: its own row ends rejected; the pending transfer is untouched."""
+        rec.status, rec.reason = "rejected", reason
+        self._publish(changes, rec)
 
     def _on_invalid(
         self, changes: BatchChanges, rejection: PublicRejection, origin: Origin, now: int
@@ -201,7 +265,7 @@ class Coordinator:
         )
         changes.records[transfer_id] = rec
         changes.changed[transfer_id] = rec
-        self._publish(changes, rec, None)
+        self._publish(changes, rec)
 
     def _answered_before(self, changes: BatchChanges, transfer_id: str, fingerprint: str) -> bool:
         """Idempotency: the same request again gets its result again; another body is refused."""
@@ -209,8 +273,8 @@ class Coordinator:
         if rec is None:
             return False
         if rec.fingerprint == fingerprint:
-            if rec.terminal:
-                self._publish(changes, rec, rec.state.transfer if rec.state else None)
+            if rec.terminal or rec.status == PENDING:
+                self._publish(changes, rec)
             return True
         self._unrecorded_result(changes, transfer_id, fingerprint, "transfer_id_reused")
         return True
@@ -270,21 +334,42 @@ class Coordinator:
                     OutboxMessage(topic, rec.transfer_id.encode(), encode(cmd), current_headers())
                 )
                 changes.steps.append(StepUpdate(rec.transfer_id, state.step, effect.shard, cmd.message_id))
-            elif isinstance(effect, PublishResult):
-                self._publish(changes, rec, state.transfer)
+            elif isinstance(effect, PublishResult) and effect.transfer_id == rec.transfer_id:
+                self._publish(changes, rec)
+            elif isinstance(effect, PublishResult):  # the post or void that resolved it ends with it
+                resolver = changes.records[effect.transfer_id]
+                resolver.status, resolver.reason = effect.status, effect.reason
+                changes.changed[resolver.transfer_id] = resolver
+                self._publish(changes, resolver)
 
-    def _publish(self, changes: BatchChanges, rec: TransferRecord, t: Transfer | None) -> None:
-        assert rec.status in TERMINAL
+    def _publish(self, changes: BatchChanges, rec: TransferRecord) -> None:
+        assert rec.status in TERMINAL or rec.status == PENDING
+        t = rec.shown
         result = TransferResult(
-            message_id=result_id(rec.transfer_id, rec.fingerprint), transfer_id=rec.transfer_id,
+            message_id=result_id(rec.transfer_id, rec.fingerprint, rec.status), transfer_id=rec.transfer_id,
             state=rec.status, reason=rec.reason, request_fingerprint=rec.fingerprint,
             debit_account=t.debit_account if t else None, credit_account=t.credit_account if t else None,
             amount=t.amount if t else None, currency=t.currency if t else None,
-            finished_at=_iso(self.clock_ms()),
+            finished_at=_iso(self.clock_ms()), pending_id=rec.pending_id,
         )  # fmt: skip
         changes.outbox.append(
             OutboxMessage(self.ns.results, rec.transfer_id.encode(), encode_public(result), current_headers())
         )
+
+
+async def _load_linked(
+    tx: SagaTransaction, transfer_ids: Iterable[str], loaded: Iterable[TransferRecord] = ()
+) -> dict[str, TransferRecord]:
+    """The sagas of `transfer_ids`, with the rows they are linked to: a pending transfer's post or
+    void, and a post's or void's pending transfer. A second read only when a batch has any."""
+    records = await tx.load(transfer_ids) if transfer_ids else {}
+    known = {**{r.transfer_id: r for r in loaded}, **records}
+    linked = {r.state.resolved_by for r in known.values() if r.state is not None and r.state.resolved_by}
+    linked |= {r.pending_id for r in known.values() if r.pending_id}
+    missing = linked - known.keys()
+    if missing:
+        records.update(await tx.load(missing))
+    return records
 
 
 def _iso(ms: int) -> str:

@@ -14,16 +14,26 @@ from schemas.public import (
     CloseAccount,
     FreezeAccount,
     OpenAccountRequest,
+    PostPendingTransfer,
     PublicRejection,
     TransferFunds,
     UnfreezeAccount,
+    VoidPendingTransfer,
 )
 from schemas.shard_messages import ShardReply
 
 AccountCommand = OpenAccountRequest | FreezeAccount | UnfreezeAccount | CloseAccount
 
 
-Message = ShardReply | TransferFunds | AccountCommand | PublicRejection | Refused
+Message = (
+    ShardReply
+    | TransferFunds
+    | PostPendingTransfer
+    | VoidPendingTransfer
+    | AccountCommand
+    | PublicRejection
+    | Refused
+)
 
 
 @dataclass(frozen=True)

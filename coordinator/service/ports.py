@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from coordinator.saga.transfer_saga import SagaState
+from coordinator.saga.transfer_saga import PENDING, SagaState, Transfer
 from infra.outbox import Committed, OutboxMessage
 from schemas.errors import LedgerError
 
@@ -46,10 +46,20 @@ class TransferRecord:
     reason: str | None
     version: int  # as read; 0 for a row this batch creates
     traceparent: str | None = None  # W3C trace context of the transfer's trace
+    pending_id: str | None = None
+    """Set on a post or void of a pending transfer: that transfer's id. Such a row has no saga of
+    its own (`state` None); it ends when the pending transfer's resolution does."""
+    terms: Transfer | None = None
+    """What its results show when `state` is None (a post's or void's accounts and amount)."""
 
     @property
     def terminal(self) -> bool:
-        return self.status != "in_flight"
+        return self.status not in ("in_flight", PENDING)
+
+    @property
+    def shown(self) -> Transfer | None:
+        """The accounts, amount and currency its results show."""
+        return self.state.transfer if self.state is not None else self.terms
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from schemas.public import (
     ACCOUNT_COMMAND_TYPES,
     MAX_DEPTH,
     MAX_PAYLOAD_BYTES,
+    PENDING_COMMAND_TYPES,
     TRANSFER_REASONS,
     WIRE_TYPES,
     AccountResult,
@@ -59,7 +60,12 @@ def _load(name: str) -> dict[str, Any]:
 
 
 # Compiled here from the files as they are, independently of the (inlined) validators in public.py.
-PUBLIC_FILES = ("transfer-command.json", "account-command.json", "transfer-result.json")
+PUBLIC_FILES = (
+    "transfer-command.json",
+    "pending-command.json",
+    "account-command.json",
+    "transfer-result.json",
+)
 SCHEMAS = {name: _load(name) for name in (*PUBLIC_FILES, "currency.json", "shard-command.json")}
 REGISTRY: Registry[Any] = Registry().with_resources(
     (name, Resource.from_contents(schema)) for name, schema in SCHEMAS.items()
@@ -207,7 +213,9 @@ def test_a_payload_of_exactly_16_kib_is_read() -> None:
 
 def test_the_limit_is_the_callers() -> None:
     raw = encoded(transfer("limit", amount=2**63 - 1))
-    assert parse_transfer(raw, max_amount=2**63 - 1).amount == 2**63 - 1
+    command = parse_transfer(raw, max_amount=2**63 - 1)
+    assert isinstance(command, TransferFunds)
+    assert command.amount == 2**63 - 1
     assert rejection(raw).reason == "amount_above_limit"
 
 
@@ -248,6 +256,8 @@ def _definition(cls: type[PublicMessage]) -> dict[str, Any]:
     wire = WIRE_TYPES[cls]
     if cls is TransferFunds:
         return TRANSFER_SCHEMA
+    if wire in PENDING_COMMAND_TYPES:
+        return dict(SCHEMAS["pending-command.json"]["$defs"][wire])
     if wire in ACCOUNT_COMMAND_TYPES:
         return dict(ACCOUNT_SCHEMA["$defs"][wire])
     return dict(RESULT_SCHEMA["$defs"][wire])
@@ -256,9 +266,14 @@ def _definition(cls: type[PublicMessage]) -> dict[str, Any]:
 @pytest.mark.parametrize("cls", WIRE_TYPES, ids=list(WIRE_TYPES.values()))
 def test_dataclass_fields_are_the_schema_properties(cls: type[PublicMessage]) -> None:
     definition = _definition(cls)
-    names = [f.name for f in fields(cls)]
+    wire_name = {"pending_timeout_ms": "pending"}  # an object on the wire: {"timeout_ms": N}
+    names = [wire_name.get(f.name, f.name) for f in fields(cls)]
     assert list(definition["properties"]) == ["type", "v", *names]  # in order: it orders the errors
-    optional = {f.name for f in fields(cls) if f.default is not MISSING or f.default_factory is not MISSING}
+    optional = {
+        wire_name.get(f.name, f.name)
+        for f in fields(cls)
+        if f.default is not MISSING or f.default_factory is not MISSING
+    }
     assert set(definition["required"]) == ENVELOPE | (set(names) - optional)
     assert definition["properties"]["type"] == {"const": WIRE_TYPES[cls]}
     assert definition["properties"]["v"] == {"const": public.VERSION}
@@ -280,6 +295,8 @@ def test_every_field_has_a_reason() -> None:
     properties = set(TRANSFER_SCHEMA["properties"])
     for name in ACCOUNT_COMMAND_TYPES:
         properties |= set(ACCOUNT_SCHEMA["$defs"][name]["properties"])
+    for name in PENDING_COMMAND_TYPES:
+        properties |= set(SCHEMAS["pending-command.json"]["$defs"][name]["properties"])
     assert properties == set(public._FIELD_REASONS)
 
 
@@ -313,6 +330,9 @@ MESSAGES: list[PublicMessage] = [
     TransferResult(MID, TID, "completed", None, "ab" * 32, "alice", "bob", 1050, "EUR", NOW_PRECISE),
     TransferResult(MID, TID, "rejected", "malformed_json", "cd" * 32, None, None, None, None, NOW),
     TransferResult(MID, TID, "compensated", "account_closed", "ef" * 32, "alice", "bob", 1, "EUR", NOW),
+    TransferResult(MID, TID, "pending", None, "ef" * 32, "alice", "bob", 1, "EUR", NOW),
+    TransferResult(MID, TID, "expired", None, "ef" * 32, "alice", "bob", 1, "EUR", NOW),
+    TransferResult(MID, TID, "voided", None, "ef" * 32, "alice", "bob", 1, "EUR", NOW, pending_id=TID),
     AccountResult(MID, CID, "alice", "done", None),
     AccountResult(MID, CID, None, "rejected", "invalid_account_id"),
 ]  # fmt: skip
