@@ -29,7 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from schemas.public import AccountCommand, TransferFunds, encode_public
+from schemas.public import AccountCommand, TransferCommand, TransferFunds, encode_public
 from schemas.topics import Namespace
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,9 @@ class LedgerClient:
 
     # --- sending ------------------------------------------------------------------------------
 
-    async def send_transfers(self, transfers: Iterable[TransferFunds]) -> list[str]:
-        """Produce each (keyed by its transfer id) and wait until the broker has them all."""
+    async def send_transfers(self, transfers: Iterable[TransferCommand]) -> list[str]:
+        """Produce each (keyed by its transfer id; posts and voids of pending transfers too) and
+        wait until the broker has them all."""
         items = [(t.transfer_id.encode(), encode_public(t)) for t in transfers]
         await self.send_raw(self.ns.transfers, items)
         return [key.decode() for key, _ in items]
@@ -124,17 +125,17 @@ class LedgerClient:
         return [c.command_id for c in listed]
 
     async def send_until_acknowledged(
-        self, command: TransferFunds | AccountCommand, *, retry_s: float = 0.5
+        self, command: TransferCommand | AccountCommand, *, retry_s: float = 0.5
     ) -> None:
         """Send one command, keyed as above, again after each failure (of the send or of the
         broker's acknowledgement) until the broker has it: for a workload that runs through broker
         faults (the chaos suite), where a fault may hold a send up but must not end the workload.
         A send that failed after the broker wrote it is written twice: the ledger takes the second
         as a duplicate (same id, same body). Cancel the caller to give up."""
-        if isinstance(command, TransferFunds):
-            topic, key = self.ns.transfers, command.transfer_id
-        else:
+        if isinstance(command, AccountCommand):
             topic, key = self.ns.account_commands, command.account_id
+        else:
+            topic, key = self.ns.transfers, command.transfer_id
         value = encode_public(command)
         while True:
             try:
@@ -194,18 +195,26 @@ class LedgerClient:
         results = self.by_id.get(id_)
         return results[0] if results else None
 
-    async def wait_for(self, ids: Sequence[str], within_s: float = 60.0) -> dict[str, Result]:
-        """The first result of each id; TimeoutError naming how many are missing after `within_s`."""
+    def final(self, id_: str) -> Result | None:
+        """The first final result of an id: a pending transfer's `pending` result is not final."""
+        return next((r for r in self.by_id.get(id_, []) if r.get("state") != "pending"), None)
+
+    async def wait_for(
+        self, ids: Sequence[str], within_s: float = 60.0, *, final: bool = False
+    ) -> dict[str, Result]:
+        """The first result of each id (with `final`: the first final one); TimeoutError naming
+        how many are missing after `within_s`."""
+        pick = self.final if final else self.result
         deadline = time.monotonic() + within_s
-        while missing := [i for i in ids if i not in self.by_id]:
+        while missing := [i for i in ids if pick(i) is None]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(missing)} results missing after {within_s:.0f}s: {missing[:3]}")
             await self.poll()
-        return {i: self.by_id[i][0] for i in ids}
+        return {i: r for i in ids if (r := pick(i)) is not None}
 
-    async def wait_one(self, id_: str, within_s: float) -> Result | None:
-        """The first result for one id, or None when none came within `within_s`."""
+    async def wait_one(self, id_: str, within_s: float, *, final: bool = False) -> Result | None:
+        """The first (or first final) result for one id, or None when none came within `within_s`."""
         try:
-            return (await self.wait_for([id_], within_s))[id_]
+            return (await self.wait_for([id_], within_s, final=final))[id_]
         except TimeoutError:
             return None

@@ -56,7 +56,9 @@ async def read_views(
 async def _sagas(conn: asyncpg.Connection, schema: str) -> dict[str, SagaView]:
     rows = await conn.fetch(
         "SELECT transfer_id, status, debit_account, credit_account, amount, currency, debit_shard,"
-        f" credit_shard FROM {schema}.transfers WHERE debit_shard IS NOT NULL"
+        " credit_shard, pending_timeout_ms IS NOT NULL, post_amount"
+        # a post or void of a pending transfer is no saga: its effects are its pending transfer's
+        f" FROM {schema}.transfers WHERE debit_shard IS NOT NULL AND pending_id IS NULL"
     )
     return {r[0]: SagaView(*r) for r in rows}
 

@@ -14,7 +14,11 @@ Checked, for a consistent read of the coordinator and every shard:
   entry that fits no saga is a forgery or a bug;
 - every shard operation of a known saga is the one that saga would ask of that shard;
 - the transit accounts hold exactly what in-flight sagas have credited but not yet committed;
-- no reservation outlives its saga.
+- no reservation (and no pending credit) outlives its saga.
+
+A pending (two-phase) transfer is held to the same checks with what it moved: nothing while it is
+pending, voided or expired; the posted amount, at most the hold, once posted. Its hold and pending
+credit are operations for the held amount, and must be released or committed when it ends.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from typing import NamedTuple
 
 from shards.domain.model import transit_account
 
-FAILED = ("rejected", "compensated")  # saga outcomes that leave no entries
+FAILED = ("rejected", "compensated", "voided", "expired")  # saga outcomes that leave no entries
+OPEN = ("in_flight", "pending")  # a saga that may still hold funds
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,13 @@ class SagaView:
     currency: str
     debit_shard: int
     credit_shard: int
+    pending: bool = False
+    post_amount: int | None = None  # what a post of a pending transfer moves
+
+    @property
+    def moved(self) -> int:
+        """What the saga moves once it completes: a post's amount, else the whole amount."""
+        return self.post_amount if self.post_amount is not None else self.amount
 
 
 @dataclass(frozen=True)
@@ -98,7 +110,7 @@ def reconcile(sagas: Mapping[str, SagaView], shards: Mapping[int, ShardView]) ->
         if problem:
             found.append(Violation("saga_legs", saga.transfer_id, f"{saga.status}: {problem}"))
         if credited_uncommitted:
-            pending_credit[saga.currency] = pending_credit.get(saga.currency, 0) + saga.amount
+            pending_credit[saga.currency] = pending_credit.get(saga.currency, 0) + saga.moved
     found.extend(_check_entries(sagas, shards))
     found.extend(_check_operations(sagas, shards))
     transit: dict[str, int] = {}
@@ -120,13 +132,13 @@ def reconcile(sagas: Mapping[str, SagaView], shards: Mapping[int, ShardView]) ->
 
 def _check_saga(saga: SagaView, shards: Mapping[int, ShardView]) -> tuple[str | None, bool]:
     """(what is wrong, or None; whether its credit is applied and its hold not yet committed)."""
-    t, a = saga.transfer_id, saga.amount
+    t, a = saga.transfer_id, saga.moved
     debit, credit = shards.get(saga.debit_shard, ShardView()), shards.get(saga.credit_shard, ShardView())
     debit_net, credit_net = (
         debit.net.get((t, saga.debit_account), 0),
         credit.net.get((t, saga.credit_account), 0),
     )
-    if saga.debit_shard == saga.credit_shard:
+    if saga.debit_shard == saga.credit_shard and not saga.pending:
         posted = (t, "transfer") in debit.operations
         if posted and (debit_net, credit_net) != (-a, a):
             return f"posted with legs {debit_net}/{credit_net}", False
@@ -134,30 +146,41 @@ def _check_saga(saga: SagaView, shards: Mapping[int, ShardView]) -> tuple[str | 
             return "journal legs without the transfer", False
         if saga.status == "completed" and not posted:
             return "completed but not posted", False
-        if saga.status in ("rejected", "compensated") and posted:
+        if saga.status in FAILED and posted:
             return "posted but reported not done", False
         return None, False
     hold = debit.operations.get((t, "hold"))
     hold_state = hold.state if hold and hold.amount > 0 else "none"
     credit_op = credit.operations.get((t, "credit"))
-    credited = credit_op is not None and credit_op.state == "committed"
-    if debit_net != (-a if hold_state == "committed" else 0):
-        return f"debit leg {debit_net} with hold {hold_state}", False
-    if credit_net != (a if credited else 0):
-        return f"credit leg {credit_net}, credited={credited}", False
-    if credited and hold_state in ("released", "none"):
-        return "credit applied but hold not kept (money created)", False
-    if hold_state == "committed" and not credited:
-        return "hold committed without its credit", False
+    credit_state = credit_op.state if credit_op and credit_op.amount > 0 else "none"
+    credited = credit_state == "committed"
+    if saga.debit_shard == saga.credit_shard:  # a same-shard pending transfer posts in one entry pair
+        if (debit_net, credit_net) != ((-a, a) if hold_state == "committed" else (0, 0)):
+            return f"legs {debit_net}/{credit_net} with hold {hold_state}", False
+        if credited != (hold_state == "committed"):
+            return f"hold {hold_state} but pending credit {credit_state}", False
+    else:
+        if debit_net != (-a if hold_state == "committed" else 0):
+            return f"debit leg {debit_net} with hold {hold_state}", False
+        if credit_net != (a if credited else 0):
+            return f"credit leg {credit_net}, credited={credited}", False
+        if credited and hold_state in ("released", "none"):
+            return "credit applied but hold not kept (money created)", False
+        if hold_state == "committed" and not credited:
+            return "hold committed without its credit", False
+    released = hold_state in ("none", "released") and not credited
     expected = {
         "completed": hold_state == "committed" and credited,
-        "rejected": hold_state in ("none", "released") and not credited,
-        "compensated": hold_state in ("none", "released") and not credited,
+        "rejected": released,
+        "compensated": released,
+        "voided": released and credit_state != "held",
+        "expired": released and credit_state != "held",
+        "pending": hold_state == "held" and credit_state == "held",
         "in_flight": True,
     }
     if not expected.get(saga.status, False):
-        return f"hold {hold_state}, credited={credited}", False
-    return None, credited and hold_state == "held"
+        return f"hold {hold_state}, credit {credit_state}", False
+    return None, credited and hold_state == "held" and saga.debit_shard != saga.credit_shard
 
 
 def _check_operations(sagas: Mapping[str, SagaView], shards: Mapping[int, ShardView]) -> list[Violation]:
@@ -173,7 +196,8 @@ def _check_operations(sagas: Mapping[str, SagaView], shards: Mapping[int, ShardV
                 and (problem := _operation_problem(owner, shard, kind, op))
             ):
                 found.append(Violation("operation_differs_from_saga", transfer_id, problem))
-            if kind == "hold" and op.state == "held" and (owner is None or owner.status != "in_flight"):
+            open_ = kind == "hold" or (kind == "credit" and owner is not None and owner.pending)
+            if open_ and op.state == "held" and (owner is None or owner.status not in OPEN):
                 status = owner.status if owner else "unknown"
                 found.append(
                     Violation("reservation_outlives_saga", transfer_id, f"held on shard {shard}, {status}")
@@ -231,13 +255,18 @@ def _expected_entry(saga: SagaView, shard: int, kind: str, leg: str) -> tuple[st
     if shard != on:
         return None
     if leg == "debit":
-        return first, -saga.amount, saga.currency
-    return (second, saga.amount, saga.currency) if leg == "credit" else None
+        return first, -saga.moved, saga.currency
+    return (second, saga.moved, saga.currency) if leg == "credit" else None
 
 
 def _operation_problem(saga: SagaView, shard: int, kind: str, op: OperationView) -> str | None:
     """What is wrong with a shard operation (not a tombstone) recorded under a known saga's id."""
-    if saga.debit_shard == saga.credit_shard:
+    if saga.debit_shard == saga.credit_shard and saga.pending:
+        expected = {
+            (saga.debit_shard, "hold"): saga.debit_account,
+            (saga.debit_shard, "credit"): saga.credit_account,
+        }
+    elif saga.debit_shard == saga.credit_shard:
         expected = {(saga.debit_shard, "transfer"): saga.debit_account}
     else:
         expected = {
