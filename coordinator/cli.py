@@ -25,10 +25,22 @@ from deploy.stack_env import ledger_config
 from infra.config import LedgerConfig
 from infra.processes import run_until_signalled
 from infra.tracing import setup_tracing
-from schemas.public import OpenAccountRequest, TransferFunds, encode_public
+from schemas.public import (
+    MAX_PENDING_TIMEOUT_MS,
+    OpenAccountRequest,
+    PostPendingTransfer,
+    TransferCommand,
+    TransferFunds,
+    VoidPendingTransfer,
+    encode_public,
+)
 
 # Exit codes of `--wait`: the transfer's outcome, or 75 (EX_TEMPFAIL) when no result came in time.
-EXIT_CODES = {"completed": 0, "done": 0, "rejected": 3, "compensated": 4}
+# A hold in place (pending) and a void that released it are what was asked for: 0.
+EXIT_CODES = {
+    "completed": 0, "done": 0, "pending": 0, "voided": 0, "rejected": 3, "compensated": 4, "expired": 5,
+}  # fmt: skip
+EXPIRED_EXIT = 5  # also for a post or void that lost to the expiry (rejected, pending_transfer_expired)
 
 
 def _config() -> LedgerConfig:
@@ -131,16 +143,24 @@ def api_run(host: str, port: int, tokens: tuple[str, ...]) -> None:
 
 
 async def _produce_and_wait(
-    config: LedgerConfig, topic: str, key: str, payload: bytes, result_id: str, wait_s: float | None
+    config: LedgerConfig,
+    topic: str,
+    key: str,
+    payload: bytes,
+    result_id: str,
+    wait_s: float | None,
+    *,
+    final: bool = True,
 ) -> dict[str, Any] | None:
-    """Produce one command; with `wait_s`, return the first result for `result_id` (its transfer
-    or command id), or None when none came in time. The client reads results from before the
-    command is sent, and drops a duplicate result (the same message_id again)."""
+    """Produce one command; with `wait_s`, return the first result (with `final`, the first final
+    one: not a hold's `pending`) for `result_id` (its transfer or command id), or None when none
+    came in time. The client reads results from before the command is sent, and drops a duplicate
+    result (the same message_id again)."""
     async with LedgerClient(
         config.kafka_args(), config.namespace, since=None if wait_s is None else "now"
     ) as client:
         await client.send_raw(topic, [(key.encode(), payload)])
-        return None if wait_s is None else await client.wait_one(result_id, wait_s)
+        return None if wait_s is None else await client.wait_one(result_id, wait_s, final=final)
 
 
 def _finish(result: dict[str, Any] | None, what: str) -> None:
@@ -148,7 +168,56 @@ def _finish(result: dict[str, Any] | None, what: str) -> None:
         click.echo(f"no result for {what} yet (it may still complete)", err=True)
         sys.exit(75)
     click.echo(json.dumps(result, indent=2))
+    if result.get("reason") == "pending_transfer_expired":
+        sys.exit(EXPIRED_EXIT)
     sys.exit(EXIT_CODES.get(str(result.get("state", result.get("outcome"))), 1))
+
+
+_DURATION = re.compile(r"(\d{1,10})(ms|s|m|h|d)")
+_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+class _Duration(click.ParamType):
+    """A hold's duration: 500ms, 30s, 15m, 2h or 7d (at most 30 days), as milliseconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        match = _DURATION.fullmatch(str(value).strip())
+        ms = int(match[1]) * _UNIT_MS[match[2]] if match else 0
+        if not 1 <= ms <= MAX_PENDING_TIMEOUT_MS:
+            self.fail(f"{value!r} is not a duration from 1ms to 30d (e.g. 30s, 15m, 2h, 7d)", param, ctx)
+        return ms
+
+
+def _send_transfer(command: TransferCommand, wait: bool, timeout: float, *, final: bool = True) -> None:
+    """Produce a transfer command as the client; print what was sent, or (`--wait`) its result."""
+    config = _config_as("client")
+    tid = command.transfer_id
+    payload = encode_public(command)
+    wait_s = timeout if wait else None
+    result = asyncio.run(
+        _produce_and_wait(config, config.namespace.transfers, tid, payload, tid, wait_s, final=final)
+    )
+    if not wait:
+        click.echo(json.dumps({"transfer_id": tid, "sent": True}))
+        return
+    _finish(result, f"transfer {tid}")
+
+
+_ID_OPTION = click.option(
+    "--id",
+    "transfer_id",
+    type=click.UUID,
+    default=None,
+    help="This command's transfer id (UUID); new when omitted.",
+)
+_WAIT_OPTION = click.option(
+    "--wait", is_flag=True, help="Wait for the result and exit with its outcome (see `ledger --help`)."
+)
+_TIMEOUT_OPTION = click.option(
+    "--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait with --wait."
+)
 
 
 @click.command("transfer")
@@ -156,23 +225,52 @@ def _finish(result: dict[str, Any] | None, what: str) -> None:
 @click.option("--to", "credit", required=True, help="Credit account.")
 @click.option("--amount", type=click.IntRange(1), required=True, help="Minor units (cents): an integer.")
 @click.option("--currency", required=True, help="ISO 4217 code, e.g. EUR.")
-@click.option("--id", "transfer_id", default=None, help="Transfer id (UUID); new when omitted.")
-@click.option("--wait", is_flag=True, help="Wait for the terminal result and exit with its outcome.")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait with --wait.")
+@click.option("--pending", "pending_ms", type=_Duration(), default=None,
+              help="Hold the amount this long (30s, 15m, 2h, 7d) for `ledger post` or `ledger void`; "
+                   "unresolved by then, it expires.")  # fmt: skip
+@_ID_OPTION
+@_WAIT_OPTION
+@_TIMEOUT_OPTION
 def transfer_command(
-    debit: str, credit: str, amount: int, currency: str, transfer_id: str | None, wait: bool, timeout: float
+    debit: str,
+    credit: str,
+    amount: int,
+    currency: str,
+    pending_ms: int | None,
+    transfer_id: uuid.UUID | None,
+    wait: bool,
+    timeout: float,
 ) -> None:
-    """Put a transfer command on ledger.transfers (exit 0 completed, 3 rejected, 4 compensated)."""
-    config = _config_as("client")
-    tid = transfer_id or str(uuid.uuid4())
-    payload = encode_public(TransferFunds(tid, debit, credit, amount, currency, {}))
-    result = asyncio.run(
-        _produce_and_wait(config, config.namespace.transfers, tid, payload, tid, timeout if wait else None)
-    )
-    if not wait:
-        click.echo(json.dumps({"transfer_id": tid, "sent": True}))
-        return
-    _finish(result, f"transfer {tid}")
+    """Put a transfer command on ledger.transfers (exit 0 completed, or with --pending the hold in
+    place; 3 rejected, 4 compensated)."""
+    tid = str(transfer_id or uuid.uuid4())
+    command = TransferFunds(tid, debit, credit, amount, currency, {}, pending_ms)
+    _send_transfer(command, wait, timeout, final=pending_ms is None)
+
+
+@click.command("post")
+@click.argument("pending_id", type=click.UUID)
+@click.option("--amount", type=click.IntRange(1), default=None,
+              help="Post this much (at most the hold: the rest is released). Default: all.")  # fmt: skip
+@_ID_OPTION
+@_WAIT_OPTION
+@_TIMEOUT_OPTION
+def post_command(
+    pending_id: uuid.UUID, amount: int | None, transfer_id: uuid.UUID | None, wait: bool, timeout: float
+) -> None:
+    """Post a pending transfer's hold, in full or for less (exit 0 completed, 3 rejected, 5 expired)."""
+    command = PostPendingTransfer(str(transfer_id or uuid.uuid4()), str(pending_id), amount)
+    _send_transfer(command, wait, timeout)
+
+
+@click.command("void")
+@click.argument("pending_id", type=click.UUID)
+@_ID_OPTION
+@_WAIT_OPTION
+@_TIMEOUT_OPTION
+def void_command(pending_id: uuid.UUID, transfer_id: uuid.UUID | None, wait: bool, timeout: float) -> None:
+    """Release a pending transfer's hold (exit 0 voided, 3 rejected, 5 expired)."""
+    _send_transfer(VoidPendingTransfer(str(transfer_id or uuid.uuid4()), str(pending_id)), wait, timeout)
 
 
 @click.command("open-account")
@@ -193,4 +291,7 @@ def open_account_command(account_id: str, currency: str, overdraft_limit: int, t
 
 
 # With the read-only ones, for callers that register every command of the package at once.
-COMMANDS = (coordinator_group, api_group, transfer_command, open_account_command, *QUERY_COMMANDS)
+COMMANDS = (
+    coordinator_group, api_group, transfer_command, post_command, void_command, open_account_command,
+    *QUERY_COMMANDS,
+)  # fmt: skip

@@ -47,7 +47,12 @@ _ELSEWHERE = {
     "shard": ("shards.cli:shard_group", "Shard worker processes."),
     "coordinator": ("coordinator.cli:coordinator_group", "The saga coordinator."),
     "api": ("coordinator.cli:api_group", "The status API."),
-    "transfer": ("coordinator.cli:transfer_command", "Send a transfer; --wait for its result."),
+    "transfer": (
+        "coordinator.cli:transfer_command",
+        "Send a transfer (--pending: a hold); --wait for its result.",
+    ),
+    "post": ("coordinator.cli:post_command", "Post a pending transfer, in full or for less."),
+    "void": ("coordinator.cli:void_command", "Release a pending transfer's hold."),
     "open-account": ("coordinator.cli:open_account_command", "Open an account and wait for the answer."),
     "status": ("coordinator.query_cli:status_command", "Where a transfer stands (exit 3 when unknown)."),
     "transfers": ("coordinator.query_cli:transfers_command", "List transfers in a state."),
@@ -72,7 +77,8 @@ def cli() -> None:
     \b
     Exit codes: 0 ok; 1 a check found a problem (reconcile, verify, replay,
     an unhealthy stack); 2 usage or configuration error; 3 not found (transfer,
-    account, local stack) or rejected; 4 compensated; 75 no result yet or a
+    account, local stack) or rejected; 4 compensated; 5 expired (a hold nobody posted in time,
+    or a post or void that came too late); 75 no result yet or a
     temporary failure (try again).
     """
 

@@ -29,7 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from schemas.public import AccountCommand, TransferCommand, TransferFunds, encode_public
+from schemas.public import AccountCommand, TransferCommand, encode_public
 from schemas.topics import Namespace
 
 log = logging.getLogger(__name__)

@@ -134,8 +134,9 @@ def verify_command(as_json: bool) -> None:
 @click.option("--at", "at_time", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
               help="As of this time (UTC unless an offset is given).")  # fmt: skip
 def balance_command(account_id: str, at_seq: int | None, at_time: dt.datetime | None) -> None:
-    """An account's balance: posted (from its journal), reserved, available and currency; or the
-    posted balance as of a journal seq or a time (exit 3 when there is no such account)."""
+    """An account's balance: posted (from its journal), pending debits (held, also as `reserved`),
+    pending credits (not yet spendable), available and currency; or the posted balance as of a
+    journal seq or a time (exit 3 when there is no such account)."""
     when = at_time.replace(tzinfo=at_time.tzinfo or dt.UTC) if at_time else None
     found = asyncio.run(_balance(_config_as("reader"), account_id, at_seq, when))
     if found is None:

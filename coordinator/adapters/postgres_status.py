@@ -7,7 +7,9 @@ from typing import Any
 
 import asyncpg
 
-STATES = frozenset({"in_flight", "needs_attention", "completed", "rejected", "compensated"})
+STATES = frozenset({
+    "in_flight", "needs_attention", "pending", "completed", "rejected", "compensated", "voided", "expired",
+})  # fmt: skip
 
 
 def _jsonable(row: asyncpg.Record) -> dict[str, Any]:
@@ -15,12 +17,17 @@ def _jsonable(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def transfer_status(pool: asyncpg.Pool, transfer_id: str) -> dict[str, Any] | None:
-    """A transfer's state, reason and every saga step with its shard and timestamps."""
+    """A transfer's state, reason and every saga step with its shard and timestamps. A pending
+    transfer also shows when it expires and how it was resolved (post, void or expire; by which
+    command; what a post moved); a post or void shows the pending transfer it names."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
             "SELECT transfer_id, CASE WHEN parked THEN 'needs_attention' ELSE status END AS state, status,"
             " step, reason, debit_account, credit_account, amount, currency, debit_shard, credit_shard,"
-            " attempts, created_at, finished_at FROM transfers WHERE transfer_id = $1",
+            " attempts, created_at, finished_at, pending_timeout_ms IS NOT NULL AS two_phase,"
+            " CASE WHEN pending_timeout_ms IS NOT NULL"
+            " THEN timestamptz 'epoch' + expires_ms * interval '1 millisecond' END AS expires_at,"
+            " resolution, post_amount, resolved_by, pending_id FROM transfers WHERE transfer_id = $1",
             transfer_id,
         )
         if row is None:

@@ -139,16 +139,7 @@ def _check_saga(saga: SagaView, shards: Mapping[int, ShardView]) -> tuple[str | 
         credit.net.get((t, saga.credit_account), 0),
     )
     if saga.debit_shard == saga.credit_shard and not saga.pending:
-        posted = (t, "transfer") in debit.operations
-        if posted and (debit_net, credit_net) != (-a, a):
-            return f"posted with legs {debit_net}/{credit_net}", False
-        if not posted and (debit_net or credit_net):
-            return "journal legs without the transfer", False
-        if saga.status == "completed" and not posted:
-            return "completed but not posted", False
-        if saga.status in FAILED and posted:
-            return "posted but reported not done", False
-        return None, False
+        return _check_local(saga, (t, "transfer") in debit.operations, debit_net, credit_net), False
     hold = debit.operations.get((t, "hold"))
     hold_state = hold.state if hold and hold.amount > 0 else "none"
     credit_op = credit.operations.get((t, "credit"))
@@ -181,6 +172,19 @@ def _check_saga(saga: SagaView, shards: Mapping[int, ShardView]) -> tuple[str | 
     if not expected.get(saga.status, False):
         return f"hold {hold_state}, credit {credit_state}", False
     return None, credited and hold_state == "held" and saga.debit_shard != saga.credit_shard
+
+
+def _check_local(saga: SagaView, posted: bool, debit_net: int, credit_net: int) -> str | None:
+    """What is wrong with a same-shard transfer (one PostTransfer), or None."""
+    if posted and (debit_net, credit_net) != (-saga.amount, saga.amount):
+        return f"posted with legs {debit_net}/{credit_net}"
+    if not posted and (debit_net or credit_net):
+        return "journal legs without the transfer"
+    if saga.status == "completed" and not posted:
+        return "completed but not posted"
+    if saga.status in FAILED and posted:
+        return "posted but reported not done"
+    return None
 
 
 def _check_operations(sagas: Mapping[str, SagaView], shards: Mapping[int, ShardView]) -> list[Violation]:
