@@ -97,7 +97,7 @@ async def test_holds_posted_for_less_voided_and_expired_with_every_loser_told_wh
         assert results.final(post.transfer_id)["pending_id"] == same.transfer_id  # type: ignore[index]
         assert results.final(post.transfer_id)["amount"] == 1_200  # type: ignore[index]
 
-        losers = [
+        losers: list[TransferCommand] = [
             PostPendingTransfer(_id(), same.transfer_id),  # posted already
             PostPendingTransfer(_id(), cross.transfer_id),  # voided already
             VoidPendingTransfer(_id(), short.transfer_id),  # expired
@@ -119,12 +119,12 @@ async def test_holds_posted_for_less_voided_and_expired_with_every_loser_told_wh
 
         bad = TransferFunds(_id(), a0, b0, 100, "EUR", pending_timeout_ms=600_000)
         await _send(results, [bad], final=False)
-        refused = [
+        bad_ones: list[TransferCommand] = [
             PostPendingTransfer(_id(), bad.transfer_id, 101),
             PostPendingTransfer(_id(), bad.transfer_id, 50, debit_account=b0),
             VoidPendingTransfer(_id(), bad.transfer_id, credit_account=c1),
         ]
-        assert list((await _send(results, refused, final=True)).values()) == [
+        assert list((await _send(results, bad_ones, final=True)).values()) == [
             ("rejected", "amount_exceeds_pending"),
             ("rejected", "pending_account_mismatch"),
             ("rejected", "pending_account_mismatch"),
