@@ -1,5 +1,9 @@
 """The saga and two shard books under a hostile network: drops, duplicates, reordering, coordinator crashes.
 
+Some transfers are pending (two-phase): held, then posted (in full or for less) or voided by a
+request the coordinator decides on its committed state (two_phase.py), or expired by the timer;
+posts and voids race each other and the expiry, and each must end exactly one way.
+
 Each shard is a ShardBook carried across steps with an inbox of replies by command id, so a duplicate
 is answered from the inbox and changes nothing, as the shard worker does. The coordinator keeps the
 saga states it committed (the state after each `decide` it finished, with its effects handed to the
@@ -20,8 +24,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from coordinator.saga.transfer_saga import (
     COMPLETED,
+    EXPIRED,
+    PENDING,
     POSTING,
     RESERVING,
+    TERMINAL,
+    VOIDED,
     PublishResult,
     ReplyArrived,
     SagaPolicy,
@@ -34,6 +42,7 @@ from coordinator.saga.transfer_saga import (
     start,
 )
 from coordinator.saga.transfer_saga import Event as SagaEvent
+from coordinator.saga.two_phase import Refusal, post, void
 from schemas.partitioning import PartitionMap
 from schemas.shard_messages import ChangeAccountStatus, OpenAccount, PostTransfer, ShardReply
 from shards.domain.book import ShardBook
@@ -107,6 +116,7 @@ parties = st.one_of(
     st.tuples(st.sampled_from(CUSTOMERS), st.sampled_from(CUSTOMERS)),
 )
 amounts = st.integers(1, 300)
+timeouts = st.sampled_from([300, 3_000, 10_000])
 
 Message = SendToShard | ShardReply  # coordinator -> shard, or shard -> coordinator
 
@@ -121,6 +131,8 @@ class SagaNetwork(RuleBasedStateMachine):
         self.stalled: list[Message] = []  # held up by a partition; they arrive after it heals
         self.sagas: dict[str, SagaState] = {}  # what the coordinator committed
         self.results: dict[str, list[PublishResult]] = {}
+        self.requests: dict[str, tuple[str, str, str | None]] = {}
+        """Posts and voids: id -> (pending transfer, post | void, refusal reason or None if accepted)."""
         self.issued: Counter[str] = Counter()
         self.now = T0
         self.healed = False
@@ -212,6 +224,62 @@ class SagaNetwork(RuleBasedStateMachine):
         self.sagas[transfer.transfer_id] = state
         self._emit(effects)
 
+    @precondition(lambda self: len(self.sagas) < MAX_TRANSFERS)
+    @rule(accounts=parties, amount=amounts, timeout=timeouts)
+    def start_pending_transfer(self, accounts: tuple[str, str], amount: int, timeout: int) -> None:
+        self._start_pending(accounts, amount, timeout)
+
+    def _start_pending(self, accounts: tuple[str, str], amount: int, timeout: int) -> str:
+        debit, credit = accounts
+        home, shards = HOME[debit][0], (MAP.shard_for(debit), MAP.shard_for(credit))
+        transfer = Transfer(self._new_id(), debit, credit, amount, home, *shards, pending_timeout_ms=timeout)
+        state, effects = start(transfer, self.now, POLICY)
+        self.sagas[transfer.transfer_id] = state
+        self._emit(effects)
+        return transfer.transfer_id
+
+    @precondition(lambda self: len(self.sagas) < MAX_TRANSFERS)
+    @rule(
+        accounts=st.sampled_from(_CROSS + _LOCAL), amount=st.integers(1, 50),
+        how=st.sampled_from(["post", "void"]), share=st.sampled_from([1, 3]),
+    )  # fmt: skip
+    def hold_settles_then_is_resolved(
+        self, accounts: tuple[str, str], amount: int, how: str, share: int
+    ) -> None:
+        """A hold placed on a calm network (everything in flight arrives), then posted or voided."""
+        transfer_id = self._start_pending(accounts, amount, 10_000)
+        while self.network and self.sagas[transfer_id].status not in (PENDING, *TERMINAL):
+            self.everything_in_flight_arrives()
+        self._request(self.sagas[transfer_id], how, share)
+
+    @precondition(lambda self: any(s.transfer.pending for s in self.sagas.values()))
+    @rule(pick=st.integers(0, 10**6), how=st.sampled_from(["post", "void"]), share=st.sampled_from([1, 2, 5]))
+    def request_post_or_void(self, pick: int, how: str, share: int) -> None:
+        """A post (of the whole hold, or a share of it) or a void arrives for a pending transfer,
+        whatever its state: the coordinator decides on the state it committed, in one step."""
+        pending = [s for _, s in sorted(self.sagas.items()) if s.transfer.pending]
+        held = [s for s in pending if s.status == PENDING]  # every other pick prefers a hold in place
+        candidates = held if held and pick % 2 == 0 else pending
+        self._request(candidates[pick // 2 % len(candidates)], how, share)
+
+    def _request(self, state: SagaState, how: str, share: int) -> None:
+        request_id = self._new_id()
+        if how == "post":
+            amount = None if share == 1 else max(1, state.transfer.amount // share)
+            decided = post(state, request_id, amount, self.now, POLICY)
+        else:
+            decided = void(state, request_id, self.now, POLICY)
+        if isinstance(decided, Refusal):
+            self.requests[request_id] = (state.transfer.transfer_id, how, decided.reason)
+            self.results[request_id] = [PublishResult(request_id, "rejected", decided.reason)]
+            if decided.state is not None:  # it lost to the expiry, which starts now
+                self.sagas[state.transfer.transfer_id] = decided.state
+                self._emit(decided.effects)
+            return
+        self.requests[request_id] = (state.transfer.transfer_id, how, None)
+        self.sagas[state.transfer.transfer_id], effects = decided
+        self._emit(effects)
+
     @precondition(lambda self: self.network)
     @rule(count=st.integers(1, 4))
     def deliver_oldest(self, count: int) -> None:
@@ -261,7 +329,7 @@ class SagaNetwork(RuleBasedStateMachine):
         self.network += self.stalled
         self.stalled = []
 
-    @precondition(lambda self: not all(s.terminal for s in self.sagas.values()))
+    @precondition(lambda self: any(_awaits_a_shard(s) for s in self.sagas.values()))
     @rule(pick=st.integers(0, 10**6), ms=st.sampled_from([500, 1_000, 2_500]))
     def a_shard_stalls_while_time_passes(self, pick: int, ms: int) -> None:
         """The shard an unfinished saga is waiting on stalls: the commands in flight to it arrive only
@@ -322,7 +390,7 @@ class SagaNetwork(RuleBasedStateMachine):
             decide(self.sagas[reply.transfer_id], ReplyArrived(reply, self.now), POLICY)  # then lost
         if resend:
             for state in self.sagas.values():
-                if not state.terminal:
+                if _awaits_a_shard(state):
                     self.network.append(command_for(state))
 
     # --- invariants --------------------------------------------------------------------------
@@ -337,13 +405,17 @@ class SagaNetwork(RuleBasedStateMachine):
                 posted[e.account_id] += e.amount
             assert all(v == 0 for v in sums.values()), (book.shard, sums)
             held: Counter[str] = Counter()
+            pending_credit: Counter[str] = Counter()
             for op in book.operations.values():
                 if op.kind == HOLD and op.state == HELD:
                     held[op.account_id] += op.amount
+                if op.kind == CREDIT and op.state == HELD:
+                    pending_credit[op.account_id] += op.amount
             for account in book.accounts.values():
-                assert (account.posted, account.reserved) == (
+                assert (account.posted, account.reserved, account.pending_credit) == (
                     posted[account.account_id],
                     held[account.account_id],
+                    pending_credit[account.account_id],
                 )
 
     @invariant()
@@ -373,14 +445,17 @@ class SagaNetwork(RuleBasedStateMachine):
         for account in self._customers():
             customers[account.currency] += account.posted
         in_flight: Counter[str] = Counter()
-        for t in self._cross_transfers():
+        for state in self.sagas.values():
+            t = state.transfer
+            if not t.cross_shard:
+                continue
             credit = self.books[t.credit_shard].operations.get((t.transfer_id, CREDIT))
             hold = self.books[t.debit_shard].operations.get((t.transfer_id, HOLD))
             if credit is not None and credit.state == COMMITTED:
                 assert hold is not None, ("credited without a hold", t)
                 assert hold.state in (HELD, COMMITTED), ("credited, hold released", t, hold)
                 if hold.state == HELD:
-                    in_flight[t.currency] += t.amount
+                    in_flight[t.currency] += state.post_amount or t.amount
         for currency in everything:
             assert customers[currency] == self.issued[currency] + in_flight[currency], currency
             assert transit[currency] == -in_flight[currency], currency
@@ -389,27 +464,59 @@ class SagaNetwork(RuleBasedStateMachine):
     def transfers_are_all_or_nothing_and_published_once(self) -> None:
         for transfer_id, state in self.sagas.items():
             t = state.transfer
+            moved = state.post_amount or t.amount
+            assert moved <= t.amount, state  # a post never moves more than its hold
             legs = self._customer_legs(transfer_id)
-            assert legs[t.debit_account, -t.amount] <= 1, legs  # each leg at most once, ever
-            assert legs[t.credit_account, t.amount] <= 1, legs
+            assert legs[t.debit_account, -moved] <= 1, legs  # each leg at most once, ever
+            assert legs[t.credit_account, moved] <= 1, legs
             published = self.results.get(transfer_id, [])
+            held = [r for r in published if r.status == PENDING]
+            assert held in ([], [PublishResult(transfer_id, PENDING, None)]), published
+            finals = [r for r in published if r.status != PENDING]
             if not state.terminal:
-                assert published == [], (state, published)
+                assert finals == [], (state, published)
                 continue
-            assert published == [PublishResult(transfer_id, state.status, state.reason)], (state, published)
+            assert finals == [PublishResult(transfer_id, state.status, state.reason)], (state, published)
+            # a pending transfer's hold was placed exactly when it ends posted, voided or expired
+            assert bool(held) == (t.pending and state.status in (COMPLETED, VOIDED, EXPIRED)), (
+                state,
+                published,
+            )
             hold = self.books[t.debit_shard].operations.get((transfer_id, HOLD))
+            credit_op = self.books[t.credit_shard].operations.get((transfer_id, CREDIT))
             if state.status == COMPLETED:
-                assert legs == Counter({(t.debit_account, -t.amount): 1, (t.credit_account, t.amount): 1}), (
-                    legs
-                )
+                assert legs == Counter({(t.debit_account, -moved): 1, (t.credit_account, moved): 1}), legs
                 assert HOME[t.debit_account][1] == ACTIVE, state
                 assert HOME[t.credit_account] == (t.currency, ACTIVE), state
-                if t.cross_shard:
+                if t.cross_shard or t.pending:
                     assert hold is not None, state
                     assert hold.state == COMMITTED, hold
-            else:  # rejected or compensated: no effect on either account, no hold left
+            else:  # rejected, compensated, voided or expired: no effect on either account, nothing held
                 assert legs == Counter(), (state, legs)
                 assert hold is None or hold.state == RELEASED, (state, hold)
+                assert credit_op is None or credit_op.state != HELD, (state, credit_op)
+
+    @invariant()
+    def each_pending_transfer_ends_one_way_decided_once(self) -> None:
+        accepted: Counter[str] = Counter()
+        for request_id, (pending_id, how, refusal) in self.requests.items():
+            state = self.sagas[pending_id]
+            if refusal is not None:
+                assert state.resolved_by != request_id, (request_id, state)
+                continue
+            accepted[pending_id] += 1
+            assert state.resolved_by == request_id, (request_id, state)  # the one winner
+            assert state.resolution == how, state
+            if state.terminal:
+                want = PublishResult(request_id, COMPLETED if how == "post" else VOIDED, None)
+                assert self.results[request_id] == [want], self.results[request_id]
+            else:
+                assert request_id not in self.results
+        assert all(n == 1 for n in accepted.values()), accepted
+        for pending_id, state in self.sagas.items():
+            if state.status == EXPIRED:
+                assert accepted[pending_id] == 0, state
+                assert state.resolved_by is None, state
 
     # --- the end: heal the network and let everything finish --------------------------------
 
@@ -432,7 +539,12 @@ class SagaNetwork(RuleBasedStateMachine):
         self.no_account_is_below_its_limit()
         self.money_is_neither_created_nor_destroyed()
         self.transfers_are_all_or_nothing_and_published_once()
-        assert {tid: len(r) for tid, r in self.results.items()} == dict.fromkeys(self.sagas, 1)
+        self.each_pending_transfer_ends_one_way_decided_once()
+        expected = {
+            tid: 2 if s.transfer.pending and s.status in (COMPLETED, VOIDED, EXPIRED) else 1
+            for tid, s in self.sagas.items()
+        }
+        assert {tid: len(r) for tid, r in self.results.items()} == expected | dict.fromkeys(self.requests, 1)
         customers: Counter[str] = Counter()
         transit: Counter[str] = Counter()
         for book in self.books.values():
@@ -444,6 +556,9 @@ class SagaNetwork(RuleBasedStateMachine):
         assert +customers == +self.issued  # nothing in flight any more: transit nets to zero
         assert +transit == Counter()
         assert not any(op.state == HELD for b in self.books.values() for op in b.operations.values())
+        assert not any(
+            a.reserved or a.pending_credit for b in self.books.values() for a in b.accounts.values()
+        )
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -452,7 +567,7 @@ class SagaNetwork(RuleBasedStateMachine):
 
     def _pick_in_flight(self, pick: int) -> SagaState:
         """An unfinished saga; every other pick prefers one past its first step, where it gets subtle."""
-        in_flight = [s for _, s in sorted(self.sagas.items()) if not s.terminal]
+        in_flight = [s for _, s in sorted(self.sagas.items()) if _awaits_a_shard(s)]
         further = [s for s in in_flight if s.step not in (RESERVING, POSTING)]
         candidates = further if further and pick % 2 == 0 else in_flight
         return candidates[pick // 2 % len(candidates)]
@@ -468,6 +583,11 @@ class SagaNetwork(RuleBasedStateMachine):
             for e in b.entries
             if e.transfer_id == transfer_id and not e.account_id.startswith("transit:")
         )
+
+
+def _awaits_a_shard(state: SagaState) -> bool:
+    """Unfinished, with a command out (a pending transfer's hold in place waits for nobody)."""
+    return not state.terminal and state.status != PENDING
 
 
 SagaNetwork.TestCase.settings = settings(
