@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import replace
+from typing import Any
 
 import click
 import pytest
 
-from deploy.bench.command import _parse_sweep, sweep_row, sweep_table
+from deploy.bench.command import _parse_sweep, bench, document_of, settings_of, sweep_row, sweep_table
 from deploy.bench.load import Recorder, closed_loop, open_loop
 from deploy.bench.meter import GENERATOR, MACHINE
 from deploy.bench.profiler import hot_functions
@@ -198,3 +199,18 @@ async def test_two_phase_transfers_are_their_own_latency_path() -> None:
     assert report.outcomes == Counter({"pending post completed": 1})
     assert "pending" in report.to_json()["latency_ms"]
 
+
+def test_the_pending_option_parses_reads_its_variable_and_is_in_the_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def parsed(*args: str) -> dict[str, Any]:
+        return dict(bench.make_context("bench", list(args)).params)
+
+    assert settings_of(parsed())[0].pending_fraction == 0.0
+    workload, load = settings_of(parsed("--pending", "0.3"))
+    assert workload.pending_fraction == 0.3
+    assert document_of(parsed("--pending", "0.3"), workload, load)["workload"]["pending_fraction"] == 0.3
+    monkeypatch.setenv("LEDGER_BENCH_PENDING", "0.25")
+    assert settings_of(parsed())[0].pending_fraction == 0.25
+    with pytest.raises(click.BadParameter):
+        parsed("--pending", "1.5")
