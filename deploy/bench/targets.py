@@ -219,14 +219,22 @@ class BaselineTarget:
 
     async def _transfer(self, move: Move) -> str:
         assert self.pool is not None, "used outside `async with`"
+        if move.pending is None:
+            async with self.pool.acquire() as conn:
+                return await baseline.transfer(conn, move)
+        async with self.pool.acquire() as conn:  # the hold and its post: two requests, as a client makes
+            held, hold_id = await baseline.hold(conn, move)
+        if held != "pending":
+            return f"pending hold {held}"
+        amount = {"void": 0, "post_half": move.post_amount, "post": None}[move.pending]
         async with self.pool.acquire() as conn:
-            return await baseline.transfer(conn, move)
+            return two_phase_outcome(move.pending, await baseline.settle(conn, hold_id, amount))
 
     async def resends(self) -> int:
         return 0  # one transaction per transfer: nothing to retry
 
     async def violations(self) -> list[str]:
         expected = self.funding * len(self.accounts)
-        if (money := await baseline.total(self.dsn, self.schema)) != expected:
-            return [f"baseline holds {money}, funded {expected}"]
-        return []
+        money, reserved = await baseline.total(self.dsn, self.schema)
+        found = [f"baseline holds {money}, funded {expected}"] if money != expected else []
+        return found + ([f"baseline still reserves {reserved} after the run"] if reserved else [])
