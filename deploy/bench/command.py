@@ -67,6 +67,10 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
 @_option("--max-amount", type=click.IntRange(1), default=10_000)
 @_option("--reject", type=click.FloatRange(0, 1), default=0.1,
          help="Share of transfers sized to fail for insufficient funds.")  # fmt: skip
+@_option("--pending", type=click.FloatRange(0, 1), default=0.0,
+         help="Share of transfers sent as a hold (60 s) and, once held, posted: in full, 1 in 5 "
+              "for half, 1 in 10 voided instead. Latency to the post's or void's result: path "
+              "`pending`.")  # fmt: skip
 @_option("--seed", type=int, default=1)
 @_option("--baseline/--no-baseline", default=False, help="Also run the naive single-PostgreSQL ledger.")
 @_option("--connections", type=click.IntRange(1), default=32, help="The baseline's connections.")
@@ -91,18 +95,8 @@ def bench(**o: Any) -> None:
             "accounts": 200,
             "baseline": True,
         }
-    workload = WorkloadSettings(
-        accounts=o["accounts"], cross_fraction=o["cross"], zipf_s=o["zipf"], amounts=o["amounts"],
-        max_amount=o["max_amount"], reject_fraction=o["reject"], seed=o["seed"],
-        hot_accounts=o["hot"][0], hot_share=o["hot"][1],
-    )  # fmt: skip
-    load = LoadSettings(
-        mode=o["mode"], rate=o["rate"], clients=o["clients"], latency_at=o["latency_at"],
-        duration_s=o["duration"], warmup_s=o["warmup"], drain_s=o["drain"], connections=o["connections"],
-        profile_dir=o["profile_dir"],
-    )  # fmt: skip
-    document: dict[str, Any] = {"machine": _machine(), "seed": o["seed"], "workload": asdict(workload),
-                                "load": asdict(load) | {"profile_dir": str(o["profile_dir"])}}  # fmt: skip
+    workload, load = settings_of(o)
+    document = document_of(o, workload, load)
     if o["sweep"]:
         parameter, values = _parse_sweep(o["sweep"])
         rows: list[dict[str, object]] = []
@@ -138,6 +132,27 @@ def bench(**o: Any) -> None:
         o["json_path"].write_text(json.dumps(document, indent=2))
     if not passed:
         sys.exit(1)
+
+
+def settings_of(o: dict[str, Any]) -> tuple[WorkloadSettings, LoadSettings]:
+    """The workload and the load the parsed options ask for."""
+    workload = WorkloadSettings(
+        accounts=o["accounts"], cross_fraction=o["cross"], zipf_s=o["zipf"], amounts=o["amounts"],
+        max_amount=o["max_amount"], reject_fraction=o["reject"], seed=o["seed"],
+        hot_accounts=o["hot"][0], hot_share=o["hot"][1], pending_fraction=o["pending"],
+    )  # fmt: skip
+    load = LoadSettings(
+        mode=o["mode"], rate=o["rate"], clients=o["clients"], latency_at=o["latency_at"],
+        duration_s=o["duration"], warmup_s=o["warmup"], drain_s=o["drain"], connections=o["connections"],
+        profile_dir=o["profile_dir"],
+    )  # fmt: skip
+    return workload, load
+
+
+def document_of(o: dict[str, Any], workload: WorkloadSettings, load: LoadSettings) -> dict[str, Any]:
+    """The JSON report's head: the machine and every setting of the run."""
+    return {"machine": _machine(), "seed": o["seed"], "workload": asdict(workload),
+            "load": asdict(load) | {"profile_dir": str(o["profile_dir"])}}  # fmt: skip
 
 
 def _parse_hot(value: str | None) -> tuple[int, float]:

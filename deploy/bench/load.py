@@ -25,7 +25,8 @@ class Target(Protocol):
     name: str
 
     def submit(self, move: Move) -> Awaitable[asyncio.Future[str]]:
-        """Send one transfer; the future resolves to its terminal outcome."""
+        """Send one transfer (a two-phase one: its hold, then its post or void); the future resolves
+        to its terminal outcome."""
         ...
 
     def resends(self) -> Awaitable[int]:
@@ -42,6 +43,8 @@ class Sample:
     shard: int
     """The debit account's shard."""
     outcome: str
+    two_phase: bool = False
+    """A hold then its post or void: latency runs to the end of the whole two-phase path."""
 
 
 class Recorder:
@@ -66,7 +69,10 @@ class Recorder:
         if (error := answer.exception()) is not None:
             self.errors.append(f"{type(error).__name__}: {error}")
             return
-        self.samples.append(Sample(started, finished, move.cross_shard, move.debit_shard, answer.result()))
+        two_phase = move.pending is not None
+        self.samples.append(
+            Sample(started, finished, move.cross_shard, move.debit_shard, answer.result(), two_phase)
+        )
 
     async def drain(self, within_s: float) -> int:
         """Wait for the answers still due; return how many never came."""

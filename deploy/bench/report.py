@@ -1,5 +1,7 @@
 """What a benchmark run reports: rates, outcomes, latency percentiles per path and per shard (HDR
-histograms), a per-second timeline, and what each process spent."""
+histograms), a per-second timeline, and what each process spent. The paths: `same_shard` and
+`cross_shard` one-shot transfers, and `pending` two-phase ones (hold, then post or void), kept apart
+so that their two round trips do not blur the one-shot figures; `all` has every transfer."""
 
 from __future__ import annotations
 
@@ -64,7 +66,8 @@ class RunReport:
 
     def _record(self, s: Sample) -> None:
         micros = max(1, round((s.finished - s.started) * 1_000_000))
-        for key in ("all", "cross_shard" if s.cross_shard else "same_shard", f"shard {s.shard}"):
+        path = "pending" if s.two_phase else "cross_shard" if s.cross_shard else "same_shard"
+        for key in ("all", path, f"shard {s.shard}"):
             self.latency.setdefault(key, new_histogram()).record_value(micros)
         self.latencies_ms.append(micros / 1000)
 

@@ -1,7 +1,10 @@
 """What the load is driven against: the ledger through its public Kafka topics, or the baseline.
 
 Both answer `submit(move)` with a future that resolves to the transfer's terminal outcome, so one
-load loop (open or closed) drives either, and their reports compare like with like.
+load loop (open or closed) drives either, and their reports compare like with like. A two-phase
+move is a hold and then, as soon as the hold is in place, its post (in full or for half) or void:
+its outcome is worded `pending post completed`, `pending post half completed`, `pending void
+voided`, or `pending hold rejected (REASON)` when the hold itself is refused.
 """
 
 from __future__ import annotations
@@ -15,12 +18,27 @@ import asyncpg
 from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.saga.reconciliation import reconcile
 from deploy.bench import baseline
-from deploy.bench.workload import Move
+from deploy.bench.workload import Move, Resolution
 from deploy.ledger_client import LedgerClient, Result
 from deploy.stack import ISSUER
 from infra.config import LedgerConfig
 from infra.postgres_migrations import quoted_schema
-from schemas.public import OpenAccountRequest, TransferFunds, encode_public
+from schemas.public import (
+    OpenAccountRequest,
+    PostPendingTransfer,
+    TransferCommand,
+    TransferFunds,
+    VoidPendingTransfer,
+    encode_public,
+)
+
+HOLD_TIMEOUT_MS = 60_000
+"""How long a benchmark hold lasts: far beyond the post that follows it at once."""
+
+
+def two_phase_outcome(resolution: Resolution, outcome: str) -> str:
+    """`pending post half completed`: the two-phase path, the way both targets word it."""
+    return f"pending {resolution.replace('_', ' ')} {outcome}"
 
 
 def outcome_of(result: dict[str, object]) -> str:
@@ -41,6 +59,9 @@ class LedgerTarget:
         self.accounts = accounts
         self.funding = funding
         self.pending: dict[str, asyncio.Future[str]] = {}
+        """Awaiting an id's first result."""
+        self.finals: dict[str, asyncio.Future[str]] = {}
+        """Awaiting a hold's final result (its first one says `pending`)."""
         # The load generator is a client like any other: idempotent, acks from all replicas.
         self.client = LedgerClient(
             config.kafka_args(), config.namespace, since="now",
@@ -69,14 +90,50 @@ class LedgerTarget:
 
     async def submit(self, move: Move) -> asyncio.Future[str]:
         transfer_id = str(uuid.uuid4())
-        return await self._send(TransferFunds(transfer_id, move.debit, move.credit, move.amount, "EUR"))
+        if move.pending is None:
+            return await self._send(TransferFunds(transfer_id, move.debit, move.credit, move.amount, "EUR"))
+        held = await self._send(
+            TransferFunds(
+                transfer_id, move.debit, move.credit, move.amount, "EUR", pending_timeout_ms=HOLD_TIMEOUT_MS
+            )
+        )
+        return asyncio.ensure_future(self._settle(move, move.pending, transfer_id, held))
 
-    async def _send(self, command: TransferFunds | OpenAccountRequest) -> asyncio.Future[str]:
-        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        if isinstance(command, TransferFunds):
-            key, topic = command.transfer_id, self.config.namespace.transfers
+    async def _settle(
+        self, move: Move, resolution: Resolution, hold_id: str, held: asyncio.Future[str]
+    ) -> str:
+        """Once the hold is in place, post or void it; the outcome is the post's or void's, read
+        after the hold's own final result (which must agree with it) has been read too."""
+        if (first := await held) != "pending":
+            return f"pending hold {first}"
+        hold_ended = self._final(hold_id)
+        command: PostPendingTransfer | VoidPendingTransfer
+        if resolution == "void":
+            command = VoidPendingTransfer(str(uuid.uuid4()), hold_id)
         else:
+            amount = move.post_amount if resolution == "post_half" else None
+            command = PostPendingTransfer(str(uuid.uuid4()), hold_id, amount)
+        outcome = await (await self._send(command))
+        ended = await hold_ended
+        if outcome in ("completed", "voided") and ended != outcome:
+            raise RuntimeError(f"hold {hold_id} ended {ended!r} after its {resolution} was {outcome!r}")
+        return two_phase_outcome(resolution, outcome)
+
+    def _final(self, key: str) -> asyncio.Future[str]:
+        """A future for a hold's final result, which may have been read already."""
+        ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        if (result := self.client.final(key)) is not None:
+            ended.set_result(outcome_of(result))
+        else:
+            self.finals[key] = ended
+        return ended
+
+    async def _send(self, command: TransferCommand | OpenAccountRequest) -> asyncio.Future[str]:
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        if isinstance(command, OpenAccountRequest):
             key, topic = command.command_id, self.config.namespace.account_commands
+        else:
+            key, topic = command.transfer_id, self.config.namespace.transfers
         self.pending[key] = done
         await self.client.enqueue(topic, key, encode_public(command))
         return done
@@ -87,6 +144,8 @@ class LedgerTarget:
 
     def _resolve(self, key: str, result: Result) -> None:
         waiting = self.pending.pop(key, None)
+        if waiting is None and result.get("state") != "pending":
+            waiting = self.finals.pop(key, None)
         if waiting is not None and not waiting.done():
             waiting.set_result(outcome_of(result))
 
@@ -160,14 +219,22 @@ class BaselineTarget:
 
     async def _transfer(self, move: Move) -> str:
         assert self.pool is not None, "used outside `async with`"
+        if move.pending is None:
+            async with self.pool.acquire() as conn:
+                return await baseline.transfer(conn, move)
+        async with self.pool.acquire() as conn:  # the hold and its post: two requests, as a client makes
+            held, hold_id = await baseline.hold(conn, move)
+        if held != "pending":
+            return f"pending hold {held}"
+        amount = {"void": 0, "post_half": move.post_amount, "post": None}[move.pending]
         async with self.pool.acquire() as conn:
-            return await baseline.transfer(conn, move)
+            return two_phase_outcome(move.pending, await baseline.settle(conn, hold_id, amount))
 
     async def resends(self) -> int:
         return 0  # one transaction per transfer: nothing to retry
 
     async def violations(self) -> list[str]:
         expected = self.funding * len(self.accounts)
-        if (money := await baseline.total(self.dsn, self.schema)) != expected:
-            return [f"baseline holds {money}, funded {expected}"]
-        return []
+        money, reserved = await baseline.total(self.dsn, self.schema)
+        found = [f"baseline holds {money}, funded {expected}"] if money != expected else []
+        return found + ([f"baseline still reserves {reserved} after the run"] if reserved else [])

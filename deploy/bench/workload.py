@@ -4,7 +4,9 @@ Debit accounts are drawn uniformly or Zipf-skewed (a few hot accounts), credit a
 same or another shard in the asked proportion, and a fraction of amounts larger than any balance,
 so that they are rejected for insufficient funds. With `hot_accounts`, a share of transfers pays
 one of a few merchant accounts (a bank's fee and settlement accounts): where a row-locking SQL
-ledger serializes.
+ledger serializes. With `pending_fraction`, a share of transfers is two-phase: held, then posted in
+full, posted for half, or voided (drawn from a random stream of its own, so the transfers are the
+same ones with or without it; only some of them become holds).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 from schemas.partitioning import PartitionMap
 
@@ -38,9 +41,19 @@ class WorkloadSettings:
     hot_accounts: int = 0
     """Merchant accounts that receive `hot_share` of all transfers (and pay none)."""
     hot_share: float = 0.0
+    pending_fraction: float = 0.0
+    """Share of transfers sent as a hold and, once held, posted or voided (two-phase)."""
+    pending_half: float = 0.2
+    """Of those, the share posted for half the held amount (the rest of the hold released)."""
+    pending_void: float = 0.1
+    """Of those, the share voided (nothing moves); the others are posted in full."""
     seed: int = 1
     prefix: str = "acct"
     """Account ids are PREFIX-000000...: a run on a long-lived ledger uses its own accounts."""
+
+
+Resolution = Literal["post", "post_half", "void"]
+"""How a two-phase transfer ends, once its hold is in place."""
 
 
 @dataclass(frozen=True)
@@ -50,12 +63,20 @@ class Move:
     amount: int
     cross_shard: bool
     debit_shard: int
+    pending: Resolution | None = None
+    """None: one shot. Else held first, then posted in full, posted for half, or voided."""
+
+    @property
+    def post_amount(self) -> int:
+        """What a `post_half` posts: half the hold, at least one minor unit."""
+        return max(1, self.amount // 2)
 
 
 class Workload:
     def __init__(self, settings: WorkloadSettings, pmap: PartitionMap) -> None:
         self.settings = settings
         self.rng = random.Random(settings.seed)  # noqa: S311 - a workload, not a secret
+        self.pending_rng = random.Random(f"{settings.seed}:pending")  # noqa: S311 - its own stream
         self.accounts = [f"{settings.prefix}-{i:06d}" for i in range(settings.accounts)]
         self.shard_of = {a: pmap.shard_for(a) for a in self.accounts}
         self.by_shard: dict[int, list[str]] = {}
@@ -73,6 +94,16 @@ class Workload:
         self.cumulative = list(itertools.accumulate(weights))
 
     def next(self) -> Move:
+        move = self._one_shot()
+        s, rng = self.settings, self.pending_rng
+        if s.pending_fraction <= 0 or rng.random() >= s.pending_fraction:
+            return move
+        end = rng.random()
+        if end < s.pending_void:
+            return replace(move, pending="void")
+        return replace(move, pending="post_half" if end < s.pending_void + s.pending_half else "post")
+
+    def _one_shot(self) -> Move:
         s, rng = self.settings, self.rng
         if self.hot and rng.random() < s.hot_share:
             return self._to_merchant()

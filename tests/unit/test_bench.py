@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
+from typing import Any
 
 import click
 import pytest
 
-from deploy.bench.command import _parse_sweep, sweep_row, sweep_table
+from deploy.bench.command import _parse_sweep, bench, document_of, settings_of, sweep_row, sweep_table
 from deploy.bench.load import Recorder, closed_loop, open_loop
 from deploy.bench.meter import GENERATOR, MACHINE
 from deploy.bench.profiler import hot_functions
@@ -155,3 +157,60 @@ def test_cpu_per_transfer_is_given_with_and_without_the_load_generator() -> None
     assert report.to_json()["cpu_per_transfer_ms"] == {"machine": 2.0, "ledger": 1.5}
     assert "cpu per transfer: 2.00 ms the machine, 1.50 ms without the load generator" in report.table()
     assert RunReport("idle", "open @ 1/s", 1.0, 1.0).cpu_per_transfer_ms() == {}
+
+
+def test_the_pending_share_is_held_then_posted_or_voided_deterministically_per_seed() -> None:
+    """`--pending 0.3`: 30% of transfers are holds; of those, 1 in 5 posted for half, 1 in 10 voided."""
+    settings = WorkloadSettings(accounts=400, pending_fraction=0.3, seed=7)
+    one, other = Workload(settings, PMAP), Workload(settings, PMAP)
+    moves = [one.next() for _ in range(20_000)]
+    assert moves == [other.next() for _ in range(20_000)]
+    held = [m for m in moves if m.pending is not None]
+    assert 0.28 < len(held) / len(moves) < 0.32
+    ends = Counter(m.pending for m in held)
+    assert set(ends) == {"post", "post_half", "void"}
+    assert 0.17 < ends["post_half"] / len(held) < 0.23
+    assert 0.08 < ends["void"] / len(held) < 0.12
+    reseeded = Workload(WorkloadSettings(accounts=400, pending_fraction=0.3, seed=8), PMAP)
+    assert [m.pending for m in moves[:200]] != [reseeded.next().pending for _ in range(200)]
+
+
+def test_pending_only_marks_moves_the_seed_would_draw_anyway() -> None:
+    """The same transfers with or without --pending (same accounts, amounts): only some become holds."""
+    plain = Workload(WorkloadSettings(accounts=100, seed=5), PMAP)
+    pending = Workload(WorkloadSettings(accounts=100, seed=5, pending_fraction=0.5), PMAP)
+    before = [plain.next() for _ in range(500)]
+    after = [pending.next() for _ in range(500)]
+    assert all(m.pending is None for m in before)
+    assert [replace(m, pending=None) for m in after] == before
+
+
+async def test_two_phase_transfers_are_their_own_latency_path() -> None:
+    recorder = Recorder()
+    workload = Workload(WorkloadSettings(accounts=50, pending_fraction=1.0), PMAP)
+    move = workload.next()
+    assert move.pending is not None
+    answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    recorder.track(move, 0.0, answer)
+    answer.set_result("pending post completed")
+    assert await recorder.drain(1) == 0
+    report = RunReport.of("ledger", "open", 1, recorder, 0.0, 0.0, 1e9, 0)
+    assert set(report.latency) == {"all", "pending", f"shard {move.debit_shard}"}
+    assert report.outcomes == Counter({"pending post completed": 1})
+    assert "pending" in report.to_json()["latency_ms"]
+
+
+def test_the_pending_option_parses_reads_its_variable_and_is_in_the_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def parsed(*args: str) -> dict[str, Any]:
+        return dict(bench.make_context("bench", list(args)).params)
+
+    assert settings_of(parsed())[0].pending_fraction == 0.0
+    workload, load = settings_of(parsed("--pending", "0.3"))
+    assert workload.pending_fraction == 0.3
+    assert document_of(parsed("--pending", "0.3"), workload, load)["workload"]["pending_fraction"] == 0.3
+    monkeypatch.setenv("LEDGER_BENCH_PENDING", "0.25")
+    assert settings_of(parsed())[0].pending_fraction == 0.25
+    with pytest.raises(click.BadParameter):
+        parsed("--pending", "1.5")
