@@ -155,17 +155,22 @@ def _counts(history: History, answered: bool) -> dict[str, Any]:
 def _pending_counts(history: History, finals: Mapping[str, Observed]) -> dict[str, Any]:
     """Two-phase transfers: how the holds ended, and what became of the posts and voids sent."""
     held = {r.transfer_id for r in history.results if r.state == PENDING}
-    commands = {s.transfer_id: s.command for s in history.sent if s.kind == "original"}
+    commands = {
+        s.transfer_id: "post_less" if s.command == "post" and s.amount is not None else s.command
+        for s in history.sent
+        if s.kind == "original"
+    }
 
     def said(r: Observed | None) -> str:
         return "unanswered" if r is None else r.state + (f" ({r.reason})" if r.reason else "")
 
-    ids = {k: [t for t, c in commands.items() if c == k] for k in ("pending", "post", "void")}
+    ids = {k: [t for t, c in commands.items() if c == k] for k in ("pending", "post", "post_less", "void")}
     return {
         "sent": len(ids["pending"]),
         "held": len(held),
         "by_end_state": dict(Counter(said(finals.get(t)) for t in ids["pending"]).most_common()),
-        "posts": dict(Counter(said(finals.get(t)) for t in ids["post"]).most_common()),
+        "posts_in_full": dict(Counter(said(finals.get(t)) for t in ids["post"]).most_common()),
+        "posts_for_less": dict(Counter(said(finals.get(t)) for t in ids["post_less"]).most_common()),
         "voids": dict(Counter(said(finals.get(t)) for t in ids["void"]).most_common()),
         "resolutions_duplicated": sum(
             s.kind == "duplicate" and s.command in ("post", "void") for s in history.sent
