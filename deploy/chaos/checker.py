@@ -23,8 +23,15 @@ INVARIANTS = {
     "I6": "each shard's balances equal the replay of its journal",
     "I7": "every shard's hash chain verifies",
     "I8": "liveness: after healing, every saga is terminal within the bound",
+    "I9": "a pending transfer whose hold was placed ends exactly once: posted, voided or expired",
+    "I10": "a posted amount never exceeds its hold, and is what the post asked for",
+    "I11": "when every hold is resolved, no pending balance remains: nothing reserved or pending",
+    "I12": "no post after a void or expiry, no void after a post or expiry",
 }
 REUSED = "transfer_id_reused"
+PENDING = "pending"  # a pending transfer's first result: its hold is in place; not terminal
+ENDS = ("completed", "voided", "expired")  # how a pending transfer whose hold was placed ends
+WON = {"post": "completed", "void": "voided"}  # the result of a post or void that resolved its hold
 TRANSIT_PREFIX = transit_account("")  # the shards' suspense accounts may go below zero
 
 
@@ -35,6 +42,11 @@ class Sent:
     """request_fingerprint of the body sent."""
     kind: str = "original"
     """original | duplicate (same id, same body) | reused (same id, another body)."""
+    command: str = "transfer"
+    """What was sent: transfer | pending (a hold) | post | void (of the pending transfer pending_id)."""
+    amount: int | None = None
+    """A pending transfer's hold; a post's amount (None: the whole hold)."""
+    pending_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,10 @@ class Observed:
     state: str
     reason: str | None
     fingerprint: str
+    amount: int | None = None
+    """A post's result: the amount posted; a transfer's: its amount."""
+    pending_id: str | None = None
+    """A post's or void's result: the pending transfer it resolved (or tried to)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,16 @@ class ShardState:
     currencies: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Resolver:
+    """A post or void, as the coordinator keeps it (a row of its own, not a saga)."""
+
+    pending_id: str
+    status: str
+    amount: int
+    """A post's amount (the hold's when posted in full)."""
+
+
 @dataclass
 class LedgerState:
     """The ledger after healing, read in one snapshot."""
@@ -88,7 +114,9 @@ class LedgerState:
     """transfer id -> the fingerprint of the body the coordinator accepted under it."""
     shards: dict[int, ShardState]
     unsettled: list[str] = field(default_factory=list)
-    """Sagas still in flight when the liveness bound ran out."""
+    """Sagas still in flight (or still pending) when the liveness bound ran out."""
+    resolvers: dict[str, Resolver] = field(default_factory=dict)
+    """transfer id of a post or void -> its row."""
 
 
 def check(history: History, ledger: LedgerState) -> dict[str, list[str]]:
@@ -110,6 +138,10 @@ def check(history: History, ledger: LedgerState) -> dict[str, list[str]]:
             if (broken := first_break(shard.journal)) is not None
         ],
         "I8": [f"{t}: still in flight after healing" for t in sorted(ledger.unsettled)],
+        "I9": _ends_once(history, ledger),
+        "I10": _posted_within_hold(history, ledger),
+        "I11": _nothing_pending(ledger),
+        "I12": _no_resolution_after_end(history, ledger),
     }
 
 
@@ -145,17 +177,18 @@ def _limits(history: History, ledger: LedgerState) -> list[str]:
 def _results(history: History, ledger: LedgerState) -> list[str]:
     outcomes: dict[str, set[tuple[str, str | None]]] = defaultdict(set)
     for r in history.results:
-        if r.reason != REUSED:
+        if r.reason != REUSED and r.state != PENDING:
             outcomes[r.transfer_id].add((r.state, r.reason))
     found = []
     for t in sorted({s.transfer_id for s in history.sent if s.kind == "original"}):
         seen = outcomes.get(t, set())
+        kept = ledger.sagas.get(t) or ledger.resolvers.get(t)  # a post or void is a row, not a saga
         if not seen:
             found.append(f"{t}: no terminal result")
         elif len(seen) > 1:
             found.append(f"{t}: conflicting results {sorted(seen, key=str)}")
-        elif (saga := ledger.sagas.get(t)) is not None and saga.status != next(iter(seen))[0]:
-            found.append(f"{t}: result {next(iter(seen))[0]}, ledger says {saga.status}")
+        elif kept is not None and kept.status != next(iter(seen))[0]:
+            found.append(f"{t}: result {next(iter(seen))[0]}, ledger says {kept.status}")
     return found
 
 
@@ -186,9 +219,133 @@ def _views(ledger: LedgerState) -> dict[int, ShardView]:
 
 
 def _replayed(shard: ShardState) -> dict[str, Balance]:
-    holds = [
-        (op.account_id, op.amount)
-        for (_, kind), op in shard.operations.items()
-        if kind == "hold" and op.state == "held"
-    ]
-    return replay(((e.account_id, e.amount) for e in shard.journal), holds)
+    """Balances from the journal, the open holds and the open pending credits (as the shard's
+    audit replays them: a credit operation still `held` is a pending transfer's, not yet posted)."""
+    open_ = [(kind, op) for (_, kind), op in shard.operations.items() if op.state == "held"]
+    return replay(
+        ((e.account_id, e.amount) for e in shard.journal),
+        [(op.account_id, op.amount) for kind, op in open_ if kind == "hold"],
+        [(op.account_id, op.amount) for kind, op in open_ if kind == "credit"],
+    )
+
+
+# --- two-phase transfers ------------------------------------------------------------------------
+
+
+def _pending_sent(history: History) -> dict[str, Sent]:
+    """Each pending transfer the workload sent (its first send), by transfer id."""
+    found: dict[str, Sent] = {}
+    for s in history.sent:
+        if s.command == "pending" and s.kind == "original":
+            found.setdefault(s.transfer_id, s)
+    return found
+
+
+def _finals(history: History) -> dict[str, set[str]]:
+    """Transfer id -> the distinct non-pending states of its results (reused ids' answers aside)."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for r in history.results:
+        if r.reason != REUSED and r.state != PENDING:
+            found[r.transfer_id].add(r.state)
+    return found
+
+
+def _winners(history: History, ledger: LedgerState) -> dict[str, set[str]]:
+    """Pending transfer id -> the posts and voids that resolved it, by their results (a completed
+    post, a voided void) and by the ledger's rows of them."""
+    resolving = {s.transfer_id: s for s in history.sent if s.command in WON and s.pending_id is not None}
+    found: dict[str, set[str]] = defaultdict(set)
+    for r in history.results:
+        if (s := resolving.get(r.transfer_id)) is not None and r.state == WON[s.command]:
+            found[s.pending_id or ""].add(r.transfer_id)
+    for t, row in ledger.resolvers.items():
+        if row.status in WON.values():
+            found[row.pending_id].add(t)
+    return found
+
+
+def _ends_once(history: History, ledger: LedgerState) -> list[str]:
+    placed = {r.transfer_id for r in history.results if r.state == PENDING}
+    finals, winners = _finals(history), _winners(history, ledger)
+    found = []
+    for t in sorted(_pending_sent(history)):
+        ends = finals.get(t, set()) & set(ENDS)
+        if t not in placed and not ends:
+            continue  # its hold was never placed (rejected): I4 judges its one result
+        if t not in placed:
+            found.append(f"{t}: ended {sorted(ends)} without a pending result first")
+        if not ends:
+            found.append(f"{t}: hold placed, no final result (completed, voided or expired)")
+        elif len(finals[t]) > 1:
+            found.append(f"{t}: ended more than once: {sorted(finals[t])}")
+        elif (saga := ledger.sagas.get(t)) is not None and saga.status not in (*ends, "in_flight"):
+            found.append(f"{t}: ended {next(iter(ends))}, ledger says {saga.status}")
+        by = sorted(winners.get(t, ()))
+        if len(by) > 1:
+            found.append(f"{t}: resolved by more than one post or void: {by}")
+        elif ends == {"expired"} and by:
+            found.append(f"{t}: expired, yet {by[0]} resolved it")
+        elif ends & set(WON.values()) and not by:
+            found.append(f"{t}: {next(iter(ends))} by no post or void that says so")
+    return found
+
+
+def _posted_within_hold(history: History, ledger: LedgerState) -> list[str]:
+    """What moved under a pending transfer's id (its journal entries on accounts, transit aside)
+    against its hold and against the amount its winning post reports."""
+    moved: dict[str, tuple[int, int]] = {}  # transfer id -> (paid out, paid in)
+    for shard in ledger.shards.values():
+        for e in shard.journal:
+            if not e.account_id.startswith(TRANSIT_PREFIX):
+                out, in_ = moved.get(e.transfer_id, (0, 0))
+                moved[e.transfer_id] = (out - min(e.amount, 0), in_ + max(e.amount, 0))
+    posts = {s.transfer_id: s.pending_id for s in history.sent if s.command == "post"}
+    posted = {
+        r.pending_id or posts[r.transfer_id]: r.amount
+        for r in history.results
+        if r.transfer_id in posts and r.state == "completed"
+    }
+    found = []
+    for t, sent in sorted(_pending_sent(history).items()):
+        out, in_ = moved.get(t, (0, 0))
+        hold = sent.amount or 0
+        if max(out, in_) > hold:
+            found.append(f"{t}: {max(out, in_)} moved from a hold of {hold}")
+        if t in posted and (out, in_) != (posted[t], posted[t]):
+            found.append(f"{t}: posted {posted[t]}, moved {out} out and {in_} in")
+    return found
+
+
+def _nothing_pending(ledger: LedgerState) -> list[str]:
+    """Every hold resolved (after healing): no balance reserved or pending, no operation held. A
+    saga still open then is I8's to report; what it still holds is reported here as well."""
+    found = []
+    for s, shard in sorted(ledger.shards.items()):
+        for account, b in sorted(shard.balances.items()):
+            if b.reserved or b.pending_credit:
+                found.append(
+                    f"shard {s}: {account}: reserved {b.reserved}, pending credit {b.pending_credit}"
+                )
+        for (t, kind), op in sorted(shard.operations.items()):
+            if op.state == "held":
+                found.append(f"shard {s}: {t}: {kind} of {op.account_id} {op.amount} still held")
+    return found
+
+
+def _no_resolution_after_end(history: History, ledger: LedgerState) -> list[str]:
+    """A post that completed (or a void that voided) a pending transfer that ended otherwise."""
+    finals = _finals(history)
+    found = []
+    for s in history.sent:
+        if s.command not in WON or s.kind != "original" or s.pending_id is None:
+            continue
+        row = ledger.resolvers.get(s.transfer_id)
+        won = WON[s.command] in finals.get(s.transfer_id, ()) or (
+            row is not None and row.status == WON[s.command]
+        )
+        saga = ledger.sagas.get(s.pending_id)
+        ended = (finals.get(s.pending_id, set()) & set(ENDS)) | ({saga.status} if saga else set())
+        other = sorted(ended & set(ENDS) - {WON[s.command]})
+        if won and other:
+            found.append(f"{s.transfer_id}: {s.command} of {s.pending_id} succeeded, which ended {other[0]}")
+    return found

@@ -89,6 +89,7 @@ def table(report: dict[str, Any]) -> str:
         f" {t['account_freezes']} account freezes;"
         f" all answered within the bound: {t['all_answered_within_bound']}",
         f"  rejected and compensated, by reason: {t['by_reason']}",
+        *_pending_lines(t.get("pending")),
         f"  every saga terminal {report['settled_after_heal_s']} s after the final heal",
         *(f"  skipped {kind}: {reason}" for kind, reason in report["skipped_kinds"].items()),
         "  faults (recovery: from the heal to the first new completion; settled: until every transfer"
@@ -107,7 +108,17 @@ def table(report: dict[str, Any]) -> str:
         )
     lines.append("  invariants:")
     for name, v in report["violations"].items():
-        lines.append(f"    {name} {v['count']:>4} violations  {v['invariant']}")
+        lines.append(f"    {name:<3} {v['count']:>4} violations  {v['invariant']}")
         lines.extend(f"         {example}" for example in v["examples"])
     lines.append(f"  {'PASSED' if report['passed'] else 'FAILED'}")
     return "\n".join(lines)
+
+
+def _pending_lines(p: dict[str, Any] | None) -> list[str]:
+    if not p:
+        return []
+    return [
+        f"  pending transfers: {p['sent']} sent, {p['held']} held; ended {p['by_end_state']}",
+        f"    posts in full {p['posts_in_full']}; posts for less {p['posts_for_less']};"
+        f" voids {p['voids']}; {p['resolutions_duplicated']} posts and voids sent twice",
+    ]

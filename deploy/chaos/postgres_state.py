@@ -12,12 +12,14 @@ import asyncpg
 
 from coordinator.adapters.postgres_reconcile import read_snapshot
 from coordinator.saga.reconciliation import OperationView, SagaView
-from deploy.chaos.checker import LedgerState, ShardState
+from deploy.chaos.checker import LedgerState, Resolver, ShardState
 from infra.config import LedgerConfig
 from infra.postgres_migrations import quoted_schema
 from shards.adapters.postgres_shard_store import to_micros
 from shards.domain.chain import ChainedEntry
 from shards.domain.replay import Balance
+
+OPEN_STATUSES = ("in_flight", "pending")
 
 
 async def read_ledger(config: LedgerConfig, shards: list[int]) -> LedgerState:
@@ -29,11 +31,22 @@ async def read_ledger(config: LedgerConfig, shards: list[int]) -> LedgerState:
 async def _coordinator(conn: asyncpg.Connection, schema: str) -> LedgerState:
     rows = await conn.fetch(
         "SELECT transfer_id, status, debit_account, credit_account, amount, currency, debit_shard,"
-        f" credit_shard, fingerprint FROM {schema}.transfers"
+        " credit_shard, pending_timeout_ms IS NOT NULL, post_amount, fingerprint, pending_id"
+        f" FROM {schema}.transfers"
     )
-    sagas = {r[0]: SagaView(*r[:8]) for r in rows if r["debit_shard"] is not None}
-    unsettled = [r[0] for r in rows if r["status"] == "in_flight"]
-    return LedgerState(sagas, {r[0]: r["fingerprint"] for r in rows}, {}, unsettled)
+    # A post or void of a pending transfer is a row of its own, not a saga: its effects are its
+    # pending transfer's (reconciliation skips it likewise).
+    sagas = {
+        r[0]: SagaView(*r[:10]) for r in rows if r["debit_shard"] is not None and r["pending_id"] is None
+    }
+    resolvers = {
+        r[0]: Resolver(r["pending_id"], r["status"], r["amount"])
+        for r in rows
+        if r["pending_id"] is not None and r["amount"] is not None
+    }
+    # A pending saga left pending after healing is as stuck as one in flight (its hold times out).
+    unsettled = [r[0] for r in rows if r["status"] in OPEN_STATUSES]
+    return LedgerState(sagas, {r[0]: r["fingerprint"] for r in rows}, {}, unsettled, resolvers)
 
 
 async def _shard(conn: asyncpg.Connection, schema: str) -> ShardState:
@@ -53,17 +66,18 @@ async def _shard(conn: asyncpg.Connection, schema: str) -> ShardState:
     ):
         state.operations[(r[0], r[1])] = OperationView(r[2], r[3], r[4])
     for r in await conn.fetch(
-        "SELECT a.account_id, a.currency, a.overdraft_limit, b.posted, b.reserved"
+        "SELECT a.account_id, a.currency, a.overdraft_limit, b.posted, b.reserved, b.pending_credit"
         f" FROM {schema}.accounts a JOIN {schema}.balances b USING (account_id)"
     ):
-        state.balances[r[0]] = Balance(r[3], r[4])
+        state.balances[r[0]] = Balance(r[3], r[4], r[5])
         state.currencies[r[0]] = r[1].strip()
         state.floors[r[0]] = -r[2]
     return state
 
 
 async def wait_sagas_end(config: LedgerConfig, within_s: float) -> float | None:
-    """Seconds until no saga is in flight, or None when the bound ran out."""
+    """Seconds until no saga is in flight or pending (every hold resolved), or None when the bound
+    ran out."""
     schema = quoted_schema(config.namespace.coordinator_schema)
     start = time.monotonic()
     while time.monotonic() - start < within_s:
@@ -71,7 +85,8 @@ async def wait_sagas_end(config: LedgerConfig, within_s: float) -> float | None:
             conn = await asyncpg.connect(config.database_url, timeout=5)
             try:
                 left = await conn.fetchval(
-                    f"SELECT count(*) FROM {schema}.transfers WHERE status = 'in_flight'"
+                    f"SELECT count(*) FROM {schema}.transfers WHERE status = ANY($1::text[])",
+                    list(OPEN_STATUSES),
                 )
             finally:
                 await conn.close()

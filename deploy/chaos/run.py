@@ -7,12 +7,12 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from deploy.chaos.checker import INVARIANTS, REUSED, History, Observed, check
+from deploy.chaos.checker import INVARIANTS, PENDING, REUSED, History, Observed, check
 from deploy.chaos.iptables import sweep_stale, unavailable_reason
 from deploy.chaos.nemesis import Nemesis
 from deploy.chaos.postgres_state import read_ledger, wait_sagas_end
@@ -58,7 +58,7 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
     planned = plan(settings.seed, settings.duration_s, settings.fault_s, settings.calm_s, kinds, targets)
     sweep_stale()
     nemesis = Nemesis(stack, config)
-    workload = ChaosWorkloadSettings(**(asdict(settings.workload) | {"seed": settings.seed}))
+    workload = replace(settings.workload, seed=settings.seed)
     async with ChaosClient(config, pmap, workload) as client:
         await client.prepare()
         t0 = time.monotonic()
@@ -134,9 +134,9 @@ def _absorbed(history: History, idempotence_violations: list[str]) -> int:
 
 
 def _counts(history: History, answered: bool) -> dict[str, Any]:
-    firsts: dict[str, Observed] = {}
+    firsts: dict[str, Observed] = {}  # each transfer's first final result (a hold's `pending` is not)
     for r in history.results:
-        if r.reason != REUSED:
+        if r.reason != REUSED and r.state != PENDING:
             firsts.setdefault(r.transfer_id, r)
     states = Counter(r.state for r in firsts.values())
     reasons = Counter(f"{r.state} ({r.reason})" for r in firsts.values() if r.reason is not None)
@@ -148,6 +148,33 @@ def _counts(history: History, answered: bool) -> dict[str, Any]:
         "by_state": dict(states),
         "by_reason": dict(reasons.most_common()),
         "all_answered_within_bound": answered,
+        "pending": _pending_counts(history, firsts),
+    }
+
+
+def _pending_counts(history: History, finals: Mapping[str, Observed]) -> dict[str, Any]:
+    """Two-phase transfers: how the holds ended, and what became of the posts and voids sent."""
+    held = {r.transfer_id for r in history.results if r.state == PENDING}
+    commands = {
+        s.transfer_id: "post_less" if s.command == "post" and s.amount is not None else s.command
+        for s in history.sent
+        if s.kind == "original"
+    }
+
+    def said(r: Observed | None) -> str:
+        return "unanswered" if r is None else r.state + (f" ({r.reason})" if r.reason else "")
+
+    ids = {k: [t for t, c in commands.items() if c == k] for k in ("pending", "post", "post_less", "void")}
+    return {
+        "sent": len(ids["pending"]),
+        "held": len(held),
+        "by_end_state": dict(Counter(said(finals.get(t)) for t in ids["pending"]).most_common()),
+        "posts_in_full": dict(Counter(said(finals.get(t)) for t in ids["post"]).most_common()),
+        "posts_for_less": dict(Counter(said(finals.get(t)) for t in ids["post_less"]).most_common()),
+        "voids": dict(Counter(said(finals.get(t)) for t in ids["void"]).most_common()),
+        "resolutions_duplicated": sum(
+            s.kind == "duplicate" and s.command in ("post", "void") for s in history.sent
+        ),
     }
 
 

@@ -1,6 +1,7 @@
-"""The chaos workload: transfers between a fixed set of accounts with a known total, duplicates of
-some commands (identical, and the same id with another body) and balance reads, every one of
-them recorded into the History the checker judges.
+"""The chaos workload: transfers between a fixed set of accounts with a known total, some of them
+two-phase (held, then posted, posted for less, voided or left to expire: pending_workload.py),
+duplicates of some commands (identical, and the same id with another body) and balance reads,
+every one of them recorded into the History the checker judges.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -20,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from deploy.bench.workload import Workload, WorkloadSettings
 from deploy.chaos.checker import BalanceRead, History, Observed, Sent
+from deploy.chaos.pending_workload import PendingSettings, hold_then_resolve, plan, sent_record
 from deploy.ledger_client import LedgerClient, Result
 from deploy.stack import ISSUER
 from infra.config import LedgerConfig
@@ -28,9 +30,9 @@ from schemas.partitioning import PartitionMap
 from schemas.public import (
     FreezeAccount,
     OpenAccountRequest,
+    TransferCommand,
     TransferFunds,
     UnfreezeAccount,
-    request_fingerprint,
 )
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class ChaosWorkloadSettings:
     freeze_every_s: float = 2.0
     """One account at a time is frozen, another every this many seconds: a cross-shard credit to
     it is refused after its debit was reserved, so the saga compensates (0: never)."""
+    pending: PendingSettings = field(default_factory=PendingSettings)
+    """Two-phase transfers: their share of the moves, timeouts, and how they are resolved."""
     seed: int = 1
 
 
@@ -72,6 +76,8 @@ class ChaosClient:
         )  # fmt: skip
         self.rng = random.Random(settings.seed + 1)  # noqa: S311 - a workload, not a secret
         self.sent: list[Sent] = []
+        self.pending_ids: set[str] = set()
+        """The pending transfers sent: settled only by a final (not `pending`) result."""
         self.results: list[Observed] = []
         self.reads: list[BalanceRead] = []
         self.issued = 0
@@ -128,6 +134,11 @@ class ChaosClient:
         """Draw the next transfer, sometimes with a duplicate or a reused id after it, and send
         them in the background, in that order: a send held up by a fault holds up no other."""
         move = self.moves.next()
+        if self.rng.random() < self.settings.pending.share:
+            pending = plan(move, self.rng, self.settings.pending)
+            self.pending_ids.add(pending.hold.transfer_id)
+            self._background(hold_then_resolve(pending, self.send, lambda t: t in self.ledger.by_id))
+            return
         command = TransferFunds(str(uuid.uuid4()), move.debit, move.credit, move.amount, "EUR")
         batch = [(command, "original")]
         draw = self.rng.random()
@@ -160,7 +171,7 @@ class ChaosClient:
         task.add_done_callback(self._pending.discard)
         return task
 
-    async def _send_in_order(self, batch: list[tuple[TransferFunds, str]]) -> None:
+    async def _send_in_order(self, batch: Sequence[tuple[TransferCommand, str]]) -> None:
         for command, kind in batch:
             await self.send(command, kind)
 
@@ -180,8 +191,8 @@ class ChaosClient:
     async def _account_command(self, command: FreezeAccount | UnfreezeAccount) -> None:
         await self.ledger.send_until_acknowledged(command)
 
-    async def send(self, command: TransferFunds, kind: str = "original") -> None:
-        self.sent.append(Sent(command.transfer_id, request_fingerprint(command), kind))
+    async def send(self, command: TransferCommand, kind: str = "original") -> None:
+        self.sent.append(sent_record(command, kind))
         self.sent_at.setdefault(command.transfer_id, time.monotonic())
         await self.ledger.send_until_acknowledged(command)
 
@@ -227,18 +238,24 @@ class ChaosClient:
         self.results.append(
             Observed(
                 key, str(result["message_id"]), str(result["state"]), result.get("reason"),
-                str(result.get("request_fingerprint")),
+                str(result.get("request_fingerprint")), result.get("amount"), result.get("pending_id"),
             )
         )  # fmt: skip
 
     async def wait_settled(self, within_s: float) -> bool:
-        """Wait until every transfer sent has a result; False when the bound ran out."""
+        """Wait until every transfer sent has a result (a pending transfer: its final one, so that
+        every hold has been resolved); False when the bound ran out."""
         wanted = {s.transfer_id for s in self.sent}
         try:
-            await self._wait_for(lambda: all(t in self.ledger.by_id for t in wanted), within_s)
+            await self._wait_for(lambda: all(self._settled(t) for t in wanted), within_s)
         except TimeoutError:
             return False
         return True
+
+    def _settled(self, transfer_id: str) -> bool:
+        if transfer_id in self.pending_ids:
+            return self.ledger.final(transfer_id) is not None
+        return transfer_id in self.ledger.by_id
 
     async def _wait_for(self, done: Callable[[], bool], within_s: float) -> None:
         async with asyncio.timeout(within_s):

@@ -4,12 +4,18 @@ each transfer was first answered and when each completed result arrived."""
 
 from __future__ import annotations
 
+import random
+from collections import Counter
+
 import orjson
 
-from deploy.chaos.checker import Observed
+from deploy.bench.workload import Move
+from deploy.chaos.checker import Observed, Sent
+from deploy.chaos.pending_workload import PendingSettings, plan, sent_record
 from deploy.chaos.workload import ChaosClient, ChaosWorkloadSettings
 from infra.config import LedgerConfig
 from schemas.partitioning import PartitionMap
+from schemas.public import PostPendingTransfer, TransferFunds, VoidPendingTransfer, request_fingerprint
 from schemas.topics import Namespace
 
 
@@ -42,3 +48,46 @@ async def test_each_distinct_result_is_observed_once_with_its_times() -> None:
     assert len(client.completed_at) == 1
     assert client.answered_at["t1"] == client.completed_at[0]
     assert (client.ledger.result("c1") or {}).get("outcome") == "done"
+
+
+def test_pending_transfers_are_planned_in_every_way_and_recorded_for_what_they_are() -> None:
+    rng, settings = random.Random(5), PendingSettings()
+    move = Move("chaos-000001", "chaos-000002", 500, True, 0)
+    plans = [plan(move, rng, settings) for _ in range(400)]
+    assert all(1_000 <= p.hold.pending_timeout_ms <= 4_000 for p in plans if p.hold.pending_timeout_ms)
+    assert all(0 <= p.delay_s <= settings.resolve_within_s for p in plans)
+    ways = Counter(
+        "expire" if p.resolution is None
+        else "void" if isinstance(p.resolution, VoidPendingTransfer)
+        else "post" if p.resolution.amount is None else "post_less"
+        for p in plans
+    )  # fmt: skip
+    assert set(ways) == {"post", "post_less", "void", "expire"}
+    assert min(ways.values()) > 60
+    assert all(
+        0 < r.amount < 500 for p in plans if isinstance(r := p.resolution, PostPendingTransfer) and r.amount
+    )
+    assert 40 < sum(p.duplicate for p in plans if p.resolution is not None) < 120
+    p = next(p for p in plans if isinstance(p.resolution, PostPendingTransfer) and p.resolution.amount)
+    assert isinstance(p.resolution, PostPendingTransfer)
+    assert sent_record(p.hold, "original") == Sent(
+        p.hold.transfer_id, request_fingerprint(p.hold), "original", "pending", 500
+    )
+    assert sent_record(p.resolution, "duplicate") == Sent(
+        p.resolution.transfer_id, request_fingerprint(p.resolution), "duplicate", "post",
+        p.resolution.amount, p.hold.transfer_id,
+    )  # fmt: skip
+    void = VoidPendingTransfer("v", p.hold.transfer_id)
+    assert sent_record(void, "original").command == "void"
+    plain = TransferFunds("t", "a", "b", 5, "EUR")
+    assert sent_record(plain, "original").command == "transfer"
+
+
+async def test_a_post_result_is_observed_with_its_amount_and_pending_transfer() -> None:
+    config = LedgerConfig("postgresql://a@h/db", "127.0.0.1:1", Namespace("t_"))
+    client = ChaosClient(config, PartitionMap.initial(2), ChaosWorkloadSettings(accounts=4))  # never started
+    client.ledger._record(
+        orjson.dumps({"type": "TransferResult", "message_id": "m1", "transfer_id": "q1", "state": "completed",
+                      "reason": None, "request_fingerprint": "fp", "amount": 60, "pending_id": "p1"})
+    )  # fmt: skip
+    assert client.results == [Observed("q1", "m1", "completed", None, "fp", 60, "p1")]
