@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.saga.reconciliation import Violation, reconcile
+from deploy.demo_scenes import Scene, card_authorization
 from deploy.ledger_client import LedgerClient
 from deploy.stack import ISSUERS
 from infra.config import LedgerConfig
@@ -53,6 +54,7 @@ class DemoReport:
     latencies_ms: list[float]
     examples: dict[str, dict[str, object]]
     violations: list[Violation]
+    scenes: list[Scene]
 
     def percentile(self, p: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -120,6 +122,7 @@ async def run_demo(config: LedgerConfig, api_url: str, api_token: str, settings:
         elapsed = time.monotonic() - started
         got = {t.transfer_id: client.by_id[t.transfer_id][0] for t in work}
         arrived = dict(client.arrived)
+        scenes = await _scenes(client, api_url, api_token, customers, settings, pmap)
 
     outcomes = Counter((str(got[t.transfer_id]["state"]), _reason(got[t.transfer_id])) for t in work)
     cross = sum(1 for t in work if pmap.shard_for(t.debit_account) != pmap.shard_for(t.credit_account))
@@ -133,7 +136,25 @@ async def run_demo(config: LedgerConfig, api_url: str, api_token: str, settings:
         [(arrived[i] - sent[i]) * 1000 for i in sent],
         examples,
         reconcile(sagas, views),
+        scenes,
     )
+
+
+async def _scenes(
+    client: LedgerClient,
+    api_url: str,
+    api_token: str,
+    customers: dict[str, str],
+    settings: DemoSettings,
+    pmap: PartitionMap,
+) -> list[Scene]:
+    """The scenes users recognize, between active EUR customers on two shards."""
+    active = [c for c, currency in customers.items() if currency == "EUR"][settings.frozen :]
+    cardholder = active[0]
+    merchant = next(c for c in active if pmap.shard_for(c) != pmap.shard_for(cardholder))
+    bearer = {"Authorization": f"Bearer {api_token}"}
+    async with aiohttp.ClientSession(headers=bearer, raise_for_status=True) as http:
+        return [await card_authorization(client, http, api_url, cardholder, merchant)]
 
 
 def _reason(result: dict[str, object]) -> str | None:
@@ -185,6 +206,10 @@ def show(report: DemoReport) -> None:
         print(f"  {count:6d}  {state}{f' ({reason})' if reason else ''}")
     for label, body in report.examples.items():
         print(f"\nstatus of {label}:\n{json.dumps(body, indent=2)}")
+    for scene in report.scenes:
+        print(f"\n{scene.title}:")
+        for what, shown in scene.steps:
+            print(f"  {what}: {json.dumps(shown)}")
     print(f"\nreconciliation: {len(report.violations)} violations")
     for v in report.violations[:20]:
         print(f"  {v.check}: {v.subject}: {v.detail}")

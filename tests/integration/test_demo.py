@@ -33,6 +33,12 @@ def test_the_demo_runs_and_reconciles(tmp_path: Path) -> None:
     for outcome in ("completed", "rejected (insufficient_funds)", "compensated (account_frozen)"):
         assert outcome in out, outcome
     assert '"state": "compensated"' in out, "a status query of a compensated saga is shown"
+    # The card authorization scene: held (pending), settled for less, balances at each moment.
+    assert "card authorization:" in out
+    assert '"state": "pending"' in out
+    assert '"state": "completed", "reason": null, "amount": 9500' in out
+    assert '"pending_debits": 12000' in out, "the hold shows as a pending debit"
+    assert '"pending_credits": 12000' in out, "and as the merchant's pending credit"
     assert "stack stopped" in out
     assert " in EUR" in out, "customers hold two currencies, each funded by its own issuance account"
     assert " in USD" in out
