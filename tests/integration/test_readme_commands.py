@@ -220,6 +220,46 @@ def test_transfer_without_wait_only_sends(dev_stack: DevStack, accounts: Account
     assert json.loads(sent.stdout) == {"transfer_id": tid, "sent": True}
 
 
+def test_a_hold_posted_for_less_voided_and_expired_with_its_exit_codes(
+    dev_stack: DevStack, accounts: Accounts
+) -> None:
+    (holder,), (shop,) = _accounts_on(0, "holder", 1), _accounts_on(1, "shop", 1)
+    for account in (holder, shop):
+        assert dev_stack.ledger("open-account", account, "--currency", "EUR").returncode == 0
+    assert _transfer(dev_stack, accounts.issuer, holder, 1_000, "--wait").returncode == 0
+
+    def hold(amount: int, pending: str) -> str:
+        held = _transfer(dev_stack, holder, shop, amount, "--pending", pending, "--wait")
+        assert held.returncode == 0, held.stdout + held.stderr  # 0: the hold is in place
+        assert json.loads(held.stdout)["state"] == "pending"
+        return str(json.loads(held.stdout)["transfer_id"])
+
+    card = hold(600, "10m")
+    shown = json.loads(dev_stack.ledger("balance", holder, principal=None).stdout)
+    assert (shown["posted"], shown["pending_debits"], shown["available"]) == (1_000, 600, 400)
+    posted = dev_stack.ledger("post", card, "--amount", "450", "--wait", principal="client")
+    assert posted.returncode == 0, posted.stdout + posted.stderr
+    assert json.loads(posted.stdout)["state"] == "completed"
+    late = dev_stack.ledger("void", card, "--wait", principal="client")
+    assert late.returncode == 3, late.stdout + late.stderr
+    assert json.loads(late.stdout)["reason"] == "pending_transfer_already_posted"
+
+    released = dev_stack.ledger("void", hold(100, "10m"), "--wait", principal="client")
+    assert released.returncode == 0, released.stdout + released.stderr
+    assert json.loads(released.stdout)["state"] == "voided"
+
+    lapsing = hold(50, "1s")
+    deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
+    while json.loads(dev_stack.ledger("status", lapsing, principal=None).stdout)["state"] == "pending":
+        assert dt.datetime.now(dt.UTC) < deadline, "the hold never expired"
+    expired = dev_stack.ledger("post", lapsing, "--wait", principal="client")
+    assert expired.returncode == 5, expired.stdout + expired.stderr
+    assert json.loads(expired.stdout)["reason"] == "pending_transfer_expired"
+    final = json.loads(dev_stack.ledger("balance", holder, principal=None).stdout)
+    assert (final["posted"], final["pending_debits"], final["available"]) == (550, 0, 550)
+    assert json.loads(dev_stack.ledger("balance", shop, principal=None).stdout)["pending_credits"] == 0
+
+
 # --- the read commands, as the read-only database role --------------------------------------------
 
 
