@@ -24,8 +24,15 @@ VERSION: Final = 1
 MAX_INTERNAL_BYTES: Final = 64 * 1024
 """The largest valid message, an OpenAccount with 16 metadata entries of the longest keys and
 values, every character written as an escaped surrogate pair (12 bytes), is under 64 KiB."""
-MAX_INTERNAL_DEPTH: Final = 2
-"""A command's metadata is the deepest a valid message goes: the top-level object is depth 1."""
+MAX_INTERNAL_DEPTH: Final = 3
+"""An ApplyLegs command's legs are the deepest a valid message goes: the top-level object is
+depth 1, its list of legs 2, each leg 3 (a command's metadata is 2)."""
+MAX_LEGS: Final = 100
+"""Legs of one linked batch, and so at most on one shard."""
+LEG_STEPS: Final = frozenset({
+    "reserve", "credit", "commit", "release", "cancel", "hold_credit", "settle", "post_hold",
+})  # fmt: skip
+"""What an ApplyLegs command does to each of its legs: the single-leg command of that name."""
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -176,6 +183,30 @@ class VoidPending:
     credit_account: str
 
 
+# --- linked batches: one step for every leg a shard holds, all or none ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One leg of a linked batch as a shard sees it: its own transfer id, and this shard's side."""
+
+    transfer_id: str
+    account_id: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyLegs:
+    """One step (LEG_STEPS) of a linked batch for every leg on this shard, in one transaction: all
+    legs, or (when one is refused) none, and the reply names the refused leg."""
+
+    message_id: str
+    transfer_id: str  # the batch's id: the reply carries it to the coordinator that owns the saga
+    step: str
+    legs: tuple[Leg, ...]
+
+
 ShardCommand = (
     OpenAccount
     | ChangeAccountStatus
@@ -191,13 +222,17 @@ ShardCommand = (
     | SettleCredit
     | PostPending
     | VoidPending
+    | ApplyLegs
 )
 
 
 def accounts_of(command: ShardCommand) -> tuple[str, ...]:
-    """The accounts a command names: debit then credit for the one-shard transfer commands."""
+    """The accounts a command names: debit then credit for the one-shard transfer commands, each
+    leg's in order for ApplyLegs."""
     if isinstance(command, (PostTransfer, HoldTransfer, PostPending, VoidPending)):
         return command.debit_account, command.credit_account
+    if isinstance(command, ApplyLegs):
+        return tuple(leg.account_id for leg in command.legs)
     return (command.account_id,)
 
 
@@ -218,6 +253,7 @@ COMMAND_TYPES: Final[dict[str, type[ShardCommand]]] = {
     "SettleCredit": SettleCredit,
     "PostPending": PostPending,
     "VoidPending": VoidPending,
+    "ApplyLegs": ApplyLegs,
 }
 
 
@@ -234,6 +270,8 @@ class ShardReply:
     outcome: str
     reason: str | None = None
     journal_seq: int | None = None
+    leg: str | None = None
+    """For ApplyLegs refused: the transfer id of the leg that was refused (absent otherwise)."""
 
     @property
     def rejected(self) -> bool:
@@ -284,7 +322,26 @@ def _metadata(value: object) -> bool:
     )
 
 
+_LEG_FIELDS: Final = frozenset({"transfer_id", "account_id", "amount", "currency"})
+
+
+def _legs(value: object) -> bool:
+    """1 to MAX_LEGS legs, each exactly its four fields, valid, with distinct transfer ids."""
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_LEGS:
+        return False
+    for leg in value:
+        if not (isinstance(leg, dict) and leg.keys() == _LEG_FIELDS):
+            return False
+        if not (_uuid(leg["transfer_id"]) and _account_id(leg["account_id"])):
+            return False
+        if not (_amount(leg["amount"]) and _currency(leg["currency"])):
+            return False
+    return len({leg["transfer_id"] for leg in value}) == len(value)
+
+
 FIELD_CHECKS: Final[dict[str, Callable[[object], bool]]] = {
+    "step": lambda v: isinstance(v, str) and v in LEG_STEPS,
+    "legs": _legs,
     "message_id": _uuid,
     "transfer_id": _uuid,
     "account_id": _account_id,
@@ -336,6 +393,9 @@ def command_from_dict(data: Any) -> ShardCommand:
         raise InvalidMessage(f"unsupported version {data.get('v')!r:.20} of {kind}", "unsupported_version")
     names = _FIELDS[WIRE_NAME[cls]]
     _check_fields(WIRE_NAME[cls], data, names, FIELD_CHECKS)
+    if cls is ApplyLegs:
+        legs = tuple(Leg(**leg) for leg in data["legs"])
+        return ApplyLegs(data["message_id"], data["transfer_id"], data["step"], legs)
     return cls(**{name: data[name] for name in names})
 
 
@@ -354,8 +414,11 @@ def _check_fields(
 
 
 def encode(message: ShardCommand | ShardReply) -> bytes:
+    """A reply's `leg` is written only when set (a refused ApplyLegs)."""
     kind = WIRE_NAME[type(message)]
     body = {name: getattr(message, name) for name in _ENCODED_FIELDS[kind]}
+    if kind == "ShardReply" and body["leg"] is None:
+        del body["leg"]
     return orjson.dumps({"type": kind, "v": VERSION, **body})
 
 
@@ -363,6 +426,7 @@ REPLY_OUTCOMES: Final = frozenset({
     "account_opened", "account_status_changed", "transfer_posted", "funds_reserved", "funds_credited",
     "reservation_committed", "reservation_released", "credit_cancelled", "rejected",
     "funds_held", "credit_held", "hold_posted", "credit_settled", "pending_posted", "pending_voided",
+    "legs_applied",
 })  # fmt: skip
 REPLY_REASONS: Final = frozenset({
     "insufficient_funds", "account_not_found", "account_frozen", "account_closed", "account_exists",
@@ -381,6 +445,7 @@ _REPLY_CHECKS: Final[dict[str, Callable[[object], bool]]] = {
     "outcome": lambda v: isinstance(v, str) and v in REPLY_OUTCOMES,
     "reason": lambda v: v is None or (isinstance(v, str) and v in REPLY_REASONS),
     "journal_seq": lambda v: v is None or (type(v) is int and 1 <= v <= MAX_AMOUNT),
+    "leg": lambda v: v is None or _uuid(v),
 }
 
 
@@ -400,5 +465,7 @@ def reply_from_dict(data: Any) -> ShardReply:
     if version != VERSION or version is True:
         raise InvalidMessage(f"unsupported version {version!r:.20} of ShardReply", "unsupported_version")
     names = _ENCODED_FIELDS["ShardReply"]
+    if "leg" not in data:  # optional: written only by a refused ApplyLegs
+        data = {**data, "leg": None}
     _check_fields("ShardReply", data, names, _REPLY_CHECKS)
     return ShardReply(**{name: data[name] for name in names})

@@ -9,18 +9,20 @@ I/O: the service loads the slice, applies the batch, and writes back what `Shard
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from schemas.partitioning import PartitionMap
 from schemas.shard_messages import (
     WIRE_NAME,
+    ApplyLegs,
     CancelCredit,
     ChangeAccountStatus,
     CommitReservation,
     CreditFunds,
     HoldCredit,
     HoldTransfer,
+    Leg,
     OpenAccount,
     PostHold,
     PostPending,
@@ -58,8 +60,9 @@ from shards.domain.model import (
 class Rejected(Exception):
     """A business rejection, as control flow inside this module; never raised out of it."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, leg: str | None = None) -> None:
         self.reason = reason
+        self.leg = leg  # the refused leg of an ApplyLegs
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ class ShardBook:
         try:
             outcome, note = self._dispatch(command)
         except Rejected as rejection:
-            return self._reply(command, "rejected", rejection.reason, None)
+            return self._reply(command, "rejected", rejection.reason, None, rejection.leg)
         return self._reply(command, outcome, note, self.last_seq if self.last_seq > seq_before else None)
 
     def _dispatch(self, c: ShardCommand) -> tuple[str, str | None]:
@@ -333,6 +336,49 @@ class ShardBook:
         self._cancel_pending_credit(pending)
         return "pending_voided", None
 
+    # --- linked batches: every leg's step, or (one refused) none --------------------------------
+
+    def _apply_legs(self, c: ApplyLegs) -> tuple[str, str | None]:
+        saved = self._save(c.legs)
+        repeats = 0
+        for leg in c.legs:
+            try:
+                _, note = self._dispatch(_LEG_COMMANDS[c.step](c.message_id, leg))
+            except Rejected as rejection:
+                self._restore(saved)
+                raise Rejected(rejection.reason, leg.transfer_id) from None
+            repeats += note == "already_applied"
+        return "legs_applied", "already_applied" if repeats == len(c.legs) else None
+
+    def _save(self, legs: tuple[Leg, ...]) -> tuple[Any, ...]:
+        """What applying `legs` may change, copied, so that a refused leg can undo the others."""
+        ids = {leg.account_id for leg in legs} | {transit_account(leg.currency) for leg in legs}
+        accounts = {a: replace(self.accounts[a]) if a in self.accounts else None for a in ids}
+        keys = {(leg.transfer_id, kind) for leg in legs for kind in (HOLD, CREDIT)}
+        operations = {k: replace(self.operations[k]) if k in self.operations else None for k in keys}
+        sets = (set(self.changed_accounts), set(self.changed_operations))
+        return (
+            accounts,
+            operations,
+            sets,
+            len(self.new_accounts),
+            len(self.entries),
+            self.last_seq,
+            self.last_hash,
+        )
+
+    def _restore(self, saved: tuple[Any, ...]) -> None:
+        accounts, operations, sets, new_accounts, entries, self.last_seq, self.last_hash = saved
+        for table, copies in ((self.accounts, accounts), (self.operations, operations)):
+            for key, copy in copies.items():
+                if copy is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = copy
+        self.changed_accounts, self.changed_operations = sets
+        del self.new_accounts[new_accounts:]
+        del self.entries[entries:]
+
     # --- helpers --------------------------------------------------------------------------
 
     @staticmethod
@@ -475,7 +521,12 @@ class ShardBook:
         self.last_seq, self.last_hash = seq, digest
 
     def _reply(
-        self, c: ShardCommand, outcome: str, reason: str | None, journal_seq: int | None
+        self,
+        c: ShardCommand,
+        outcome: str,
+        reason: str | None,
+        journal_seq: int | None,
+        leg: str | None = None,
     ) -> ShardReply:
         account_id = accounts_of(c)[0]
         transfer_id = getattr(c, "transfer_id", None)
@@ -489,8 +540,21 @@ class ShardBook:
             outcome=outcome,
             reason=reason,
             journal_seq=journal_seq,
+            leg=leg,
         )
 
+
+# The single-leg command each step of an ApplyLegs applies to each leg.
+_LEG_COMMANDS: Final[dict[str, Callable[[str, Leg], ShardCommand]]] = {
+    "reserve": lambda m, leg: ReserveFunds(m, leg.transfer_id, leg.account_id, leg.amount, leg.currency),
+    "credit": lambda m, leg: CreditFunds(m, leg.transfer_id, leg.account_id, leg.amount, leg.currency),
+    "commit": lambda m, leg: CommitReservation(m, leg.transfer_id, leg.account_id),
+    "release": lambda m, leg: ReleaseReservation(m, leg.transfer_id, leg.account_id),
+    "cancel": lambda m, leg: CancelCredit(m, leg.transfer_id, leg.account_id),
+    "hold_credit": lambda m, leg: HoldCredit(m, leg.transfer_id, leg.account_id, leg.amount, leg.currency),
+    "settle": lambda m, leg: SettleCredit(m, leg.transfer_id, leg.account_id, leg.amount),
+    "post_hold": lambda m, leg: PostHold(m, leg.transfer_id, leg.account_id, leg.amount),
+}
 
 # The rule for each command type (a table, not a match: one line per command).
 _RULES: Final[dict[type, Callable[[ShardBook, Any], tuple[str, str | None]]]] = {
@@ -508,4 +572,5 @@ _RULES: Final[dict[type, Callable[[ShardBook, Any], tuple[str, str | None]]]] = 
     SettleCredit: ShardBook._settle_credit,
     PostPending: ShardBook._post_pending,
     VoidPending: ShardBook._void_pending,
+    ApplyLegs: ShardBook._apply_legs,
 }

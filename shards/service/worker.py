@@ -30,6 +30,7 @@ from schemas.envelopes import REPLIES
 from schemas.errors import LedgerError, Stalled
 from schemas.partitioning import PartitionMap
 from schemas.shard_messages import (
+    ApplyLegs,
     ShardCommand,
     ShardReply,
     accounts_of,
@@ -265,6 +266,9 @@ def _touched(commands: Sequence[ShardCommand]) -> tuple[set[str], set[str], set[
     currencies: set[str] = set()
     for c in commands:
         accounts.update(accounts_of(c))
+        if isinstance(c, ApplyLegs):  # each leg is a transfer of its own to the shard
+            transfers.update(leg.transfer_id for leg in c.legs)
+            currencies.update(leg.currency for leg in c.legs)
         if (transfer_id := getattr(c, "transfer_id", None)) is not None:
             transfers.add(transfer_id)
         if (currency := getattr(c, "currency", None)) is not None:

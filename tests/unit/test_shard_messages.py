@@ -26,8 +26,10 @@ from schemas.partitioning import PartitionMap
 from schemas.shard_messages import (
     COMMAND_TYPES,
     FIELD_CHECKS,
+    LEG_STEPS,
     MAX_AMOUNT,
     VERSION,
+    ApplyLegs,
     CancelCredit,
     ChangeAccountStatus,
     CommitReservation,
@@ -35,6 +37,7 @@ from schemas.shard_messages import (
     HoldCredit,
     HoldTransfer,
     InvalidMessage,
+    Leg,
     OpenAccount,
     PostHold,
     PostPending,
@@ -114,7 +117,7 @@ def test_a_field_name_means_the_same_everywhere() -> None:
 def test_reply_fields_are_the_schema_properties() -> None:
     names = {f.name for f in fields(ShardReply)}
     assert set(REPLY_SCHEMA["properties"]) - ENVELOPE == names
-    assert set(REPLY_SCHEMA["required"]) - ENVELOPE == names
+    assert set(REPLY_SCHEMA["required"]) - ENVELOPE == names - {"leg"}  # leg: only when refused
     assert set(REPLY_SCHEMA["required"]) >= ENVELOPE
     assert REPLY_SCHEMA["additionalProperties"] is False
     assert set(REPLY_SCHEMA["properties"]["command"]["enum"]) == set(COMMAND_TYPES)
@@ -313,6 +316,11 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "metadata": st.dictionaries(st.text(max_size=64), st.text(max_size=256), max_size=16),
 }
 FIELD_VALUES["debit_account"] = FIELD_VALUES["credit_account"] = FIELD_VALUES["account_id"]
+FIELD_VALUES["step"] = st.sampled_from(sorted(LEG_STEPS))
+FIELD_VALUES["legs"] = st.lists(
+    st.builds(Leg, **{n: FIELD_VALUES[n] for n in ("transfer_id", "account_id", "amount", "currency")}),
+    min_size=1, max_size=5, unique_by=lambda leg: leg.transfer_id,
+).map(tuple)  # fmt: skip
 
 any_command: st.SearchStrategy[ShardCommand] = st.one_of(
     [st.builds(cls, **{f.name: FIELD_VALUES[f.name] for f in fields(cls)}) for cls in COMMAND_TYPES.values()]
@@ -354,6 +362,18 @@ def _replies() -> list[ShardReply]:
         HoldCredit("00000000-0000-4000-8000-000000000011", r, b, 4, "EUR"),
         SettleCredit("00000000-0000-4000-8000-000000000012", r, b, 1),
         PostHold("00000000-0000-4000-8000-000000000013", r, a, 1),
+        ApplyLegs(
+            "00000000-0000-4000-8000-000000000014",
+            q,
+            "reserve",
+            (Leg("00000000-0000-4000-a000-000000000001", a, 1, "EUR"),),
+        ),
+        ApplyLegs(
+            "00000000-0000-4000-8000-000000000015",
+            q,
+            "reserve",
+            (Leg("00000000-0000-4000-a000-000000000002", a, 10**9, "EUR"),),
+        ),
     ]
     return [book.apply(c) for c in commands]
 
