@@ -31,6 +31,7 @@ DEAD_LETTER_REASONS: Final = frozenset({
     "invalid_transfer_id", "invalid_command_id", "invalid_account_id", "invalid_amount",
     "amount_not_positive", "amount_above_limit", "unknown_currency", "invalid_metadata",
     "invalid_overdraft_limit", "same_account", "invalid_pending", "invalid_pending_id",
+    "invalid_batch_id", "invalid_batch_size", "invalid_linked", "duplicate_leg_id",
 })  # fmt: skip
 _FROM_PUBLIC: Final = {"payload_too_large": "too_large", "malformed_json": "not_json"}
 

@@ -37,6 +37,9 @@ from schemas.json_bounds import too_deep
 
 VERSION: Final = 1
 MAX_PAYLOAD_BYTES: Final = 16 * 1024
+MAX_BATCH_PAYLOAD_BYTES: Final = 64 * 1024
+"""A TransferBatch's bound: 100 legs of the longest ids fit in 40 KiB."""
+MAX_LEGS: Final = 100
 MAX_DEPTH: Final = 8
 """The top-level object is depth 1, its metadata depth 2: a valid command never goes deeper."""
 
@@ -46,6 +49,7 @@ TRANSFER_REASONS: Final = frozenset({
     "invalid_transfer_id", "invalid_account_id", "invalid_amount", "amount_not_positive",
     "amount_above_limit", "unknown_currency", "invalid_metadata", "same_account",
     "invalid_pending", "invalid_pending_id",
+    "invalid_batch_id", "invalid_batch_size", "invalid_linked", "duplicate_leg_id",
 })  # fmt: skip
 PENDING_REASONS: Final = frozenset({
     "pending_transfer_not_found", "pending_transfer_not_pending", "pending_transfer_in_flight",
@@ -136,6 +140,31 @@ class VoidPendingTransfer:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchLeg:
+    transfer_id: str
+    debit_account: str
+    credit_account: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferBatch:
+    """Linked transfers: every leg or none (batch-command.json)."""
+
+    batch_id: str
+    transfers: tuple[BatchLeg, ...]
+    linked: bool  # always True: the contract has no other kind of batch
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    pending_timeout_ms: int | None = None
+
+    @property
+    def transfer_id(self) -> str:
+        """The batch's idempotency key, in the one namespace of transfer ids."""
+        return self.batch_id
+
+
+@dataclass(frozen=True, slots=True)
 class OpenAccountRequest:
     """`OpenAccount` on the wire; named apart from the shard command it becomes."""
 
@@ -193,13 +222,14 @@ class AccountResult:
 
 AccountCommand = OpenAccountRequest | FreezeAccount | UnfreezeAccount | CloseAccount
 PendingCommand = PostPendingTransfer | VoidPendingTransfer
-TransferCommand = TransferFunds | PendingCommand
+TransferCommand = TransferFunds | PendingCommand | TransferBatch
 PublicMessage = TransferCommand | AccountCommand | TransferResult | AccountResult
 
 WIRE_TYPES: Final[dict[type[PublicMessage], str]] = {
     TransferFunds: "TransferFunds",
     PostPendingTransfer: "PostPendingTransfer",
     VoidPendingTransfer: "VoidPendingTransfer",
+    TransferBatch: "TransferBatch",
     OpenAccountRequest: "OpenAccount",
     FreezeAccount: "FreezeAccount",
     UnfreezeAccount: "UnfreezeAccount",
@@ -213,6 +243,7 @@ ACCOUNT_COMMAND_TYPES: Final[dict[str, type[AccountCommand]]] = {
     "UnfreezeAccount": UnfreezeAccount,
     "CloseAccount": CloseAccount,
 }
+_LEG_FIELDS: Final = tuple(f.name for f in fields(BatchLeg))
 PENDING_COMMAND_TYPES: Final[dict[str, type[PendingCommand]]] = {
     "PostPendingTransfer": PostPendingTransfer,
     "VoidPendingTransfer": VoidPendingTransfer,
@@ -222,6 +253,7 @@ _FIELDS: Final = {cls: tuple(f.name for f in fields(cls)) for cls in WIRE_TYPES}
 # did before they existed. TransferFunds' pending terms are an object on the wire.
 _OMITTED_WHEN_NONE: Final[dict[type[PublicMessage], frozenset[str]]] = {
     TransferFunds: frozenset({"pending_timeout_ms"}),
+    TransferBatch: frozenset({"pending_timeout_ms"}),
     PostPendingTransfer: frozenset({"amount", "debit_account", "credit_account"}),
     VoidPendingTransfer: frozenset({"debit_account", "credit_account"}),
     TransferResult: frozenset({"pending_id"}),
@@ -279,6 +311,7 @@ PUBLIC_SCHEMAS: Final = {
     for name in (
         "transfer-command.json",
         "pending-command.json",
+        "batch-command.json",
         "account-command.json",
         "transfer-result.json",
         "currency.json",
@@ -315,6 +348,7 @@ def _validator(document: str, definition: str | None = None) -> Draft202012Valid
 
 
 _TRANSFER_VALIDATOR: Final = _validator("transfer-command.json")
+_BATCH_VALIDATOR: Final = _validator("batch-command.json")
 _PENDING_VALIDATORS: Final = {
     name: _validator("pending-command.json", name) for name in PENDING_COMMAND_TYPES
 }
@@ -355,6 +389,7 @@ def _compiled(document: str, definition: str | None = None) -> Callable[[dict[st
 
 
 _TRANSFER_CHECK: Final = _compiled("transfer-command.json")
+_BATCH_CHECK: Final = _compiled("batch-command.json")
 _PENDING_CHECKS: Final = {name: _compiled("pending-command.json", name) for name in PENDING_COMMAND_TYPES}
 _ACCOUNT_CHECKS: Final = {name: _compiled("account-command.json", name) for name in ACCOUNT_COMMAND_TYPES}
 
@@ -373,6 +408,9 @@ _FIELD_REASONS: Final = {
     "metadata": "invalid_metadata",
     "pending": "invalid_pending",
     "pending_id": "invalid_pending_id",
+    "batch_id": "invalid_batch_id",
+    "transfers": "invalid_batch_size",
+    "linked": "invalid_linked",
 }
 _AMOUNT_REASONS: Final = {"minimum": "amount_not_positive", "maximum": "amount_above_limit"}
 _OBJECT_REASONS: Final = {"required": "missing_field", "additionalProperties": "unknown_field"}
@@ -381,7 +419,12 @@ _OBJECT_REASONS: Final = {"required": "missing_field", "additionalProperties": "
 def _reason_for(error: ValidationError) -> str:
     if not error.path:
         return _OBJECT_REASONS.get(str(error.validator), "not_an_object")
-    name = str(error.path[0])
+    path = list(error.path)
+    if path[0] == "transfers" and len(path) == 2:  # a leg that is no object, or lacks or adds a field
+        return _OBJECT_REASONS.get(str(error.validator), "invalid_batch_size")
+    if path[0] == "transfers" and len(path) > 2:  # a leg's field: the reason a transfer's would get
+        path = path[2:]
+    name = str(path[0])
     if name == "amount":
         return _AMOUNT_REASONS.get(str(error.validator), "invalid_amount")
     return _FIELD_REASONS[name]
@@ -513,11 +556,11 @@ class _Unreadable(Exception):
         self.letter = letter or from_public_reason(reason)
 
 
-def _read_object(raw: bytes, id_field: str) -> dict[str, Any]:
+def _read_object(raw: bytes, id_field: str, limit: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
     """Bytes -> a JSON object with unique keys, or _Unreadable (with no readable id, except for
     duplicate keys in an object whose `id_field` is itself unique and valid)."""
-    if len(raw) > MAX_PAYLOAD_BYTES:
-        raise _Unreadable("payload_too_large", f"{len(raw)} bytes, at most {MAX_PAYLOAD_BYTES}")
+    if len(raw) > limit:
+        raise _Unreadable("payload_too_large", f"{len(raw)} bytes, at most {limit}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -602,10 +645,18 @@ def parse_transfer(raw: bytes, *, max_amount: int) -> TransferCommand:
     `max_amount` is the per-transfer limit, at most 2**63-1 (which the schema enforces anyway).
     """
     try:
-        data = _read_object(raw, "transfer_id")
+        # Read up to a batch's bound; any other command is refused above its own once its type is
+        # known, with the verdict it always had (a payload too large has no readable id).
+        data = _read_object(raw, "transfer_id", MAX_BATCH_PAYLOAD_BYTES)
     except _Unreadable as e:
+        if len(raw) > MAX_PAYLOAD_BYTES:  # too large for anything but a batch, and no batch
+            raise _too_large(raw) from None
         raise PublicRejection(e.reason, e.readable_id, e.detail, dead_letter_reason=e.letter) from None
     kind = data.get("type")
+    if kind == "TransferBatch":
+        return _batch_command(data, max_amount)
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise _too_large(raw)
     if isinstance(kind, str) and kind in PENDING_COMMAND_TYPES:
         return _pending_command(data, PENDING_COMMAND_TYPES[kind], max_amount)
     failure = _schema_reason(_TRANSFER_CHECK, _TRANSFER_VALIDATOR, data, _TRANSFER_FIELDS)
@@ -648,6 +699,46 @@ def _pending_command(data: dict[str, Any], cls: type[PendingCommand], max_amount
             "amount_above_limit", command.transfer_id, f"{amount} is above the limit {max_amount}"
         )
     return command
+
+
+def _too_large(raw: bytes) -> PublicRejection:
+    return PublicRejection("payload_too_large", None, f"{len(raw)} bytes, at most {MAX_PAYLOAD_BYTES}")
+
+
+_BATCH_FIELDS: Final = ("v", "batch_id", "transfers", "linked", "metadata", "pending")
+
+
+def _batch_command(data: dict[str, Any], max_amount: int) -> TransferBatch:
+    """A TransferBatch, or PublicRejection (under the batch id when readable): the schema, then
+    each leg's fields as strictly as a transfer's, then what no schema says."""
+    failure = _schema_reason(_BATCH_CHECK, _BATCH_VALIDATOR, data, _BATCH_FIELDS)
+    batch_id = _readable(data, "batch_id")
+    if failure is not None:
+        raise PublicRejection(
+            failure[0], batch_id, failure[1], id_as_sent=_spelled_otherwise(data, "batch_id")
+        )
+    assert batch_id is not None  # the schema requires a valid one
+    legs = data["transfers"]
+    for i, leg in enumerate(legs):
+        name = _strictly_invalid(leg, _LEG_FIELDS)
+        if name is not None:
+            raise PublicRejection(_FIELD_REASONS[name], batch_id, f"transfers[{i}].{name} is invalid")
+        if leg["debit_account"] == leg["credit_account"]:
+            raise PublicRejection(
+                "same_account", batch_id, f"transfers[{i}]: {leg['debit_account']} on both sides"
+            )
+        if leg["amount"] > max_amount:
+            raise PublicRejection(
+                "amount_above_limit", batch_id, f"transfers[{i}]: above the limit {max_amount}"
+            )
+    ids = [leg["transfer_id"] for leg in legs]
+    if len(set(ids)) != len(ids) or batch_id in ids:
+        raise PublicRejection("duplicate_leg_id", batch_id, "two legs (or a leg and the batch) share an id")
+    return TransferBatch(
+        batch_id, tuple(BatchLeg(**{n: leg[n] for n in _LEG_FIELDS}) for leg in legs), True,
+        metadata=data.get("metadata", {}),
+        pending_timeout_ms=data["pending"]["timeout_ms"] if "pending" in data else None,
+    )  # fmt: skip
 
 
 def parse_account_command(raw: bytes) -> AccountCommand:

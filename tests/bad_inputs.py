@@ -352,6 +352,55 @@ def _pending() -> list[BadInput]:
     return cases
 
 
+def batch_command(name: str, legs: int = 2, **changes: object) -> dict[str, Any]:
+    """A valid linked batch of its own id, `legs` legs between the table's two accounts."""
+    body = [
+        {"transfer_id": transfer_id_for(f"{name} leg {i}"), "debit_account": DEBIT_ACCOUNT,
+         "credit_account": CREDIT_ACCOUNT, "amount": 10 + i, "currency": CURRENCY}
+        for i in range(legs)
+    ]  # fmt: skip
+    payload = {
+        "type": "TransferBatch",
+        "v": 1,
+        "batch_id": transfer_id_for(name),
+        "transfers": body,
+        "linked": True,
+    }
+    return {**payload, **changes}
+
+
+def _batches() -> list[BadInput]:
+    def case(name: str, reason: str, payload: dict[str, Any]) -> BadInput:
+        return BadInput(name, encoded(payload), reason, transfer_id_for(name))
+
+    def with_leg(name: str, **changes: object) -> dict[str, Any]:
+        payload = batch_command(name)
+        payload["transfers"][1] |= changes
+        return payload
+
+    repeated = batch_command("batch with a leg id twice")
+    repeated["transfers"][1]["transfer_id"] = repeated["transfers"][0]["transfer_id"]
+    return [
+        case("batch of no legs", "invalid_batch_size", batch_command("batch of no legs", 0)),
+        case("batch of 101 legs", "invalid_batch_size", batch_command("batch of 101 legs", 101)),
+        case("batch with a leg id twice", "duplicate_leg_id", repeated),
+        case("batch not linked", "invalid_linked", batch_command("batch not linked", linked=False)),
+        case(
+            "batch leg of one account",
+            "same_account",
+            with_leg("batch leg of one account", credit_account=DEBIT_ACCOUNT),
+        ),
+        case("batch leg amount 0", "amount_not_positive", with_leg("batch leg amount 0", amount=0)),
+        case(
+            "batch leg in no currency",
+            "unknown_currency",
+            with_leg("batch leg in no currency", currency="XXY"),
+        ),
+        case("batch leg with metadata", "unknown_field", with_leg("batch leg with metadata", metadata={})),
+        _unreadable("batch id 'x'", encoded(batch_command("batch id x", batch_id="x")), "invalid_batch_id"),
+    ]
+
+
 BAD_TRANSFERS: Final[list[BadInput]] = [
     *_not_json(),
     *_not_objects(),
@@ -363,4 +412,5 @@ BAD_TRANSFERS: Final[list[BadInput]] = [
     *_ids(),
     *_envelopes(),
     *_pending(),
+    *_batches(),
 ]

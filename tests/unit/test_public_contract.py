@@ -63,6 +63,7 @@ def _load(name: str) -> dict[str, Any]:
 PUBLIC_FILES = (
     "transfer-command.json",
     "pending-command.json",
+    "batch-command.json",
     "account-command.json",
     "transfer-result.json",
 )
@@ -258,6 +259,8 @@ def _definition(cls: type[PublicMessage]) -> dict[str, Any]:
         return TRANSFER_SCHEMA
     if wire in PENDING_COMMAND_TYPES:
         return dict(SCHEMAS["pending-command.json"]["$defs"][wire])
+    if wire == "TransferBatch":
+        return SCHEMAS["batch-command.json"]
     if wire in ACCOUNT_COMMAND_TYPES:
         return dict(ACCOUNT_SCHEMA["$defs"][wire])
     return dict(RESULT_SCHEMA["$defs"][wire])
@@ -297,6 +300,7 @@ def test_every_field_has_a_reason() -> None:
         properties |= set(ACCOUNT_SCHEMA["$defs"][name]["properties"])
     for name in PENDING_COMMAND_TYPES:
         properties |= set(SCHEMAS["pending-command.json"]["$defs"][name]["properties"])
+    properties |= set(SCHEMAS["batch-command.json"]["properties"])
     assert properties == set(public._FIELD_REASONS)
 
 
