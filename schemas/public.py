@@ -194,6 +194,15 @@ class CloseAccount:
 
 
 @dataclass(frozen=True, slots=True)
+class LegOutcome:
+    """One leg's outcome in a linked batch's result."""
+
+    transfer_id: str
+    state: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class TransferResult:
     """The one final result of a transfer. Only `transfer_id` is known for a command rejected
     before it could be read: the command's other fields are then None."""
@@ -209,6 +218,8 @@ class TransferResult:
     currency: str | None
     finished_at: str  # RFC 3339, e.g. datetime.now(UTC).isoformat()
     pending_id: str | None = None  # the pending transfer a post or void resolved
+    legs: tuple[LegOutcome, ...] | None = None  # a linked batch's: every leg's outcome
+    failed_leg: str | None = None  # a failed linked batch's: the leg that failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +267,7 @@ _OMITTED_WHEN_NONE: Final[dict[type[PublicMessage], frozenset[str]]] = {
     TransferBatch: frozenset({"pending_timeout_ms"}),
     PostPendingTransfer: frozenset({"amount", "debit_account", "credit_account"}),
     VoidPendingTransfer: frozenset({"debit_account", "credit_account"}),
-    TransferResult: frozenset({"pending_id"}),
+    TransferResult: frozenset({"pending_id", "legs", "failed_leg"}),
 }
 
 

@@ -106,17 +106,20 @@ class FakeSagaTransaction:
         started_before_ms: int = 0,
     ) -> list[TransferRecord]:
         rows = [r for t in {*self.store.transfers, *self.written} if (r := self._row(t)) is not None]
-        due = [
-            r
-            for r in rows
-            if r.status in ("in_flight", "pending") and r.state is not None and r.partition in partitions
-            and r.state.next_attempt_ms <= now_ms
-            and (
-                r.state.step == "held" or r.state.started_ms < started_before_ms
-                or waiting_on(r.state) not in answering
+
+        def is_due(r: TransferRecord) -> bool:
+            s = r.state or r.batch
+            if s is None or r.status not in ("in_flight", "pending") or r.partition not in partitions:
+                return False
+            if s.next_attempt_ms > now_ms:
+                return False
+            if r.state is None:  # a batch waits on several shards: its timer is not held back
+                return True
+            return (
+                s.step == "held" or s.started_ms < started_before_ms or waiting_on(r.state) not in answering
             )
-        ]  # fmt: skip
-        due.sort(key=lambda r: r.state.next_attempt_ms if r.state else 0)
+
+        due = sorted((r for r in rows if is_due(r)), key=lambda r: (r.state or r.batch).next_attempt_ms)  # type: ignore[union-attr]
         return [replace(r) for r in due[:limit]]
 
     async def write(

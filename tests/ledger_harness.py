@@ -167,7 +167,7 @@ async def running_ledger(
     stop = asyncio.Event()
     settings = CoordinatorSettings(
         max_transfer_amount=10**12,
-        issuance_accounts=frozenset({"issuer"}),
+        issuance_accounts=frozenset({"issuer", "issuer-usd"}),
         policy=SagaPolicy(base_backoff_ms=500, max_forward_attempts=4, park_after_ms=30_000),
     )
     coordinator_config = roles.coordinator if roles else config

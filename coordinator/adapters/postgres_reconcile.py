@@ -56,7 +56,8 @@ async def read_views(
 async def _sagas(conn: asyncpg.Connection, schema: str) -> dict[str, SagaView]:
     rows = await conn.fetch(
         "SELECT transfer_id, status, debit_account, credit_account, amount, currency, debit_shard,"
-        " credit_shard, pending_timeout_ms IS NOT NULL, post_amount"
+        " credit_shard, pending_timeout_ms IS NOT NULL OR batch_id IS NOT NULL, post_amount,"
+        " batch_id IS NOT NULL"
         # a post or void of a pending transfer is no saga: its effects are its pending transfer's
         f" FROM {schema}.transfers WHERE debit_shard IS NOT NULL AND pending_id IS NULL"
     )

@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 import asyncpg
 import orjson
 
+from coordinator.adapters import batch_rows
+from coordinator.saga.batch_saga import BatchState
 from coordinator.saga.transfer_saga import CREDIT_SIDE, SagaState, Transfer
 from coordinator.service.ports import (
     SagaStoreRefused,
@@ -38,7 +40,8 @@ __all__ = [
 
 _COLUMNS = """transfer_id, fingerprint, partition, debit_account, credit_account, amount, currency,
     debit_shard, credit_shard, status, step, reason, attempts, next_attempt_ms, started_ms, parked, version,
-    traceparent, pending_timeout_ms, expires_ms, resolution, post_amount, resolved_by, pending_id"""
+    traceparent, pending_timeout_ms, expires_ms, resolution, post_amount, resolved_by, pending_id,
+    batch_state, batch_id"""
 
 
 def _record(r: asyncpg.Record) -> TransferRecord:
@@ -48,7 +51,13 @@ def _record(r: asyncpg.Record) -> TransferRecord:
             r["transfer_id"], r["debit_account"], r["credit_account"], r["amount"], r["currency"],
             r["debit_shard"], r["credit_shard"], r["pending_timeout_ms"],
         )  # fmt: skip
-    if terms is not None and r["pending_id"] is None:
+    if r["batch_state"] is not None:  # a linked batch's saga
+        batch = batch_rows.from_json(r["batch_state"])
+        return TransferRecord(
+            r["transfer_id"], r["fingerprint"], r["partition"], None, r["status"], r["reason"], r["version"],
+            r["traceparent"], batch=batch,
+        )  # fmt: skip
+    if terms is not None and r["pending_id"] is None and r["batch_id"] is None:
         state = SagaState(
             terms, r["status"], r["step"], r["reason"], r["attempts"], r["next_attempt_ms"],
             r["started_ms"], r["parked"], r["expires_ms"], r["resolution"], r["post_amount"],
@@ -56,21 +65,24 @@ def _record(r: asyncpg.Record) -> TransferRecord:
         )  # fmt: skip
     return TransferRecord(
         r["transfer_id"], r["fingerprint"], r["partition"], state, r["status"], r["reason"], r["version"],
-        r["traceparent"], r["pending_id"], terms if state is None else None,
+        r["traceparent"], r["pending_id"], terms if state is None else None, batch_id=r["batch_id"],
     )  # fmt: skip
 
 
 def _row(rec: TransferRecord) -> tuple[object, ...]:
-    s, t = rec.state, rec.shown
+    t = rec.shown
+    s: SagaState | BatchState | None = rec.state or rec.batch
     return (
         rec.transfer_id, rec.fingerprint, rec.partition,
         t.debit_account if t else None, t.credit_account if t else None, t.amount if t else None,
         t.currency if t else None, t.debit_shard if t else None, t.credit_shard if t else None,
         rec.status, s.step if s else "done", rec.reason, s.attempts if s else 0,
         s.next_attempt_ms if s else 0, s.started_ms if s else 0, s.parked if s else False, rec.version + 1,
-        rec.traceparent, t.pending_timeout_ms if t else None, s.expires_ms if s else 0,
-        s.resolution if s else None, s.post_amount if s else None, s.resolved_by if s else None,
-        rec.pending_id,
+        rec.traceparent,
+        t.pending_timeout_ms if t else rec.batch.batch.pending_timeout_ms if rec.batch else None,
+        s.expires_ms if s else 0, s.resolution if s else None,
+        rec.state.post_amount if rec.state else None, s.resolved_by if s else None, rec.pending_id,
+        batch_rows.to_json(rec.batch) if rec.batch else None, rec.batch_id,
     )  # fmt: skip
 
 
@@ -161,14 +173,15 @@ _LOAD = f"""
     ORDER BY t.transfer_id FOR UPDATE OF t"""
 _DUE = f"""
     SELECT {_COLUMNS} FROM transfers
-    WHERE status IN ('in_flight', 'pending') AND pending_id IS NULL AND partition = ANY($1::int[])
+    WHERE status IN ('in_flight', 'pending') AND pending_id IS NULL AND batch_id IS NULL
+    AND partition = ANY($1::int[])
     AND next_attempt_ms <= $2
-    AND (step = 'held' OR started_ms < $5
+    AND (step = 'held' OR batch_state IS NOT NULL OR started_ms < $5
          OR CASE WHEN step = ANY($6::text[]) THEN credit_shard ELSE debit_shard END <> ALL($4::int[]))
     ORDER BY next_attempt_ms LIMIT $3 FOR UPDATE SKIP LOCKED"""
 _TYPES = ["text", "text", "int", "text", "text", "bigint", "text", "int", "int", "text", "text", "text",
           "int", "bigint", "bigint", "bool", "int", "text", "bigint", "bigint", "text", "bigint", "text",
-          "text"]  # fmt: skip
+          "text", "jsonb", "text"]  # fmt: skip
 _ARRAYS = ", ".join(f"${i}::{t}[]" for i, t in enumerate([*_TYPES, "bool"], 1))
 _N = len(_TYPES) + 1  # the parameters after the transfer columns (and is_new) are numbered from here
 # Saga rows (new ones inserted, the others updated under their version), step history, inbox and
@@ -181,6 +194,7 @@ _WRITE_BATCH = f"""
             attempts = u.attempts, next_attempt_ms = u.next_attempt_ms, parked = u.parked,
             version = u.version, started_ms = u.started_ms, expires_ms = u.expires_ms,
             resolution = u.resolution, post_amount = u.post_amount, resolved_by = u.resolved_by,
+            batch_state = u.batch_state,
             finished_at = CASE WHEN u.status NOT IN ('in_flight', 'pending')
                 THEN coalesce(t.finished_at, now()) END
         FROM u WHERE NOT u.is_new AND t.transfer_id = u.transfer_id AND t.version = u.version - 1

@@ -99,8 +99,27 @@ class BatchState:
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    @property
+    def pending(self) -> bool:
+        return self.batch.pending
+
 
 Effect = SendToShard | PublishResult
+
+
+def leg_outcomes(state: BatchState) -> list[tuple[str, str, str | None]]:
+    """(leg, status, reason) of every leg: each has its batch's status; when the batch failed, the
+    leg that failed has its reason and every other leg LINKED_FAILED."""
+    failed = state.status in (REJECTED, COMPENSATED)
+    outcomes = []
+    for leg in state.batch.legs:
+        reason = None
+        if failed:
+            named = leg.transfer_id == state.failed_leg or state.failed_leg is None
+            reason = state.reason if named else LINKED_FAILED
+        outcomes.append((leg.transfer_id, state.status, reason))
+    return outcomes
+
 
 # Which side of each leg a step touches, and the ApplyLegs step name it sends.
 _DEBIT_SIDE: Final = {RESERVING: "reserve", RELEASING: "release", POSTING_HOLD: "post_hold"}

@@ -45,6 +45,9 @@ class SagaView:
     credit_shard: int
     pending: bool = False
     post_amount: int | None = None  # what a post of a pending transfer moves
+    linked: bool = False
+    """A leg of a linked batch: held, then credited and posted through transit like a cross-shard
+    transfer, on one shard or two."""
 
     @property
     def moved(self) -> int:
@@ -138,14 +141,15 @@ def _check_saga(saga: SagaView, shards: Mapping[int, ShardView]) -> tuple[str | 
         debit.net.get((t, saga.debit_account), 0),
         credit.net.get((t, saga.credit_account), 0),
     )
-    if saga.debit_shard == saga.credit_shard and not saga.pending:
+    same_shard = saga.debit_shard == saga.credit_shard and not saga.linked
+    if same_shard and not saga.pending and not saga.linked:
         return _check_local(saga, (t, "transfer") in debit.operations, debit_net, credit_net), False
     hold = debit.operations.get((t, "hold"))
     hold_state = hold.state if hold and hold.amount > 0 else "none"
     credit_op = credit.operations.get((t, "credit"))
     credit_state = credit_op.state if credit_op and credit_op.amount > 0 else "none"
     credited = credit_state == "committed"
-    if saga.debit_shard == saga.credit_shard:  # a same-shard pending transfer posts in one entry pair
+    if same_shard:  # a same-shard pending transfer posts in one entry pair
         if (debit_net, credit_net) != ((-a, a) if hold_state == "committed" else (0, 0)):
             return f"legs {debit_net}/{credit_net} with hold {hold_state}", False
         if credited != (hold_state == "committed"):
@@ -171,7 +175,7 @@ def _check_saga(saga: SagaView, shards: Mapping[int, ShardView]) -> tuple[str | 
     }
     if not expected.get(saga.status, False):
         return f"hold {hold_state}, credit {credit_state}", False
-    return None, credited and hold_state == "held" and saga.debit_shard != saga.credit_shard
+    return None, credited and hold_state == "held" and not same_shard
 
 
 def _check_local(saga: SagaView, posted: bool, debit_net: int, credit_net: int) -> str | None:
@@ -246,7 +250,7 @@ def _entry_problem(
 
 def _expected_entry(saga: SagaView, shard: int, kind: str, leg: str) -> tuple[str, int, str] | None:
     """(account, signed amount, currency) of the entry `saga` writes on `shard` as (kind, leg), if any."""
-    if saga.debit_shard == saga.credit_shard:
+    if saga.debit_shard == saga.credit_shard and not saga.linked:
         on, first, second = saga.debit_shard, saga.debit_account, saga.credit_account
         if kind != "transfer":
             return None
@@ -265,7 +269,7 @@ def _expected_entry(saga: SagaView, shard: int, kind: str, leg: str) -> tuple[st
 
 def _operation_problem(saga: SagaView, shard: int, kind: str, op: OperationView) -> str | None:
     """What is wrong with a shard operation (not a tombstone) recorded under a known saga's id."""
-    if saga.debit_shard == saga.credit_shard and saga.pending:
+    if saga.debit_shard == saga.credit_shard and (saga.pending or saga.linked):
         expected = {
             (saga.debit_shard, "hold"): saga.debit_account,
             (saga.debit_shard, "credit"): saga.credit_account,

@@ -152,6 +152,10 @@ class SagaState:
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    @property
+    def pending(self) -> bool:
+        return self.transfer.pending
+
 
 @dataclass(frozen=True)
 class ReplyArrived:

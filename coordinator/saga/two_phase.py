@@ -10,8 +10,10 @@ itself starts the expiry, so the outcome never depends on when a timer happened 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, overload
 
+from coordinator.saga import batch_saga
+from coordinator.saga.batch_saga import BatchState
 from coordinator.saga.transfer_saga import (
     EXPIRE,
     HELD,
@@ -30,6 +32,8 @@ _LOST_TO: Final = {
     VOID: "pending_transfer_already_voided",
     EXPIRE: "pending_transfer_expired",
 }
+State = SagaState | BatchState
+"""A pending transfer's saga, or a pending linked batch's."""
 
 
 @dataclass(frozen=True)
@@ -38,34 +42,60 @@ class Refusal:
     changes the pending transfer: a request past the timeout starts the expiry it lost to."""
 
     reason: str
-    state: SagaState | None = None
+    state: State | None = None
     effects: list[Effect] = field(default_factory=list)
 
 
+@overload
 def post(
     state: SagaState, post_id: str, amount: int | None, now: int, policy: SagaPolicy
-) -> tuple[SagaState, list[Effect]] | Refusal:
-    """Post the hold, in full (`amount` None) or in part; or why not."""
+) -> tuple[SagaState, list[Effect]] | Refusal: ...
+@overload
+def post(
+    state: BatchState, post_id: str, amount: int | None, now: int, policy: SagaPolicy
+) -> tuple[BatchState, list[Effect]] | Refusal: ...
+def post(
+    state: State, post_id: str, amount: int | None, now: int, policy: SagaPolicy
+) -> tuple[State, list[Effect]] | Refusal:
+    """Post the hold, in full (`amount` None) or in part (not a batch's); or why not."""
     refusal = _unresolvable(state, now, policy)
     if refusal is not None:
         return refusal
+    if isinstance(state, BatchState):
+        if amount is not None:
+            return Refusal("partial_post_of_batch")  # which leg would get less?
+        return batch_saga.resolve(state, POST, post_id, now, policy)
     if amount is not None and amount > state.transfer.amount:
         return Refusal("amount_exceeds_pending")
     return resolve(state, POST, amount, post_id, now, policy)
 
 
+@overload
 def void(
     state: SagaState, void_id: str, now: int, policy: SagaPolicy
-) -> tuple[SagaState, list[Effect]] | Refusal:
+) -> tuple[SagaState, list[Effect]] | Refusal: ...
+@overload
+def void(
+    state: BatchState, void_id: str, now: int, policy: SagaPolicy
+) -> tuple[BatchState, list[Effect]] | Refusal: ...
+def void(state: State, void_id: str, now: int, policy: SagaPolicy) -> tuple[State, list[Effect]] | Refusal:
     """Release the hold; or why not."""
     refusal = _unresolvable(state, now, policy)
     if refusal is not None:
         return refusal
-    return resolve(state, VOID, None, void_id, now, policy)
+    return _resolve(state, VOID, void_id, now, policy)
 
 
-def _unresolvable(state: SagaState, now: int, policy: SagaPolicy) -> Refusal | None:
-    if not state.transfer.pending:
+def _resolve(
+    state: State, how: str, resolved_by: str | None, now: int, policy: SagaPolicy
+) -> tuple[State, list[Effect]]:
+    if isinstance(state, BatchState):
+        return batch_saga.resolve(state, how, resolved_by, now, policy)
+    return resolve(state, how, None, resolved_by, now, policy)
+
+
+def _unresolvable(state: State, now: int, policy: SagaPolicy) -> Refusal | None:
+    if not state.pending:
         return Refusal("pending_transfer_not_pending")
     if state.resolution is not None:
         return Refusal(_LOST_TO[state.resolution])
@@ -74,6 +104,6 @@ def _unresolvable(state: SagaState, now: int, policy: SagaPolicy) -> Refusal | N
     if state.status != PENDING or state.step != HELD:
         return Refusal("pending_transfer_in_flight")  # the hold is still being placed
     if now >= state.expires_ms:
-        expiring, effects = resolve(state, EXPIRE, None, None, now, policy)
+        expiring, effects = _resolve(state, EXPIRE, None, now, policy)
         return Refusal(_LOST_TO[EXPIRE], expiring, effects)
     return None

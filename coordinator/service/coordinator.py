@@ -19,6 +19,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from coordinator.saga.batch_saga import BatchState, leg_outcomes
 from coordinator.saga.shard_progress import ShardProgress
 from coordinator.saga.transfer_saga import (
     PENDING,
@@ -39,6 +40,7 @@ from coordinator.saga.two_phase import Refusal, post, void
 from coordinator.service.accounts import COMMAND_TYPES, AccountCommands
 from coordinator.service.batch import BatchChanges, Handler, handles
 from coordinator.service.inbound import Inbound
+from coordinator.service.linked import LinkedBatches
 from coordinator.service.ports import SagaTransaction, StepUpdate, TransferRecord
 from infra import envelopes
 from infra.outbox import OutboxMessage
@@ -48,9 +50,11 @@ from schemas.envelopes import COMMANDS
 from schemas.ids import url_uuid5
 from schemas.partitioning import PartitionMap
 from schemas.public import (
+    LegOutcome,
     PendingCommand,
     PostPendingTransfer,
     PublicRejection,
+    TransferBatch,
     TransferFunds,
     TransferResult,
     VoidPendingTransfer,
@@ -102,10 +106,19 @@ class Coordinator:
             issuance_accounts=settings.issuance_accounts,
             max_customer_overdraft=settings.max_customer_overdraft,
         )  # fmt: skip
+        self.linked = LinkedBatches(
+            namespace,
+            partition_map,
+            settings.policy,
+            self._publish,
+            self._answered_before,
+            self._resolver_done,
+        )
         self.handlers: dict[type[Any], Handler[Any]] = dict(
             [
                 handles(ShardReply, self._on_reply),
                 handles(TransferFunds, self._on_transfer),
+                handles(TransferBatch, self.linked.on_batch),
                 handles(PostPendingTransfer, self._on_pending_command),
                 handles(VoidPendingTransfer, self._on_pending_command),
                 handles(PublicRejection, self._on_invalid),
@@ -133,6 +146,8 @@ class Coordinator:
                 transfer_ids.add(message.transfer_id)
             elif isinstance(message, (PostPendingTransfer, VoidPendingTransfer)):
                 transfer_ids.update((message.transfer_id, message.pending_id))
+            elif isinstance(message, TransferBatch):  # its legs' ids must be free
+                transfer_ids.update((message.batch_id, *(leg.transfer_id for leg in message.transfers)))
         refused = [i.origin.dead_letter_id for i in batch if isinstance(i.message, Refused)]
         seen = await tx.seen([m.message_id for m in replies] + refused)
         changes = BatchChanges(await _load_linked(tx, transfer_ids), seen=seen)
@@ -162,10 +177,13 @@ class Coordinator:
         changes = BatchChanges({r.transfer_id: r for r in due})
         changes.records.update(await _load_linked(tx, (), due))
         for rec in due:
-            assert rec.state is not None
             with _TRACER.start_as_current_span(
                 "ledger.saga.timeout", context=context_from_traceparent(rec.traceparent)
             ):
+                if rec.batch is not None:
+                    self.linked.on_timer(changes, rec, now)
+                    continue
+                assert rec.state is not None
                 self._apply(changes, rec, *decide(rec.state, TimerFired(now), self.settings.policy))
         await self._write(tx, changes)
         return len(due)
@@ -213,31 +231,45 @@ class Coordinator:
             current_headers().get(TRACEPARENT), cmd.pending_id,
         )  # fmt: skip
         changes.records[cmd.transfer_id] = changes.changed[cmd.transfer_id] = rec
-        if held is None or held.state is None:
+        target = held.state or held.batch if held is not None else None
+        if held is None or target is None:
             self._finish_alone(
                 changes, rec, "pending_transfer_not_found" if held is None else "pending_transfer_not_pending"
             )
             return
-        t = held.state.transfer
         amount = cmd.amount if isinstance(cmd, PostPendingTransfer) else None
-        rec.terms = replace(t, transfer_id=cmd.transfer_id, amount=amount or t.amount)
-        if cmd.debit_account not in (None, t.debit_account) or cmd.credit_account not in (
-            None,
-            t.credit_account,
-        ):
+        asserted = (cmd.debit_account, cmd.credit_account)
+        if held.state is not None:
+            t = held.state.transfer
+            rec.terms = replace(t, transfer_id=cmd.transfer_id, amount=amount or t.amount)
+            mismatch = asserted[0] not in (None, t.debit_account) or asserted[1] not in (
+                None,
+                t.credit_account,
+            )
+        else:
+            mismatch = asserted != (None, None)  # a batch has no one pair of accounts
+        if mismatch:
             self._finish_alone(changes, rec, "pending_account_mismatch")
             return
         policy = self.settings.policy
         if isinstance(cmd, PostPendingTransfer):
-            decided = post(held.state, cmd.transfer_id, amount, now, policy)
+            decided = post(target, cmd.transfer_id, amount, now, policy)
         else:
-            decided = void(held.state, cmd.transfer_id, now, policy)
+            decided = void(target, cmd.transfer_id, now, policy)
         if isinstance(decided, Refusal):
             self._finish_alone(changes, rec, decided.reason)
             if decided.state is not None:  # it lost to the expiry, which starts now
-                self._apply(changes, held, decided.state, decided.effects)
+                self._apply_any(changes, held, decided.state, decided.effects)
             return
-        self._apply(changes, held, *decided)
+        self._apply_any(changes, held, *decided)
+
+    def _apply_any(
+        self, changes: BatchChanges, rec: TransferRecord, state: SagaState | BatchState, effects: list[Effect]
+    ) -> None:
+        if isinstance(state, BatchState):
+            self.linked.apply(changes, rec, state, effects)
+        else:
+            self._apply(changes, rec, state, effects)
 
     def _finish_alone(self, changes: BatchChanges, rec: TransferRecord, reason: str) -> None:
         """A post or void refused: its own row ends rejected; the pending transfer is untouched."""
@@ -300,6 +332,9 @@ class Coordinator:
             self.accounts.on_reply(changes, reply)
             return
         rec = changes.records.get(reply.transfer_id)
+        if rec is not None and rec.batch is not None:
+            self.linked.on_reply(changes, rec, reply, now)
+            return
         if rec is None or rec.state is None:
             log.warning("reply %s for unknown saga %s ignored", reply.message_id, reply.transfer_id)
             return
@@ -336,21 +371,29 @@ class Coordinator:
                 changes.steps.append(StepUpdate(rec.transfer_id, state.step, effect.shard, cmd.message_id))
             elif isinstance(effect, PublishResult) and effect.transfer_id == rec.transfer_id:
                 self._publish(changes, rec)
-            elif isinstance(effect, PublishResult):  # the post or void that resolved it ends with it
-                resolver = changes.records[effect.transfer_id]
-                resolver.status, resolver.reason = effect.status, effect.reason
-                changes.changed[resolver.transfer_id] = resolver
-                self._publish(changes, resolver)
+            elif isinstance(effect, PublishResult):
+                self._resolver_done(changes, effect)
+
+    def _resolver_done(self, changes: BatchChanges, effect: PublishResult) -> None:
+        """The post or void that resolved a pending transfer (or batch) ends with it."""
+        resolver = changes.records[effect.transfer_id]
+        resolver.status, resolver.reason = effect.status, effect.reason
+        changes.changed[resolver.transfer_id] = resolver
+        self._publish(changes, resolver)
 
     def _publish(self, changes: BatchChanges, rec: TransferRecord) -> None:
         assert rec.status in TERMINAL or rec.status == PENDING
         t = rec.shown
+        legs, failed_leg = None, None
+        if rec.batch is not None:
+            legs = tuple(LegOutcome(*outcome) for outcome in leg_outcomes(rec.batch))
+            failed_leg = rec.batch.failed_leg if rec.status in ("rejected", "compensated") else None
         result = TransferResult(
             message_id=result_id(rec.transfer_id, rec.fingerprint, rec.status), transfer_id=rec.transfer_id,
             state=rec.status, reason=rec.reason, request_fingerprint=rec.fingerprint,
             debit_account=t.debit_account if t else None, credit_account=t.credit_account if t else None,
             amount=t.amount if t else None, currency=t.currency if t else None,
-            finished_at=_iso(self.clock_ms()), pending_id=rec.pending_id,
+            finished_at=_iso(self.clock_ms()), pending_id=rec.pending_id, legs=legs, failed_leg=failed_leg,
         )  # fmt: skip
         changes.outbox.append(
             OutboxMessage(self.ns.results, rec.transfer_id.encode(), encode_public(result), current_headers())
@@ -364,8 +407,9 @@ async def _load_linked(
     void, and a post's or void's pending transfer. A second read only when a batch has any."""
     records = await tx.load(transfer_ids) if transfer_ids else {}
     known = {**{r.transfer_id: r for r in loaded}, **records}
-    linked = {r.state.resolved_by for r in known.values() if r.state is not None and r.state.resolved_by}
+    linked = {s.resolved_by for r in known.values() if (s := r.state or r.batch) and s.resolved_by}
     linked |= {r.pending_id for r in known.values() if r.pending_id}
+    linked |= {leg.transfer_id for r in known.values() if r.batch for leg in r.batch.batch.legs}
     missing = linked - known.keys()
     if missing:
         records.update(await tx.load(missing))

@@ -16,6 +16,7 @@ from schemas.public import (
     OpenAccountRequest,
     PostPendingTransfer,
     PublicRejection,
+    TransferBatch,
     TransferFunds,
     UnfreezeAccount,
     VoidPendingTransfer,
@@ -30,6 +31,7 @@ Message = (
     | TransferFunds
     | PostPendingTransfer
     | VoidPendingTransfer
+    | TransferBatch
     | AccountCommand
     | PublicRejection
     | Refused

@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from coordinator.saga.batch_saga import BatchState
 from coordinator.saga.transfer_saga import PENDING, SagaState, Transfer
 from infra.outbox import Committed, OutboxMessage
 from schemas.errors import LedgerError
@@ -50,7 +51,11 @@ class TransferRecord:
     """Set on a post or void of a pending transfer: that transfer's id. Such a row has no saga of
     its own (`state` None); it ends when the pending transfer's resolution does."""
     terms: Transfer | None = None
-    """What its results show when `state` is None (a post's or void's accounts and amount)."""
+    """What its results show when `state` is None (a post's or void's accounts and amount; a leg's)."""
+    batch: BatchState | None = None
+    """A linked batch's saga (`state` is then None)."""
+    batch_id: str | None = None
+    """Set on a leg of a linked batch: the batch's id. Its status follows the batch's."""
 
     @property
     def terminal(self) -> bool:

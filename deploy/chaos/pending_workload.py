@@ -97,4 +97,6 @@ def sent_record(command: TransferCommand, kind: str) -> Sent:
         return Sent(command.transfer_id, fingerprint, kind, what, command.amount)
     if isinstance(command, PostPendingTransfer):
         return Sent(command.transfer_id, fingerprint, kind, "post", command.amount, command.pending_id)
-    return Sent(command.transfer_id, fingerprint, kind, "void", None, command.pending_id)
+    if isinstance(command, VoidPendingTransfer):
+        return Sent(command.transfer_id, fingerprint, kind, "void", None, command.pending_id)
+    return Sent(command.transfer_id, fingerprint, kind, "batch")

@@ -27,7 +27,7 @@ def leg(i: int, **changes: object) -> dict[str, Any]:
     return {**body, **changes}
 
 
-def batch(legs: list[dict[str, Any]], **changes: object) -> dict[str, Any]:
+def batch(legs: object, **changes: object) -> dict[str, Any]:
     return {
         "type": "TransferBatch",
         "v": 1,

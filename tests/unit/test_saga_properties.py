@@ -273,6 +273,7 @@ class SagaNetwork(RuleBasedStateMachine):
             self.requests[request_id] = (state.transfer.transfer_id, how, decided.reason)
             self.results[request_id] = [PublishResult(request_id, "rejected", decided.reason)]
             if decided.state is not None:  # it lost to the expiry, which starts now
+                assert isinstance(decided.state, SagaState)
                 self.sagas[state.transfer.transfer_id] = decided.state
                 self._emit(decided.effects)
             return
