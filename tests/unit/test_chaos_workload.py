@@ -54,7 +54,8 @@ def test_pending_transfers_are_planned_in_every_way_and_recorded_for_what_they_a
     rng, settings = random.Random(5), PendingSettings()
     move = Move("chaos-000001", "chaos-000002", 500, True, 0)
     plans = [plan(move, rng, settings) for _ in range(400)]
-    assert all(1_000 <= p.hold.pending_timeout_ms <= 4_000 for p in plans if p.hold.pending_timeout_ms)
+    low, high = settings.timeout_ms
+    assert all(low <= p.hold.pending_timeout_ms <= high for p in plans if p.hold.pending_timeout_ms)
     assert all(0 <= p.delay_s <= settings.resolve_within_s for p in plans)
     ways = Counter(
         "expire" if p.resolution is None
