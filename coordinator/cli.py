@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import uuid
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 from aiohttp import web
@@ -26,9 +26,13 @@ from infra.config import LedgerConfig
 from infra.processes import run_until_signalled
 from infra.tracing import setup_tracing
 from schemas.public import (
+    MAX_BATCH_PAYLOAD_BYTES,
+    MAX_LEGS,
     MAX_PENDING_TIMEOUT_MS,
+    BatchLeg,
     OpenAccountRequest,
     PostPendingTransfer,
+    TransferBatch,
     TransferCommand,
     TransferFunds,
     VoidPendingTransfer,
@@ -221,10 +225,14 @@ _TIMEOUT_OPTION = click.option(
 
 
 @click.command("transfer")
-@click.option("--from", "debit", required=True, help="Debit account.")
-@click.option("--to", "credit", required=True, help="Credit account.")
-@click.option("--amount", type=click.IntRange(1), required=True, help="Minor units (cents): an integer.")
-@click.option("--currency", required=True, help="ISO 4217 code, e.g. EUR.")
+@click.option("--from", "debit", help="Debit account.")
+@click.option("--to", "credit", help="Credit account.")
+@click.option("--amount", type=click.IntRange(1), help="Minor units (cents): an integer.")
+@click.option("--currency", help="ISO 4217 code, e.g. EUR.")
+@click.option("--linked", "legs_file", type=click.File("rb"), default=None,
+              help="Instead of --from/--to/--amount/--currency: a JSON list of legs (each with "
+                   "debit_account, credit_account, amount, currency, optional transfer_id), sent as one "
+                   "linked batch: all legs or none.")  # fmt: skip
 @click.option("--pending", "pending_ms", type=_Duration(), default=None,
               help="Hold the amount this long (30s, 15m, 2h, 7d) for `ledger post` or `ledger void`; "
                    "unresolved by then, it expires.")  # fmt: skip
@@ -232,20 +240,65 @@ _TIMEOUT_OPTION = click.option(
 @_WAIT_OPTION
 @_TIMEOUT_OPTION
 def transfer_command(
-    debit: str,
-    credit: str,
-    amount: int,
-    currency: str,
+    debit: str | None,
+    credit: str | None,
+    amount: int | None,
+    currency: str | None,
+    legs_file: BinaryIO | None,
     pending_ms: int | None,
     transfer_id: uuid.UUID | None,
     wait: bool,
     timeout: float,
 ) -> None:
-    """Put a transfer command on ledger.transfers (exit 0 completed, or with --pending the hold in
-    place; 3 rejected, 4 compensated)."""
+    """Put a transfer (or with --linked a linked batch) on ledger.transfers (exit 0 completed, or
+    with --pending the hold in place; 3 rejected, 4 compensated)."""
     tid = str(transfer_id or uuid.uuid4())
-    command = TransferFunds(tid, debit, credit, amount, currency, {}, pending_ms)
+    one = (debit, credit, amount, currency)
+    command: TransferCommand
+    if legs_file is not None:
+        if any(v is not None for v in one):
+            raise click.UsageError(
+                "--linked takes its legs from the file: no --from, --to, --amount or --currency"
+            )
+        command = TransferBatch(tid, _legs(legs_file), True, pending_timeout_ms=pending_ms)
+    elif debit is None or credit is None or amount is None or currency is None:
+        raise click.UsageError("--from, --to, --amount and --currency are required (or --linked FILE)")
+    else:
+        command = TransferFunds(tid, debit, credit, amount, currency, {}, pending_ms)
     _send_transfer(command, wait, timeout, final=pending_ms is None)
+
+
+_LEG_KEYS = {"debit_account", "credit_account", "amount", "currency"}
+
+
+def _legs(source: BinaryIO) -> tuple[BatchLeg, ...]:
+    """The legs of a --linked file, read with the contract's bound; a usage error says what is wrong
+    (the ledger checks every field again)."""
+    raw = source.read(MAX_BATCH_PAYLOAD_BYTES + 1)
+    if len(raw) > MAX_BATCH_PAYLOAD_BYTES:
+        raise click.UsageError(f"--linked: the file is over {MAX_BATCH_PAYLOAD_BYTES} bytes")
+    try:
+        listed = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise click.UsageError(f"--linked: not JSON: {e}") from None
+    if not isinstance(listed, list) or not 1 <= len(listed) <= MAX_LEGS:
+        raise click.UsageError(f"--linked: a JSON list of 1 to {MAX_LEGS} legs")
+    legs = []
+    for i, leg in enumerate(listed):
+        if not isinstance(leg, dict) or not _LEG_KEYS <= leg.keys() <= _LEG_KEYS | {"transfer_id"}:
+            raise click.UsageError(
+                f"--linked: leg {i} needs exactly {sorted(_LEG_KEYS)} (and may have transfer_id)"
+            )
+        legs.append(
+            BatchLeg(
+                str(leg.get("transfer_id") or uuid.uuid4()),
+                leg["debit_account"],
+                leg["credit_account"],
+                leg["amount"],
+                leg["currency"],
+            )
+        )
+    return tuple(legs)
 
 
 @click.command("post")

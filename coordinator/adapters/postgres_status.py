@@ -27,7 +27,8 @@ async def transfer_status(pool: asyncpg.Pool, transfer_id: str) -> dict[str, Any
             " attempts, created_at, finished_at, pending_timeout_ms IS NOT NULL AS two_phase,"
             " CASE WHEN pending_timeout_ms IS NOT NULL"
             " THEN timestamptz 'epoch' + expires_ms * interval '1 millisecond' END AS expires_at,"
-            " resolution, post_amount, resolved_by, pending_id FROM transfers WHERE transfer_id = $1",
+            " resolution, post_amount, resolved_by, pending_id, batch_id,"
+            " batch_state ->> 'failed_leg' AS failed_leg FROM transfers WHERE transfer_id = $1",
             transfer_id,
         )
         if row is None:
@@ -37,7 +38,17 @@ async def transfer_status(pool: asyncpg.Pool, transfer_id: str) -> dict[str, Any
             " FROM saga_steps WHERE transfer_id = $1 ORDER BY first_sent_at, step",
             transfer_id,
         )
-    return _jsonable(row) | {"steps": [_jsonable(s) for s in steps]}
+        # A linked batch's legs, each a transfer of its own (its steps are the batch's, per shard).
+        legs = await conn.fetch(
+            "SELECT t.transfer_id, t.status AS state, t.reason, t.debit_account, t.credit_account, t.amount,"
+            " t.currency, t.debit_shard, t.credit_shard"
+            " FROM transfers b, jsonb_array_elements(b.batch_state -> 'batch' -> 'legs') WITH ORDINALITY"
+            " AS leg(body, n) JOIN transfers t ON t.transfer_id = leg.body ->> 'transfer_id'"
+            " WHERE b.transfer_id = $1 ORDER BY leg.n",
+            transfer_id,
+        )
+    shown = _jsonable(row) | {"steps": [_jsonable(s) for s in steps]}
+    return shown | {"legs": [_jsonable(leg) for leg in legs]} if legs else shown
 
 
 async def list_transfers(pool: asyncpg.Pool, state: str, limit: int) -> list[dict[str, Any]]:

@@ -4,7 +4,9 @@ leg), leg ids that are transfer ids, a pending batch posted whole, and the books
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,6 +25,7 @@ from schemas.public import (
     TransferCommand,
     TransferFunds,
 )
+from tests.integration.test_pending_transfers import _cli
 from tests.ledger_harness import ResultCollector, accounts_on, fresh_config, running_ledger
 
 
@@ -151,3 +154,41 @@ async def test_linked_batches_complete_whole_or_not_at_all(ledger: LedgerConfig)
     assert books.get(frozen, (0, 0, 0)) == (0, 0, 0)
     sagas, views, _ = await read_views(ledger, [0, 1])
     assert reconcile(sagas, views) == []
+
+
+async def test_the_cli_sends_a_linked_batch_from_a_file_and_shows_its_legs(
+    ledger: LedgerConfig, tmp_path: Path
+) -> None:
+    pmap = await init_ledger(ledger, 2)
+    (payer,) = accounts_on(pmap, 0, 1, prefix="cli")
+    shop, tax = accounts_on(pmap, 1, 2, prefix="cli")
+    async with running_ledger(ledger, [0, 1]), ResultCollector(ledger) as results:
+        opened = [OpenAccountRequest(_id(), "issuer", "EUR", 10**15)]
+        opened += [OpenAccountRequest(_id(), a, "EUR") for a in (payer, shop, tax)]
+        await results.send_account_commands(opened)
+        await results.wait_for([c.command_id for c in opened])
+        await _final(results, [TransferFunds(_id(), "issuer", payer, 1_000, "EUR")])
+
+        legs = tmp_path / "legs.json"
+        legs.write_text(json.dumps([
+            {"debit_account": payer, "credit_account": shop, "amount": 800, "currency": "EUR"},
+            {"debit_account": payer, "credit_account": tax, "amount": 160, "currency": "EUR"},
+        ]))  # fmt: skip
+        code, done = await _cli(ledger, "transfer", "--linked", str(legs), "--wait")
+        assert (code, done["state"], [leg["state"] for leg in done["legs"]]) == (
+            0,
+            "completed",
+            ["completed"] * 2,
+        )
+        code, status = await _cli(ledger, "status", done["transfer_id"])
+        assert [(leg["credit_account"], leg["amount"], leg["state"]) for leg in status["legs"]] == [
+            (shop, 800, "completed"),
+            (tax, 160, "completed"),
+        ]
+        code, refused = await _cli(ledger, "transfer", "--linked", str(legs), "--wait")  # 40 left: too little
+        assert (code, refused["state"], refused["reason"]) == (3, "rejected", "insufficient_funds")
+        legs.write_text("[]")
+        code, usage = await _cli(ledger, "transfer", "--linked", str(legs))
+        assert code == 2, usage
+        code, usage = await _cli(ledger, "transfer", "--linked", str(legs), "--from", payer)
+        assert code == 2, usage
