@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.saga.reconciliation import Violation, reconcile
-from deploy.demo_scenes import Scene, card_authorization
+from deploy.demo_scenes import Scene, card_authorization, currency_exchange, split_payment
 from deploy.ledger_client import LedgerClient
 from deploy.stack import ISSUERS
 from infra.config import LedgerConfig
@@ -152,9 +152,21 @@ async def _scenes(
     active = [c for c, currency in customers.items() if currency == "EUR"][settings.frozen :]
     cardholder = active[0]
     merchant = next(c for c in active if pmap.shard_for(c) != pmap.shard_for(cardholder))
+    shards = {pmap.shard_for(cardholder)}
+    payees: list[str] = []  # on shards other than the payer's and each other's, as far as there are shards
+    for c in active[1:]:
+        if len(payees) < 3 and (pmap.shard_for(c) not in shards or len(shards) == len(set(pmap.shards))):
+            payees.append(c)
+            shards.add(pmap.shard_for(c))
+    frozen = set(list(customers)[: settings.frozen])
+    usd_customer = next(c for c, currency in customers.items() if currency == "USD" and c not in frozen)
     bearer = {"Authorization": f"Bearer {api_token}"}
     async with aiohttp.ClientSession(headers=bearer, raise_for_status=True) as http:
-        return [await card_authorization(client, http, api_url, cardholder, merchant)]
+        return [
+            await card_authorization(client, http, api_url, cardholder, merchant),
+            await split_payment(client, http, api_url, cardholder, payees),
+            await currency_exchange(client, http, api_url, cardholder, usd_customer),
+        ]
 
 
 def _reason(result: dict[str, object]) -> str | None:

@@ -39,6 +39,11 @@ def test_the_demo_runs_and_reconciles(tmp_path: Path) -> None:
     assert '"state": "completed", "reason": null, "amount": 9500' in out
     assert '"pending_debits": 12000' in out, "the hold shows as a pending debit"
     assert '"pending_credits": 12000' in out, "and as the merchant's pending credit"
+    # The linked scenes: a three-way split across shards and an EUR->USD pair, each whole.
+    assert "split payment:" in out
+    assert "exchange:" in out
+    assert out.count('"state": "completed", "reason": null, "amount": null') >= 2, "both batches completed"
+    assert "reserving:" in out
     assert "stack stopped" in out
     assert " in EUR" in out, "customers hold two currencies, each funded by its own issuance account"
     assert " in USD" in out
