@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,22 @@ async def test_linked_batches_complete_whole_or_not_at_all(ledger: LedgerConfig)
             "insufficient_funds",
         )
         assert failed[too_much.batch_id]["failed_leg"] == too_much.transfers[1].transfer_id
+
+        # a leg in a currency its account does not hold; the split again with one leg's body changed
+        wrong_currency = _batch((customer, merchant, 100, "EUR"), (customer, fee, 100, "USD"))
+        changed = TransferBatch(
+            split.batch_id,
+            (split.transfers[0], replace(split.transfers[1], amount=701), split.transfers[2]),
+            True,
+        )
+        mismatched = (await _final(results, [wrong_currency]))[wrong_currency.batch_id]
+        usd_leg = wrong_currency.transfers[1].transfer_id
+        assert (mismatched["reason"], mismatched["failed_leg"]) == ("currency_mismatch", usd_leg)
+        await results.send_transfers([changed])
+        await results.wait_for([split.batch_id])
+        while len(results.by_id[split.batch_id]) < 2:  # the refusal is a second, different result
+            await results.poll()
+        assert results.by_id[split.batch_id][1]["reason"] == "transfer_id_reused"
 
         taken = funding[0].transfer_id
         reused = TransferBatch(_id(), (BatchLeg(taken, customer, fee, 1, "EUR"),), True)
