@@ -136,7 +136,7 @@ class RunReport:
 
     def table(self) -> str:
         offered = f"offered {self.offered_per_s:.0f}/s, " if self.offered_per_s else ""
-        legs = f" ({self.legs_sent} legs, {self.legs_per_s:.0f} legs/s)" if self.batched else ""
+        legs = f", {self.legs_sent} legs ({self.legs_per_s:.0f} legs/s)" if self.batched else ""
         lines = [
             f"{self.name} [{self.mode}]: {offered}achieved {self.achieved_per_s:.0f}/s"
             f" over {self.duration_s:.0f}s"
