@@ -7,7 +7,10 @@ concurrent connections; the same durability settings as the ledger (fsync, synch
 Two-phase work the same way: a hold is one transaction that locks the debit row, checks what is
 available (balance less reserved) and reserves; its post is one transaction that locks the hold
 and both rows, moves the posted amount with its two journal rows and releases the whole hold; a
-void one transaction that releases it.
+void one transaction that releases it. A linked batch is one transaction too: it locks every
+account its legs touch in id order, checks the legs in order against what each has available as the
+earlier legs leave it, and either moves every leg (two journal rows each) or, at the first leg that
+cannot be paid, nothing: all or none, the way one database does it.
 """
 
 from __future__ import annotations
@@ -74,6 +77,21 @@ async def transfer(conn: asyncpg.Connection, move: Move) -> str:
     return "completed"
 
 
+async def batch(conn: asyncpg.Connection, legs: tuple[Move, ...]) -> str:
+    """A linked batch, one transaction: every leg or none, worded as the ledger's results word it."""
+    async with conn.transaction():
+        available = await _lock_all(conn, {a for leg in legs for a in (leg.debit, leg.credit)})
+        for leg in legs:
+            if leg.debit not in available or leg.credit not in available:
+                return "rejected (account_not_found)"
+            if available[leg.debit] < leg.amount:
+                return "rejected (insufficient_funds)"  # nothing written: the transaction moves nothing
+            available[leg.debit] -= leg.amount
+            available[leg.credit] += leg.amount
+        await _move_all(conn, legs)
+    return "completed"
+
+
 async def hold(conn: asyncpg.Connection, move: Move) -> tuple[str, uuid.UUID]:
     """Reserve the amount on the debit account: `pending`, or why not; and the hold's id."""
     hold_id = uuid.uuid4()
@@ -116,10 +134,15 @@ async def settle(conn: asyncpg.Connection, hold_id: uuid.UUID, post_amount: int 
 
 async def _lock(conn: asyncpg.Connection, move: Move) -> dict[str, int]:
     """Lock both rows in id order; what each has available (balance less reserved)."""
+    return await _lock_all(conn, {move.debit, move.credit})
+
+
+async def _lock_all(conn: asyncpg.Connection, accounts: set[str]) -> dict[str, int]:
+    """Lock the accounts' rows in id order (no deadlocks); what each has available."""
     rows = await conn.fetch(
         "SELECT account_id, balance - reserved FROM accounts WHERE account_id = ANY($1::text[])"
         " ORDER BY account_id FOR UPDATE",
-        [move.debit, move.credit],
+        sorted(accounts),
     )
     return {r[0]: r[1] for r in rows}
 
@@ -135,6 +158,25 @@ async def _move(conn: asyncpg.Connection, move: Move, amount: int) -> None:
         "INSERT INTO journal (transfer_id, account_id, amount) VALUES ($1, $2, $3)",
         [(transfer_id, move.debit, -amount), (transfer_id, move.credit, amount)],
     )
+
+
+async def _move_all(conn: asyncpg.Connection, legs: tuple[Move, ...]) -> None:
+    """Every leg of a batch: one update of each account's balance by its net change, and two
+    journal rows per leg under the leg's own id."""
+    delta: dict[str, int] = {}
+    for leg in legs:
+        delta[leg.debit] = delta.get(leg.debit, 0) - leg.amount
+        delta[leg.credit] = delta.get(leg.credit, 0) + leg.amount
+    await conn.execute(
+        "UPDATE accounts SET balance = balance + d.delta FROM unnest($1::text[], $2::bigint[])"
+        " AS d(account_id, delta) WHERE accounts.account_id = d.account_id",
+        list(delta), list(delta.values()),
+    )  # fmt: skip
+    rows = []
+    for leg in legs:
+        leg_id = uuid.uuid4()
+        rows += [(leg_id, leg.debit, -leg.amount), (leg_id, leg.credit, leg.amount)]
+    await conn.executemany("INSERT INTO journal (transfer_id, account_id, amount) VALUES ($1, $2, $3)", rows)
 
 
 async def total(dsn: str, schema: str) -> tuple[int, int]:

@@ -71,6 +71,11 @@ def _option(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
          help="Share of transfers sent as a hold (60 s) and, once held, posted: in full, 1 in 5 "
               "for half, 1 in 10 voided instead. Latency to the post's or void's result: path "
               "`pending`.")  # fmt: skip
+@_option("--linked", type=click.FloatRange(0, 1), default=0.0,
+         help="Share of transfers that open a linked batch (all legs or none): that transfer and the "
+              "next --legs - 1 the workload draws, sent as one TransferBatch. Latency to the batch's "
+              "result: path `linked`; CPU per transfer counts each leg.")  # fmt: skip
+@_option("--legs", type=click.IntRange(2, 100), default=3, help="Legs of each linked batch.")
 @_option("--seed", type=int, default=1)
 @_option("--baseline/--no-baseline", default=False, help="Also run the naive single-PostgreSQL ledger.")
 @_option("--connections", type=click.IntRange(1), default=32, help="The baseline's connections.")
@@ -140,6 +145,7 @@ def settings_of(o: dict[str, Any]) -> tuple[WorkloadSettings, LoadSettings]:
         accounts=o["accounts"], cross_fraction=o["cross"], zipf_s=o["zipf"], amounts=o["amounts"],
         max_amount=o["max_amount"], reject_fraction=o["reject"], seed=o["seed"],
         hot_accounts=o["hot"][0], hot_share=o["hot"][1], pending_fraction=o["pending"],
+        linked_fraction=o["linked"], linked_legs=o["legs"],
     )  # fmt: skip
     load = LoadSettings(
         mode=o["mode"], rate=o["rate"], clients=o["clients"], latency_at=o["latency_at"],

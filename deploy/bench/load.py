@@ -25,8 +25,8 @@ class Target(Protocol):
     name: str
 
     def submit(self, move: Move) -> Awaitable[asyncio.Future[str]]:
-        """Send one transfer (a two-phase one: its hold, then its post or void); the future resolves
-        to its terminal outcome."""
+        """Send one transfer (a two-phase one: its hold, then its post or void; a linked batch: all
+        its legs at once); the future resolves to its terminal outcome."""
         ...
 
     def resends(self) -> Awaitable[int]:
@@ -45,6 +45,8 @@ class Sample:
     outcome: str
     two_phase: bool = False
     """A hold then its post or void: latency runs to the end of the whole two-phase path."""
+    legs: int = 1
+    """Transfers it moves money for: a linked batch's legs (latency runs to the batch's result)."""
 
 
 class Recorder:
@@ -54,10 +56,13 @@ class Recorder:
         self.samples: list[Sample] = []
         self.errors: list[str] = []
         self.submitted = 0
+        self.legs_submitted = 0
+        """Transfers submitted, a linked batch counting its every leg."""
         self.open: set[asyncio.Future[str]] = set()
 
     def track(self, move: Move, started: float, answer: asyncio.Future[str]) -> None:
         self.submitted += 1
+        self.legs_submitted += len(move.legs)
         self.open.add(answer)
         answer.add_done_callback(lambda f: self._answered(move, started, f))
 
@@ -71,8 +76,11 @@ class Recorder:
             return
         two_phase = move.pending is not None
         self.samples.append(
-            Sample(started, finished, move.cross_shard, move.debit_shard, answer.result(), two_phase)
-        )
+            Sample(
+                started, finished, move.cross_shard, move.debit_shard, answer.result(), two_phase,
+                len(move.legs),
+            )
+        )  # fmt: skip
 
     async def drain(self, within_s: float) -> int:
         """Wait for the answers still due; return how many never came."""

@@ -4,7 +4,9 @@ Both answer `submit(move)` with a future that resolves to the transfer's termina
 load loop (open or closed) drives either, and their reports compare like with like. A two-phase
 move is a hold and then, as soon as the hold is in place, its post (in full or for half) or void:
 its outcome is worded `pending post completed`, `pending post half completed`, `pending void
-voided`, or `pending hold rejected (REASON)` when the hold itself is refused.
+voided`, or `pending hold rejected (REASON)` when the hold itself is refused. A linked batch is
+one TransferBatch (one transaction for the baseline): `linked completed`, `linked rejected (REASON)`
+or, when the ledger had to undo legs already applied, `linked compensated (REASON)`.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from deploy.stack import ISSUER
 from infra.config import LedgerConfig
 from infra.postgres_migrations import quoted_schema
 from schemas.public import (
+    BatchLeg,
     OpenAccountRequest,
     PostPendingTransfer,
+    TransferBatch,
     TransferCommand,
     TransferFunds,
     VoidPendingTransfer,
@@ -90,6 +94,10 @@ class LedgerTarget:
 
     async def submit(self, move: Move) -> asyncio.Future[str]:
         transfer_id = str(uuid.uuid4())
+        if move.linked:
+            legs = tuple(BatchLeg(str(uuid.uuid4()), m.debit, m.credit, m.amount, "EUR") for m in move.legs)
+            batch = TransferBatch(transfer_id, legs, True)
+            return asyncio.ensure_future(self._linked(batch, await self._send(batch)))
         if move.pending is None:
             return await self._send(TransferFunds(transfer_id, move.debit, move.credit, move.amount, "EUR"))
         held = await self._send(
@@ -118,6 +126,19 @@ class LedgerTarget:
         if outcome in ("completed", "voided") and ended != outcome:
             raise RuntimeError(f"hold {hold_id} ended {ended!r} after its {resolution} was {outcome!r}")
         return two_phase_outcome(resolution, outcome)
+
+    async def _linked(self, batch: TransferBatch, answered: asyncio.Future[str]) -> str:
+        """A batch's one result, which must list every leg, each ending as the batch did (a leg
+        that moved while its batch failed, or the reverse, fails the run)."""
+        outcome = await answered
+        result = self.client.result(batch.batch_id) or {}
+        state = result.get("state")
+        sent = [leg.transfer_id for leg in batch.transfers]
+        legs = result.get("legs")
+        said = [(leg.get("transfer_id"), leg.get("state")) for leg in legs] if isinstance(legs, list) else []
+        if [leg_id for leg_id, _ in said] != sent or {leg_state for _, leg_state in said} - {state}:
+            raise RuntimeError(f"batch {batch.batch_id} {state} but its legs say {said}")
+        return f"linked {outcome}"
 
     def _final(self, key: str) -> asyncio.Future[str]:
         """A future for a hold's final result, which may have been read already."""
@@ -219,6 +240,9 @@ class BaselineTarget:
 
     async def _transfer(self, move: Move) -> str:
         assert self.pool is not None, "used outside `async with`"
+        if move.linked:
+            async with self.pool.acquire() as conn:
+                return f"linked {await baseline.batch(conn, move.legs)}"
         if move.pending is None:
             async with self.pool.acquire() as conn:
                 return await baseline.transfer(conn, move)

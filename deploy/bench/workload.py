@@ -6,7 +6,10 @@ so that they are rejected for insufficient funds. With `hot_accounts`, a share o
 one of a few merchant accounts (a bank's fee and settlement accounts): where a row-locking SQL
 ledger serializes. With `pending_fraction`, a share of transfers is two-phase: held, then posted in
 full, posted for half, or voided (drawn from a random stream of its own, so the transfers are the
-same ones with or without it; only some of them become holds).
+same ones with or without it; only some of them become holds). With `linked_fraction`, a share of
+moves opens a linked batch: that move and the next `linked_legs - 1` ones the same draws would give,
+as one all-or-nothing batch (again chosen by a stream of its own: with or without batches the
+transfers are the same ones in the same order, only grouped).
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ class WorkloadSettings:
     """Of those, the share posted for half the held amount (the rest of the hold released)."""
     pending_void: float = 0.1
     """Of those, the share voided (nothing moves); the others are posted in full."""
+    linked_fraction: float = 0.0
+    """Share of moves that open a linked batch (its legs one-shot, never two-phase)."""
+    linked_legs: int = 3
+    """Legs of each linked batch: the move that opens it and the next ones drawn (2..100)."""
     seed: int = 1
     prefix: str = "acct"
     """Account ids are PREFIX-000000...: a run on a long-lived ledger uses its own accounts."""
@@ -65,6 +72,13 @@ class Move:
     debit_shard: int
     pending: Resolution | None = None
     """None: one shot. Else held first, then posted in full, posted for half, or voided."""
+    linked: tuple[Move, ...] = ()
+    """The further legs of the linked batch this move opens (empty: not a batch)."""
+
+    @property
+    def legs(self) -> tuple[Move, ...]:
+        """What moves money: this move alone, or every leg of its batch, this one first."""
+        return (replace(self, linked=()), *self.linked) if self.linked else (self,)
 
     @property
     def post_amount(self) -> int:
@@ -77,6 +91,7 @@ class Workload:
         self.settings = settings
         self.rng = random.Random(settings.seed)  # noqa: S311 - a workload, not a secret
         self.pending_rng = random.Random(f"{settings.seed}:pending")  # noqa: S311 - its own stream
+        self.linked_rng = random.Random(f"{settings.seed}:linked")  # noqa: S311 - its own stream
         self.accounts = [f"{settings.prefix}-{i:06d}" for i in range(settings.accounts)]
         self.shard_of = {a: pmap.shard_for(a) for a in self.accounts}
         self.by_shard: dict[int, list[str]] = {}
@@ -95,7 +110,10 @@ class Workload:
 
     def next(self) -> Move:
         move = self._one_shot()
-        s, rng = self.settings, self.pending_rng
+        s = self.settings
+        if s.linked_fraction > 0 and self.linked_rng.random() < s.linked_fraction:
+            return replace(move, linked=tuple(self._one_shot() for _ in range(s.linked_legs - 1)))
+        rng = self.pending_rng
         if s.pending_fraction <= 0 or rng.random() >= s.pending_fraction:
             return move
         end = rng.random()
