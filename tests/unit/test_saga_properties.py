@@ -22,6 +22,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from coordinator.saga import batch_saga
+from coordinator.saga.batch_saga import BatchState
 from coordinator.saga.transfer_saga import (
     COMPLETED,
     EXPIRED,
@@ -130,6 +132,8 @@ class SagaNetwork(RuleBasedStateMachine):
         self.network: list[Message] = []
         self.stalled: list[Message] = []  # held up by a partition; they arrive after it heals
         self.sagas: dict[str, SagaState] = {}  # what the coordinator committed
+        self.batches: dict[str, BatchState] = {}  # linked batches (test_batch_properties adds them)
+        self.batch_requests: dict[str, tuple[str, str, str | None]] = {}  # posts and voids of batches
         self.results: dict[str, list[PublishResult]] = {}
         self.requests: dict[str, tuple[str, str, str | None]] = {}
         """Posts and voids: id -> (pending transfer, post | void, refusal reason or None if accepted)."""
@@ -158,6 +162,10 @@ class SagaNetwork(RuleBasedStateMachine):
 
     def _coordinator_handles(self, transfer_id: str, event: SagaEvent) -> None:
         """decide, then commit the new state and hand its effects to the broker together."""
+        if transfer_id in self.batches:
+            self.batches[transfer_id], effects = batch_saga.decide(self.batches[transfer_id], event, POLICY)
+            self._emit(effects)
+            return
         before = self.sagas[transfer_id]
         state, effects = decide(before, event, POLICY)
         if isinstance(event, ReplyArrived) and state != before:
@@ -182,8 +190,11 @@ class SagaNetwork(RuleBasedStateMachine):
             self._coordinator_handles(message.transfer_id, ReplyArrived(message, self.now))
 
     def _fire_timers(self) -> None:
-        for transfer_id in sorted(self.sagas):
+        for transfer_id in sorted([*self.sagas, *self.batches]):
             self._coordinator_handles(transfer_id, TimerFired(self.now))
+
+    def _all_states(self) -> list[SagaState | BatchState]:
+        return [*self.sagas.values(), *self.batches.values()]
 
     # --- rules -------------------------------------------------------------------------------
 
@@ -367,7 +378,7 @@ class SagaNetwork(RuleBasedStateMachine):
         """Time passes; each timer fires when it comes due (several times, if the gap is long)."""
         until = self.now + ms
         while due := [
-            s.next_attempt_ms for s in self.sagas.values() if not s.terminal and s.next_attempt_ms <= until
+            s.next_attempt_ms for s in self._all_states() if not s.terminal and s.next_attempt_ms <= until
         ]:
             self.now = max(self.now, min(due))
             self._fire_timers()
@@ -385,14 +396,21 @@ class SagaNetwork(RuleBasedStateMachine):
         if in_sweep or not replies:
             for state in self.sagas.values():
                 decide(state, TimerFired(self.now + POLICY.max_backoff_ms), POLICY)  # then lost
+            for batch in self.batches.values():
+                batch_saga.decide(batch, TimerFired(self.now + POLICY.max_backoff_ms), POLICY)
+        elif (reply := replies[pick % len(replies)]).transfer_id in self.batches:
+            batch_saga.decide(self.batches[str(reply.transfer_id)], ReplyArrived(reply, self.now), POLICY)
         else:
-            reply = replies[pick % len(replies)]
             assert reply.transfer_id is not None
             decide(self.sagas[reply.transfer_id], ReplyArrived(reply, self.now), POLICY)  # then lost
         if resend:
             for state in self.sagas.values():
                 if _awaits_a_shard(state):
                     self.network.append(command_for(state))
+            for batch in self.batches.values():
+                if not batch.terminal:
+                    sends = batch_saga.commands_for(batch, batch.waiting)
+                    self.network += [e for e in sends if isinstance(e, SendToShard)]
 
     # --- invariants --------------------------------------------------------------------------
 
@@ -445,18 +463,7 @@ class SagaNetwork(RuleBasedStateMachine):
         customers: Counter[str] = Counter()
         for account in self._customers():
             customers[account.currency] += account.posted
-        in_flight: Counter[str] = Counter()
-        for state in self.sagas.values():
-            t = state.transfer
-            if not t.cross_shard:
-                continue
-            credit = self.books[t.credit_shard].operations.get((t.transfer_id, CREDIT))
-            hold = self.books[t.debit_shard].operations.get((t.transfer_id, HOLD))
-            if credit is not None and credit.state == COMMITTED:
-                assert hold is not None, ("credited without a hold", t)
-                assert hold.state in (HELD, COMMITTED), ("credited, hold released", t, hold)
-                if hold.state == HELD:
-                    in_flight[t.currency] += state.post_amount or t.amount
+        in_flight = self._in_flight()
         for currency in everything:
             assert customers[currency] == self.issued[currency] + in_flight[currency], currency
             assert transit[currency] == -in_flight[currency], currency
@@ -529,11 +536,12 @@ class SagaNetwork(RuleBasedStateMachine):
         for _ in range(100):
             while self.network:  # every message leads to at most one more: this ends
                 self._deliver(self.network.pop(-1 if self.heal_newest_first else 0))
-            if all(s.terminal for s in self.sagas.values()):
+            if all(s.terminal for s in self._all_states()):
                 break
             self.now += POLICY.max_backoff_ms
             self._fire_timers()
-        unfinished = {tid: s for tid, s in self.sagas.items() if not s.terminal}
+        everyone: list[tuple[str, SagaState | BatchState]] = [*self.sagas.items(), *self.batches.items()]
+        unfinished = {tid: s for tid, s in everyone if not s.terminal}
         assert unfinished == {}, unfinished
         assert self.network == []
         self.each_journal_balances_per_currency_and_matches_the_balances()
@@ -542,10 +550,11 @@ class SagaNetwork(RuleBasedStateMachine):
         self.transfers_are_all_or_nothing_and_published_once()
         self.each_pending_transfer_ends_one_way_decided_once()
         expected = {
-            tid: 2 if s.transfer.pending and s.status in (COMPLETED, VOIDED, EXPIRED) else 1
-            for tid, s in self.sagas.items()
+            tid: 2 if s.pending and s.status in (COMPLETED, VOIDED, EXPIRED) else 1 for tid, s in everyone
         }
-        assert {tid: len(r) for tid, r in self.results.items()} == expected | dict.fromkeys(self.requests, 1)
+        assert {tid: len(r) for tid, r in self.results.items()} == expected | dict.fromkeys(
+            [*self.requests, *self.batch_requests], 1
+        )
         customers: Counter[str] = Counter()
         transit: Counter[str] = Counter()
         for book in self.books.values():
@@ -572,6 +581,35 @@ class SagaNetwork(RuleBasedStateMachine):
         further = [s for s in in_flight if s.step not in (RESERVING, POSTING)]
         candidates = further if further and pick % 2 == 0 else in_flight
         return candidates[pick // 2 % len(candidates)]
+
+    def _in_flight(self) -> Counter[str]:
+        """Per currency, credits already paid whose debit is not yet posted; each such credit must
+        be covered by a live hold (never a released one)."""
+        in_flight: Counter[str] = Counter()
+        for transfer_id, debit_shard, credit_shard, currency, moved in self._through_transit():
+            credit = self.books[credit_shard].operations.get((transfer_id, CREDIT))
+            hold = self.books[debit_shard].operations.get((transfer_id, HOLD))
+            if credit is not None and credit.state == COMMITTED:
+                assert hold is not None, ("credited without a hold", transfer_id)
+                assert hold.state in (HELD, COMMITTED), ("credited, hold released", transfer_id, hold)
+                if hold.state == HELD:
+                    in_flight[currency] += moved
+        return in_flight
+
+    def _through_transit(self) -> list[tuple[str, int, int, str, int]]:
+        """(transfer id, debit shard, credit shard, currency, amount moved) of everything that pays
+        through the transit accounts: cross-shard transfers, and every leg of a linked batch."""
+        found = [
+            (s.transfer.transfer_id, s.transfer.debit_shard, s.transfer.credit_shard, s.transfer.currency,
+             s.post_amount or s.transfer.amount)
+            for s in self.sagas.values() if s.transfer.cross_shard
+        ]  # fmt: skip
+        for batch in self.batches.values():
+            found += [
+                (leg.transfer_id, leg.debit_shard, leg.credit_shard, leg.currency, leg.amount)
+                for leg in batch.batch.legs
+            ]
+        return found
 
     def _cross_transfers(self) -> list[Transfer]:
         return [s.transfer for s in self.sagas.values() if s.transfer.cross_shard]
