@@ -198,7 +198,7 @@ def _linked_counts(history: History, dooms: Mapping[str, str | None]) -> dict[st
         "sent_twice": sum(s.command == "batch" and s.kind == "duplicate" for s in history.sent),
         "by_end_state": dict(Counter(said(b) for b in batches).most_common()),
         "by_doom": {
-            str(doom): dict(Counter(said(b) for b in batches if dooms.get(b) == doom).most_common())
+            doom or "not doomed": dict(Counter(said(b) for b in batches if dooms.get(b) == doom))
             for doom in sorted({dooms.get(b) for b in batches}, key=str)
         },
         "failed_legs_named": sum(r.failed_leg is not None for r in ends.values()),
