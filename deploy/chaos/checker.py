@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from coordinator.saga.reconciliation import EntryGroup, OperationView, SagaView, ShardView, reconcile
+from deploy.chaos.linked_checker import BatchRow, LegOutcome, all_or_none
+from schemas.public import BatchLeg
 from shards.domain.chain import ChainedEntry, first_break
 from shards.domain.model import transit_account
 from shards.domain.replay import Balance, differences, replay
@@ -27,6 +29,7 @@ INVARIANTS = {
     "I10": "a posted amount never exceeds its hold, and is what the post asked for",
     "I11": "when every hold is resolved, no pending balance remains: nothing reserved or pending",
     "I12": "no post after a void or expiry, no void after a post or expiry",
+    "I13": "a linked batch is all legs or none, its legs' rows and its result agreeing with it",
 }
 REUSED = "transfer_id_reused"
 PENDING = "pending"  # a pending transfer's first result: its hold is in place; not terminal
@@ -47,6 +50,8 @@ class Sent:
     amount: int | None = None
     """A pending transfer's hold; a post's amount (None: the whole hold)."""
     pending_id: str | None = None
+    legs: tuple[BatchLeg, ...] = ()
+    """A linked batch's legs, in order (its transfer_id is the batch_id)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,10 @@ class Observed:
     """A post's result: the amount posted; a transfer's: its amount."""
     pending_id: str | None = None
     """A post's or void's result: the pending transfer it resolved (or tried to)."""
+    legs: tuple[LegOutcome, ...] | None = None
+    """A linked batch's result: every leg's outcome, in order."""
+    failed_leg: str | None = None
+    """A failed linked batch's result: the leg that failed (None for a timeout)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,8 @@ class LedgerState:
     """Sagas still in flight (or still pending) when the liveness bound ran out."""
     resolvers: dict[str, Resolver] = field(default_factory=dict)
     """transfer id of a post or void -> its row."""
+    batches: dict[str, BatchRow] = field(default_factory=dict)
+    """batch id of a linked batch -> its row (its legs' rows are sagas, linked)."""
 
 
 def check(history: History, ledger: LedgerState) -> dict[str, list[str]]:
@@ -142,6 +153,7 @@ def check(history: History, ledger: LedgerState) -> dict[str, list[str]]:
         "I10": _posted_within_hold(history, ledger),
         "I11": _nothing_pending(ledger),
         "I12": _no_resolution_after_end(history, ledger),
+        "I13": all_or_none(history, ledger),
     }
 
 
@@ -182,7 +194,9 @@ def _results(history: History, ledger: LedgerState) -> list[str]:
     found = []
     for t in sorted({s.transfer_id for s in history.sent if s.kind == "original"}):
         seen = outcomes.get(t, set())
-        kept = ledger.sagas.get(t) or ledger.resolvers.get(t)  # a post or void is a row, not a saga
+        # A post or void is a row, not a saga; a linked batch is a row of its own, its legs sagas
+        # (the legs are no transfers the workload sent: the batch is, and I13 judges its legs).
+        kept = ledger.sagas.get(t) or ledger.resolvers.get(t) or ledger.batches.get(t)
         if not seen:
             found.append(f"{t}: no terminal result")
         elif len(seen) > 1:

@@ -90,6 +90,7 @@ def table(report: dict[str, Any]) -> str:
         f" all answered within the bound: {t['all_answered_within_bound']}",
         f"  rejected and compensated, by reason: {t['by_reason']}",
         *_pending_lines(t.get("pending")),
+        *_linked_lines(t.get("linked")),
         f"  every saga terminal {report['settled_after_heal_s']} s after the final heal",
         *(f"  skipped {kind}: {reason}" for kind, reason in report["skipped_kinds"].items()),
         "  faults (recovery: from the heal to the first new completion; settled: until every transfer"
@@ -121,4 +122,14 @@ def _pending_lines(p: dict[str, Any] | None) -> list[str]:
         f"  pending transfers: {p['sent']} sent, {p['held']} held; ended {p['by_end_state']}",
         f"    posts in full {p['posts_in_full']}; posts for less {p['posts_for_less']};"
         f" voids {p['voids']}; {p['resolutions_duplicated']} posts and voids sent twice",
+    ]
+
+
+def _linked_lines(b: dict[str, Any] | None) -> list[str]:
+    if not b:
+        return []
+    return [
+        f"  linked batches: {b['sent']} sent ({b['legs']} legs, {b['sent_twice']} sent twice);"
+        f" ended {b['by_end_state']}",
+        f"    by how they were doomed: {b['by_doom']}",
     ]

@@ -99,4 +99,4 @@ def sent_record(command: TransferCommand, kind: str) -> Sent:
         return Sent(command.transfer_id, fingerprint, kind, "post", command.amount, command.pending_id)
     if isinstance(command, VoidPendingTransfer):
         return Sent(command.transfer_id, fingerprint, kind, "void", None, command.pending_id)
-    return Sent(command.transfer_id, fingerprint, kind, "batch")
+    return Sent(command.batch_id, fingerprint, kind, "batch", legs=command.transfers)

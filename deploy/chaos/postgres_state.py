@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 
 import asyncpg
 
 from coordinator.adapters.postgres_reconcile import read_snapshot
 from coordinator.saga.reconciliation import OperationView, SagaView
 from deploy.chaos.checker import LedgerState, Resolver, ShardState
+from deploy.chaos.linked_checker import BatchRow
 from infra.config import LedgerConfig
 from infra.postgres_migrations import quoted_schema
 from shards.adapters.postgres_shard_store import to_micros
@@ -31,22 +33,31 @@ async def read_ledger(config: LedgerConfig, shards: list[int]) -> LedgerState:
 async def _coordinator(conn: asyncpg.Connection, schema: str) -> LedgerState:
     rows = await conn.fetch(
         "SELECT transfer_id, status, debit_account, credit_account, amount, currency, debit_shard,"
-        " credit_shard, pending_timeout_ms IS NOT NULL, post_amount, fingerprint, pending_id"
+        " credit_shard, pending_timeout_ms IS NOT NULL OR batch_id IS NOT NULL, post_amount,"
+        " batch_id IS NOT NULL, fingerprint, pending_id, batch_id, batch_state IS NOT NULL AS batch"
         f" FROM {schema}.transfers"
     )
     # A post or void of a pending transfer is a row of its own, not a saga: its effects are its
-    # pending transfer's (reconciliation skips it likewise).
+    # pending transfer's (reconciliation skips it likewise). A linked batch's row is no saga either
+    # (no shards of its own); each of its legs is one, held and credited like a two-phase transfer
+    # (as reconciliation reads them).
     sagas = {
-        r[0]: SagaView(*r[:10]) for r in rows if r["debit_shard"] is not None and r["pending_id"] is None
+        r[0]: SagaView(*r[:11]) for r in rows if r["debit_shard"] is not None and r["pending_id"] is None
     }
     resolvers = {
         r[0]: Resolver(r["pending_id"], r["status"], r["amount"])
         for r in rows
         if r["pending_id"] is not None and r["amount"] is not None
     }
+    legs: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        if r["batch_id"] is not None:
+            legs[r["batch_id"]].add(r[0])
+    batches = {r[0]: BatchRow(r["status"], frozenset(legs[r[0]])) for r in rows if r["batch"]}
     # A pending saga left pending after healing is as stuck as one in flight (its hold times out).
     unsettled = [r[0] for r in rows if r["status"] in OPEN_STATUSES]
-    return LedgerState(sagas, {r[0]: r["fingerprint"] for r in rows}, {}, unsettled, resolvers)
+    fingerprints = {r[0]: r["fingerprint"] for r in rows}
+    return LedgerState(sagas, fingerprints, {}, unsettled, resolvers, batches)
 
 
 async def _shard(conn: asyncpg.Connection, schema: str) -> ShardState:

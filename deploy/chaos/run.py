@@ -95,7 +95,9 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
             "faults_by_kind": {k: sum(f.kind == k for f in nemesis.injected) for k in kinds},
             "skipped_kinds": skipped,
             "transfers": _counts(history, answered) | {
-                "account_freezes": client.freezes, "duplicates_absorbed": _absorbed(history, violations["I5"])
+                "account_freezes": client.freezes,
+                "duplicates_absorbed": _absorbed(history, violations["I5"]),
+                "linked": _linked_counts(history, client.dooms),
             },
             "settled_after_heal_s": round(time.monotonic() - healed, 1) if quiet_s is not None else None,
             "violations": {k: {"invariant": INVARIANTS[k], "count": len(v), "examples": v[:5]}
@@ -175,6 +177,31 @@ def _pending_counts(history: History, finals: Mapping[str, Observed]) -> dict[st
         "resolutions_duplicated": sum(
             s.kind == "duplicate" and s.command in ("post", "void") for s in history.sent
         ),
+    }
+
+
+def _linked_counts(history: History, dooms: Mapping[str, str | None]) -> dict[str, Any]:
+    """Linked batches: how they ended (each batch's first final result), by how they were doomed."""
+    batches = {s.transfer_id: s for s in history.sent if s.command == "batch" and s.kind == "original"}
+    ends: dict[str, Observed] = {}
+    for r in history.results:
+        if r.transfer_id in batches and r.reason != REUSED and r.state != PENDING:
+            ends.setdefault(r.transfer_id, r)
+
+    def said(b: str) -> str:
+        r = ends.get(b)
+        return "unanswered" if r is None else r.state + (f" ({r.reason})" if r.reason else "")
+
+    return {
+        "sent": len(batches),
+        "legs": sum(len(s.legs) for s in batches.values()),
+        "sent_twice": sum(s.command == "batch" and s.kind == "duplicate" for s in history.sent),
+        "by_end_state": dict(Counter(said(b) for b in batches).most_common()),
+        "by_doom": {
+            doom or "not doomed": dict(Counter(said(b) for b in batches if dooms.get(b) == doom))
+            for doom in sorted({dooms.get(b) for b in batches}, key=str)
+        },
+        "failed_legs_named": sum(r.failed_leg is not None for r in ends.values()),
     }
 
 

@@ -1,7 +1,8 @@
 """The chaos workload: transfers between a fixed set of accounts with a known total, some of them
-two-phase (held, then posted, posted for less, voided or left to expire: pending_workload.py),
-duplicates of some commands (identical, and the same id with another body) and balance reads,
-every one of them recorded into the History the checker judges.
+two-phase (held, then posted, posted for less, voided or left to expire: pending_workload.py), some
+linked batches of 2-5 legs (linked_workload.py), duplicates of some commands (identical, and the
+same id with another body) and balance reads, every one of them recorded into the History the
+checker judges.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from typing import Any
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from deploy.bench.workload import Workload, WorkloadSettings
+from deploy.bench.workload import Move, Workload, WorkloadSettings
 from deploy.chaos.checker import BalanceRead, History, Observed, Sent
+from deploy.chaos.linked_checker import LegOutcome
+from deploy.chaos.linked_workload import LinkedSettings, plan_batch
 from deploy.chaos.pending_workload import PendingSettings, hold_then_resolve, plan, sent_record
 from deploy.ledger_client import LedgerClient, Result
 from deploy.stack import ISSUER
@@ -55,6 +58,8 @@ class ChaosWorkloadSettings:
     it is refused after its debit was reserved, so the saga compensates (0: never)."""
     pending: PendingSettings = field(default_factory=PendingSettings)
     """Two-phase transfers: their share of the moves, timeouts, and how they are resolved."""
+    linked: LinkedSettings = field(default_factory=LinkedSettings)
+    """Linked batches: their share of the moves, their size, how many are doomed or sent twice."""
     seed: int = 1
 
 
@@ -90,6 +95,8 @@ class ChaosClient:
         self.completed_at: list[float] = []
         """When each distinct completed result arrived (monotonic): recovery is to the first new one."""
         self.frozen: str | None = None
+        self.dooms: dict[str, str | None] = {}
+        """Batch id -> how it was doomed on purpose (too_large, to_frozen) or None."""
         self.freezes = 0
         self._pending: set[asyncio.Task[None]] = set()
         self._reading: asyncio.Task[None] | None = None
@@ -134,10 +141,14 @@ class ChaosClient:
         """Draw the next transfer, sometimes with a duplicate or a reused id after it, and send
         them in the background, in that order: a send held up by a fault holds up no other."""
         move = self.moves.next()
-        if self.rng.random() < self.settings.pending.share:
+        draw = self.rng.random()
+        if draw < self.settings.pending.share:
             pending = plan(move, self.rng, self.settings.pending)
             self.pending_ids.add(pending.hold.transfer_id)
             self._background(hold_then_resolve(pending, self.send, lambda t: t in self.ledger.by_id))
+            return
+        if draw < self.settings.pending.share + self.settings.linked.share:
+            self._start_batch(move)
             return
         command = TransferFunds(str(uuid.uuid4()), move.debit, move.credit, move.amount, "EUR")
         batch = [(command, "original")]
@@ -147,6 +158,17 @@ class ChaosClient:
         elif draw < self.settings.duplicate_fraction + self.settings.reuse_fraction:
             other = TransferFunds(command.transfer_id, move.debit, move.credit, move.amount + 1, "EUR")
             batch.append((other, "reused"))
+        self._background(self._send_in_order(batch))
+
+    def _start_batch(self, first: Move) -> None:
+        """A linked batch of `first` and more moves, maybe doomed, maybe sent twice."""
+        s = self.settings
+        p = plan_batch(
+            first, self.moves.next, self.moves.shard_of, self.rng, s.linked,
+            max_amount=s.max_amount, too_large=s.funding * 10, frozen=self.frozen,
+        )  # fmt: skip
+        self.dooms[p.batch.batch_id] = p.doom
+        batch = [(p.batch, "original"), *([(p.batch, "duplicate")] if p.duplicate else [])]
         self._background(self._send_in_order(batch))
 
     def start_reads(self) -> None:
@@ -235,10 +257,15 @@ class ChaosClient:
         self.answered_at.setdefault(key, now)
         if result["state"] == "completed":
             self.completed_at.append(now)
+        legs = result.get("legs")
         self.results.append(
             Observed(
                 key, str(result["message_id"]), str(result["state"]), result.get("reason"),
                 str(result.get("request_fingerprint")), result.get("amount"), result.get("pending_id"),
+                None if legs is None else tuple(
+                    LegOutcome(leg["transfer_id"], leg["state"], leg.get("reason")) for leg in legs
+                ),
+                result.get("failed_leg"),
             )
         )  # fmt: skip
 

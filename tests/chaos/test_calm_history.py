@@ -38,5 +38,8 @@ async def test_a_calm_run_violates_no_invariant(kafka_bootstrap: str, database_u
     assert kinds == {"original", "duplicate", "reused"}, "the workload exercised every kind"
     states = {r.state for r in history.results}
     assert {"completed", "rejected"} <= states
+    batches = {s.transfer_id for s in history.sent if s.command == "batch"}
+    assert batches, "linked batches were sent"
+    assert batches <= set(ledger.batches), "and the state reader found each batch's row"
     assert history.reads
     assert history.issued["EUR"] == settings.funding * settings.accounts

@@ -11,6 +11,8 @@ import orjson
 
 from deploy.bench.workload import Move
 from deploy.chaos.checker import Observed, Sent
+from deploy.chaos.linked_checker import LegOutcome
+from deploy.chaos.linked_workload import LinkedSettings, plan_batch
 from deploy.chaos.pending_workload import PendingSettings, plan, sent_record
 from deploy.chaos.workload import ChaosClient, ChaosWorkloadSettings
 from infra.config import LedgerConfig
@@ -92,3 +94,55 @@ async def test_a_post_result_is_observed_with_its_amount_and_pending_transfer() 
                       "reason": None, "request_fingerprint": "fp", "amount": 60, "pending_id": "p1"})
     )  # fmt: skip
     assert client.results == [Observed("q1", "m1", "completed", None, "fp", 60, "p1")]
+
+
+async def test_linked_batches_are_planned_over_shards_some_doomed_and_recorded_for_what_they_are() -> None:
+    config = LedgerConfig("postgresql://a@h/db", "127.0.0.1:1", Namespace("t_"))
+    settings = ChaosWorkloadSettings(accounts=12)
+    client = ChaosClient(config, PartitionMap.initial(4), settings)  # never started
+    moves, rng, linked = client.moves, random.Random(7), LinkedSettings()
+    plans = [
+        plan_batch(moves.next(), moves.next, moves.shard_of, rng, linked, max_amount=settings.max_amount,
+                   too_large=settings.funding * 10, frozen=moves.accounts[3])
+        for _ in range(400)
+    ]  # fmt: skip
+    low, high = linked.legs
+    assert {len(p.batch.transfers) for p in plans} == set(range(low, high + 1))
+    for p in plans:
+        legs = p.batch.transfers
+        assert p.batch.linked
+        assert len({leg.transfer_id for leg in legs}) == len(legs), "each leg its own id"
+        assert {leg.currency for leg in legs} == {"EUR"}
+        assert {a for leg in legs for a in (leg.debit_account, leg.credit_account)} <= set(moves.accounts)
+        assert len({moves.shard_of[a] for leg in legs for a in (leg.debit_account, leg.credit_account)}) > 1
+        too_large = [leg for leg in legs if leg.amount > settings.max_amount]
+        assert len(too_large) == (p.doom == "too_large"), "one doomed leg, the others ordinary"
+        if p.doom == "to_frozen":
+            assert any(leg.credit_account == moves.accounts[3] for leg in legs)
+    dooms = Counter(p.doom for p in plans)
+    assert 20 < dooms["too_large"] < 70
+    assert 20 < dooms["to_frozen"] < 70
+    assert 15 < sum(p.duplicate for p in plans) < 70
+    p = plans[0]
+    assert sent_record(p.batch, "duplicate") == Sent(
+        p.batch.batch_id, request_fingerprint(p.batch), "duplicate", "batch", legs=p.batch.transfers
+    )
+
+
+async def test_a_batch_result_is_observed_with_its_legs_and_failed_leg() -> None:
+    config = LedgerConfig("postgresql://a@h/db", "127.0.0.1:1", Namespace("t_"))
+    client = ChaosClient(config, PartitionMap.initial(2), ChaosWorkloadSettings(accounts=4))  # never started
+    legs = [{"transfer_id": "l1", "state": "compensated", "reason": "linked_transfer_failed"},
+            {"transfer_id": "l2", "state": "compensated", "reason": "account_frozen"}]  # fmt: skip
+    result = {"type": "TransferResult", "message_id": "m1", "transfer_id": "b1", "state": "compensated",
+              "reason": "account_frozen", "request_fingerprint": "fp", "legs": legs,
+              "failed_leg": "l2"}  # fmt: skip
+    client.ledger._record(orjson.dumps(result))
+    assert client.results == [
+        Observed(
+            "b1", "m1", "compensated", "account_frozen", "fp",
+            legs=(LegOutcome("l1", "compensated", "linked_transfer_failed"),
+                  LegOutcome("l2", "compensated", "account_frozen")),
+            failed_leg="l2",
+        )
+    ]  # fmt: skip
