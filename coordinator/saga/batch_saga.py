@@ -141,6 +141,8 @@ def shards_of(batch: Batch, step: str) -> frozenset[int]:
 def commands_for(state: BatchState, shards: frozenset[int]) -> list[Effect]:
     """The current step's ApplyLegs to each of `shards` (the same every time it is sent)."""
     b, step = state.batch, state.step
+    if not shards:  # held, or every shard answered: nothing to send
+        return []
     debit = step in _DEBIT_SIDE
     name = _DEBIT_SIDE[step] if debit else _CREDIT_SIDE[step]
     effects: list[Effect] = []
