@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
+import os
 import secrets
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -223,3 +227,17 @@ async def dead_letters(config: LedgerConfig, want: int, within_s: float = 30) ->
     finally:
         await consumer.stop()
     return letters
+
+
+async def ledger_cli(config: LedgerConfig, *args: str) -> tuple[int, dict[str, Any]]:
+    """`ledger ARGS` as a user runs it, without blocking the ledger running in this event loop."""
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("ledger")), *args, env={**os.environ, **config.as_env()},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    try:
+        return process.returncode, json.loads(out)
+    except json.JSONDecodeError:
+        return process.returncode, {"stdout": out.decode(), "stderr": err.decode()}

@@ -26,8 +26,7 @@ from schemas.public import (
     TransferCommand,
     TransferFunds,
 )
-from tests.integration.test_pending_transfers import _cli
-from tests.ledger_harness import ResultCollector, accounts_on, fresh_config, running_ledger
+from tests.ledger_harness import ResultCollector, accounts_on, fresh_config, ledger_cli, running_ledger
 
 
 def _id() -> str:
@@ -191,21 +190,23 @@ async def test_the_cli_sends_a_linked_batch_from_a_file_and_shows_its_legs(
             {"debit_account": payer, "credit_account": shop, "amount": 800, "currency": "EUR"},
             {"debit_account": payer, "credit_account": tax, "amount": 160, "currency": "EUR"},
         ]))  # fmt: skip
-        code, done = await _cli(ledger, "transfer", "--linked", str(legs), "--wait")
+        code, done = await ledger_cli(ledger, "transfer", "--linked", str(legs), "--wait")
         assert (code, done["state"], [leg["state"] for leg in done["legs"]]) == (
             0,
             "completed",
             ["completed"] * 2,
         )
-        code, status = await _cli(ledger, "status", done["transfer_id"])
+        code, status = await ledger_cli(ledger, "status", done["transfer_id"])
         assert [(leg["credit_account"], leg["amount"], leg["state"]) for leg in status["legs"]] == [
             (shop, 800, "completed"),
             (tax, 160, "completed"),
         ]
-        code, refused = await _cli(ledger, "transfer", "--linked", str(legs), "--wait")  # 40 left: too little
+        code, refused = await ledger_cli(
+            ledger, "transfer", "--linked", str(legs), "--wait"
+        )  # 40 left: too little
         assert (code, refused["state"], refused["reason"]) == (3, "rejected", "insufficient_funds")
         legs.write_text("[]")
-        code, usage = await _cli(ledger, "transfer", "--linked", str(legs))
+        code, usage = await ledger_cli(ledger, "transfer", "--linked", str(legs))
         assert code == 2, usage
-        code, usage = await _cli(ledger, "transfer", "--linked", str(legs), "--from", payer)
+        code, usage = await ledger_cli(ledger, "transfer", "--linked", str(legs), "--from", payer)
         assert code == 2, usage

@@ -3,9 +3,6 @@ a post for less, a void, an expiry, the losers of each race, bad posts and voids
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import uuid
 from typing import Any
 
@@ -23,8 +20,7 @@ from schemas.public import (
     TransferFunds,
     VoidPendingTransfer,
 )
-from tests.integration.test_shard_audit import LEDGER
-from tests.ledger_harness import ResultCollector, accounts_on, fresh_config, running_ledger
+from tests.ledger_harness import ResultCollector, accounts_on, fresh_config, ledger_cli, running_ledger
 
 
 def _id() -> str:
@@ -140,20 +136,6 @@ async def test_holds_posted_for_less_voided_and_expired_with_every_loser_told_wh
     assert reconcile(sagas, views) == []
 
 
-async def _cli(config: LedgerConfig, *args: str) -> tuple[int, dict[str, Any]]:
-    """`ledger ARGS` as a user runs it, without blocking the ledger running in this event loop."""
-    process = await asyncio.create_subprocess_exec(
-        LEDGER, *args, env={**os.environ, **config.as_env()},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    try:
-        return process.returncode, json.loads(out)
-    except json.JSONDecodeError:
-        return process.returncode, {"stdout": out.decode(), "stderr": err.decode()}
-
-
 async def test_the_cli_holds_posts_voids_and_says_expired(ledger: LedgerConfig) -> None:
     pmap = await init_ledger(ledger, 2)
     (a0,) = accounts_on(pmap, 0, 1, prefix="cli")
@@ -166,33 +148,33 @@ async def test_the_cli_holds_posts_voids_and_says_expired(ledger: LedgerConfig) 
         await results.wait_for([c.command_id for c in opened])
         await _send(results, [TransferFunds(_id(), "issuer", a0, 5_000, "EUR")], final=True)
 
-        code, held = await _cli(ledger, "transfer", "--from", a0, "--to", c1, "--amount", "3000",
+        code, held = await ledger_cli(ledger, "transfer", "--from", a0, "--to", c1, "--amount", "3000",
                                 "--currency", "EUR", "--pending", "10m", "--wait")  # fmt: skip
         assert (code, held["state"]) == (0, "pending"), held
-        code, balance = await _cli(ledger, "balance", c1)
+        code, balance = await ledger_cli(ledger, "balance", c1)
         assert (code, balance["posted"], balance["pending_credits"], balance["available"]) == (0, 0, 3_000, 0)
-        code, balance = await _cli(ledger, "balance", a0)
+        code, balance = await ledger_cli(ledger, "balance", a0)
         assert (balance["posted"], balance["pending_debits"], balance["available"]) == (5_000, 3_000, 2_000)
 
-        code, posted = await _cli(ledger, "post", held["transfer_id"], "--amount", "2500", "--wait")
+        code, posted = await ledger_cli(ledger, "post", held["transfer_id"], "--amount", "2500", "--wait")
         assert (code, posted["state"], posted["amount"], posted["pending_id"]) == (
             0,
             "completed",
             2_500,
             held["transfer_id"],
         )
-        code, again = await _cli(ledger, "void", held["transfer_id"], "--wait")
+        code, again = await ledger_cli(ledger, "void", held["transfer_id"], "--wait")
         assert (code, again["state"], again["reason"]) == (3, "rejected", "pending_transfer_already_posted")
-        code, status = await _cli(ledger, "status", held["transfer_id"])
+        code, status = await ledger_cli(ledger, "status", held["transfer_id"])
         assert (status["state"], status["resolution"], status["post_amount"]) == ("completed", "post", 2_500)
 
-        code, short = await _cli(ledger, "transfer", "--from", a0, "--to", c1, "--amount", "100",
+        code, short = await ledger_cli(ledger, "transfer", "--from", a0, "--to", c1, "--amount", "100",
                                  "--currency", "EUR", "--pending", "1s", "--wait")  # fmt: skip
         assert (code, short["state"]) == (0, "pending"), short
         await results.wait_for([short["transfer_id"]], final=True)  # the expiry's result
-        code, late = await _cli(ledger, "post", short["transfer_id"], "--wait")
+        code, late = await ledger_cli(ledger, "post", short["transfer_id"], "--wait")
         assert (code, late["reason"]) == (5, "pending_transfer_expired")
-        code, usage = await _cli(ledger, "transfer", "--from", a0, "--to", c1, "--amount", "1",
+        code, usage = await ledger_cli(ledger, "transfer", "--from", a0, "--to", c1, "--amount", "1",
                                  "--currency", "EUR", "--pending", "31d")  # fmt: skip
         assert code == 2, usage
     shard1 = await _pending_balances(ledger, 1)
