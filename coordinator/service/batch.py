@@ -11,6 +11,8 @@ from coordinator.service.inbound import Message
 from coordinator.service.ports import StepUpdate, TransferRecord
 from infra.outbox import OutboxMessage
 from infra.records import Origin
+from infra.tracing import current_headers
+from schemas.shard_messages import ShardCommand, encode
 
 
 @dataclass
@@ -33,6 +35,12 @@ class BatchChanges:
         self.seen.add(message_id)
         self.inbox.append(message_id)
         return True
+
+    def send(self, topic: str, transfer_id: str, step: str, shard: int, command: ShardCommand) -> None:
+        """A saga step's command onto its shard's topic through the outbox, keyed by its transfer
+        (so its reply comes back to the saga's coordinator), and into the step history."""
+        self.outbox.append(OutboxMessage(topic, transfer_id.encode(), encode(command), current_headers()))
+        self.steps.append(StepUpdate(transfer_id, step, shard, command.message_id))
 
 
 M = TypeVar("M", bound=Message)

@@ -61,7 +61,7 @@ from schemas.public import (
     encode_public,
     request_fingerprint,
 )
-from schemas.shard_messages import ShardReply, encode
+from schemas.shard_messages import ShardReply
 from schemas.topics import Namespace
 
 log = logging.getLogger(__name__)
@@ -364,11 +364,8 @@ class Coordinator:
         changes.changed[rec.transfer_id] = rec
         for effect in effects:
             if isinstance(effect, SendToShard):
-                cmd, topic = effect.command, self.ns.shard_commands(effect.shard)
-                changes.outbox.append(
-                    OutboxMessage(topic, rec.transfer_id.encode(), encode(cmd), current_headers())
-                )
-                changes.steps.append(StepUpdate(rec.transfer_id, state.step, effect.shard, cmd.message_id))
+                topic = self.ns.shard_commands(effect.shard)
+                changes.send(topic, rec.transfer_id, state.step, effect.shard, effect.command)
             elif isinstance(effect, PublishResult) and effect.transfer_id == rec.transfer_id:
                 self._publish(changes, rec)
             elif isinstance(effect, PublishResult):

@@ -21,12 +21,11 @@ from coordinator.saga.transfer_saga import (
 )
 from coordinator.service.batch import BatchChanges
 from coordinator.service.ports import StepUpdate, TransferRecord
-from infra.outbox import OutboxMessage
 from infra.records import Origin
 from infra.tracing import TRACEPARENT, current_headers
 from schemas.partitioning import PartitionMap
 from schemas.public import TransferBatch, request_fingerprint
-from schemas.shard_messages import ShardReply, encode
+from schemas.shard_messages import ShardReply
 from schemas.topics import Namespace
 
 Publish = Callable[[BatchChanges, TransferRecord], None]
@@ -117,13 +116,8 @@ class LinkedBatches:
         changes.changed[rec.transfer_id] = rec
         for effect in effects:
             if isinstance(effect, SendToShard):
-                cmd, topic = effect.command, self.ns.shard_commands(effect.shard)
-                changes.outbox.append(
-                    OutboxMessage(topic, rec.transfer_id.encode(), encode(cmd), current_headers())
-                )
-                changes.steps.append(
-                    StepUpdate(rec.transfer_id, f"{state.step}:{effect.shard}", effect.shard, cmd.message_id)
-                )
+                topic, step = self.ns.shard_commands(effect.shard), f"{state.step}:{effect.shard}"
+                changes.send(topic, rec.transfer_id, step, effect.shard, effect.command)
             elif effect.transfer_id == rec.transfer_id:
                 self._legs_follow(changes, state)
                 self.publish(changes, rec)

@@ -92,6 +92,7 @@ def table(report: dict[str, Any]) -> str:
         *_pending_lines(t.get("pending")),
         *_linked_lines(t.get("linked")),
         f"  every saga terminal {report['settled_after_heal_s']} s after the final heal",
+        *(f"  still in a transaction: {session}" for session in report.get("stuck_sessions", [])),
         *(f"  skipped {kind}: {reason}" for kind, reason in report["skipped_kinds"].items()),
         "  faults (recovery: from the heal to the first new completion; settled: until every transfer"
         " sent before the heal had its result):",

@@ -107,3 +107,24 @@ async def wait_sagas_end(config: LedgerConfig, within_s: float) -> float | None:
             pass
         await asyncio.sleep(1.0)
     return None
+
+
+async def stuck_sessions(config: LedgerConfig) -> list[dict[str, object]]:
+    """Every session in a transaction for over 5 s, with the saga rows it locks: what holds up a
+    saga that did not end after healing (a sweeper skips rows another transaction locked)."""
+    schema = config.namespace.coordinator_schema
+    conn = await asyncpg.connect(config.database_url, timeout=5)
+    try:
+        rows = await conn.fetch(
+            "SELECT a.pid, a.application_name, a.state, a.wait_event_type, a.wait_event,"
+            " extract(epoch FROM now() - a.xact_start)::int AS in_transaction_s, left(a.query, 200) AS query,"
+            " (SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+            "  JOIN pg_namespace n ON n.oid = c.relnamespace"
+            "  WHERE l.pid = a.pid AND n.nspname = $1 AND c.relname = 'transfers') AS transfers_locks"
+            " FROM pg_stat_activity a WHERE a.xact_start < now() - interval '5 seconds'"
+            " AND a.pid <> pg_backend_pid() ORDER BY a.xact_start",
+            schema,
+        )
+    finally:
+        await conn.close()
+    return [dict(r) for r in rows]

@@ -15,7 +15,7 @@ from hdrh.histogram import HdrHistogram
 from deploy.chaos.checker import INVARIANTS, PENDING, REUSED, History, Observed, check
 from deploy.chaos.iptables import sweep_stale, unavailable_reason
 from deploy.chaos.nemesis import Nemesis
-from deploy.chaos.postgres_state import read_ledger, wait_sagas_end
+from deploy.chaos.postgres_state import read_ledger, stuck_sessions, wait_sagas_end
 from deploy.chaos.schedule import CUT_KINDS, FAULT_KINDS, plan
 from deploy.chaos.workload import ChaosClient, ChaosWorkloadSettings
 from deploy.kafka_principals import OPERATOR
@@ -83,6 +83,7 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
         answered = await client.wait_settled(settings.settle_s)
         left_s = max(1.0, settings.settle_s - (time.monotonic() - healed))
         quiet_s = await wait_sagas_end(config, left_s)
+        stuck = [] if quiet_s is not None else await stuck_sessions(config)
         history = client.history()
         ledger = await read_ledger(config, list(range(shards)))
         violations = check(history, ledger)
@@ -100,6 +101,7 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
                 "linked": _linked_counts(history, client.dooms),
             },
             "settled_after_heal_s": round(time.monotonic() - healed, 1) if quiet_s is not None else None,
+            "stuck_sessions": stuck,  # when sagas were left open: the transactions PostgreSQL still had
             "violations": {k: {"invariant": INVARIANTS[k], "count": len(v), "examples": v[:5]}
                            for k, v in violations.items()},
             "latency_ms": _latency(client, t0, nemesis),

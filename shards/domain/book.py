@@ -238,7 +238,7 @@ class ShardBook:
             return "reservation_released", "already_applied"
         if hold.state == COMMITTED:
             raise Rejected("reservation_committed")
-        self._release_hold(hold)
+        self._end(hold, RELEASED)
         return "reservation_released", None
 
     def _cancel_credit(self, c: CancelCredit) -> tuple[str, str | None]:
@@ -252,10 +252,7 @@ class ShardBook:
         if done.state == RELEASED:
             return "credit_cancelled", "already_applied"
         if done.state == HELD:  # a pending transfer's credit, never posted: just no longer shown
-            self._account(done.account_id).pending_credit -= done.amount
-            self.changed_accounts.add(done.account_id)
-            done.state = RELEASED
-            self.changed_operations.add(done.key)
+            self._end(done, RELEASED)
             return "credit_cancelled", None
         raise Rejected("credit_applied")  # too late to cancel: the saga must go forward
 
@@ -296,7 +293,7 @@ class ShardBook:
             return "hold_posted", "already_applied"
         account = self._account(c.account_id)
         self._post(c.transfer_id, "commit", c.message_id, account, self._transit(hold.currency), c.amount)
-        self._close_hold(hold, account)
+        self._end(hold, COMMITTED)
         return "hold_posted", None
 
     def _settle_credit(self, c: SettleCredit) -> tuple[str, str | None]:
@@ -306,7 +303,7 @@ class ShardBook:
             return "credit_settled", "already_applied"
         account = self._account(c.account_id)  # no status check: the credit was accepted when held
         self._post(c.transfer_id, CREDIT, c.message_id, self._transit(pending.currency), account, c.amount)
-        self._close_pending_credit(pending, account)
+        self._end(pending, COMMITTED)
         return "credit_settled", None
 
     def _post_pending(self, c: PostPending) -> tuple[str, str | None]:
@@ -319,8 +316,8 @@ class ShardBook:
             raise AssertionError(f"{c.transfer_id}: hold open but pending credit closed")
         debit, credit = self._account(c.debit_account), self._account(c.credit_account)
         self._post(c.transfer_id, TRANSFER, c.message_id, debit, credit, c.amount)
-        self._close_hold(hold, debit)
-        self._close_pending_credit(pending, credit)
+        self._end(hold, COMMITTED)
+        self._end(pending, COMMITTED)
         return "pending_posted", None
 
     def _void_pending(self, c: VoidPending) -> tuple[str, str | None]:
@@ -332,8 +329,8 @@ class ShardBook:
             return "pending_voided", "already_applied"
         if hold.state == COMMITTED:
             raise Rejected("reservation_committed")
-        self._release_hold(hold)
-        self._cancel_pending_credit(pending)
+        self._end(hold, RELEASED)
+        self._end(pending, RELEASED)
         return "pending_voided", None
 
     # --- linked batches: every leg's step, or (one refused) none --------------------------------
@@ -451,32 +448,17 @@ class ShardBook:
         self.changed_accounts.add(account.account_id)
         self._record(Operation(transfer_id, CREDIT, account.account_id, amount, account.currency, HELD))
 
-    def _close_hold(self, hold: Operation, account: Account) -> None:
-        """A hold posted (in full or in part): the whole of it stops being set aside."""
-        account.reserved -= hold.amount
+    def _end(self, op: Operation, state: str) -> None:
+        """A hold (a pending debit) or a pending credit ends, posted or released: the whole amount
+        it held stops counting, even when a post moved less."""
+        account = self._account(op.account_id)
+        if op.kind == HOLD:
+            account.reserved -= op.amount
+        else:
+            account.pending_credit -= op.amount
         self.changed_accounts.add(account.account_id)
-        hold.state = COMMITTED
-        self.changed_operations.add(hold.key)
-
-    def _close_pending_credit(self, pending: Operation, account: Account) -> None:
-        account.pending_credit -= pending.amount
-        self.changed_accounts.add(account.account_id)
-        pending.state = COMMITTED
-        self.changed_operations.add(pending.key)
-
-    def _release_hold(self, hold: Operation) -> None:
-        account = self._account(hold.account_id)
-        account.reserved -= hold.amount
-        self.changed_accounts.add(account.account_id)
-        hold.state = RELEASED
-        self.changed_operations.add(hold.key)
-
-    def _cancel_pending_credit(self, pending: Operation) -> None:
-        account = self._account(pending.account_id)
-        account.pending_credit -= pending.amount
-        self.changed_accounts.add(account.account_id)
-        pending.state = RELEASED
-        self.changed_operations.add(pending.key)
+        op.state = state
+        self.changed_operations.add(op.key)
 
     def _transit(self, currency: str) -> Account:
         account_id = transit_account(currency)
