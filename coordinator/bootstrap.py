@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
@@ -46,6 +47,10 @@ class RunSettings:
     stall_after_s: float = 30.0
     """An attempt still unfinished after this long is stalled (a batch normally takes well under
     a second): the process starts again from fresh connections rather than wait forever."""
+    statement_timeout_s: float = 10.0
+    """Longest one statement may take, and then its cancel request. asyncpg bounds neither by
+    default, and over a link gone silent an attempt cancelled at its stall bound then waits for
+    the cancel forever (tests/integration/test_blackholed_postgres.py)."""
     failpoints: Failpoints = field(default_factory=Failpoints)
     """Crash tests only: where to die on purpose."""
 
@@ -61,7 +66,7 @@ async def run_coordinator(
     ns = config.namespace
     settings = replace(settings, max_message_bytes=config.max_message_bytes)  # envelopes fit the topics
     authenticator = MessageAuthenticator(config.message_keys)  # none: refuse to start
-    pool = await open_pool(config.database_url, ns.coordinator_schema, max_size=4)
+    pool = await saga_pool(config.database_url, ns.coordinator_schema, run)
     control_pool = await open_pool(config.database_url, ns.control_schema, max_size=1)
     consumer = AIOKafkaConsumer(
         **config.kafka_args(), group_id=f"{ns.prefix}ledger.coordinator",
@@ -93,6 +98,11 @@ async def run_coordinator(
             await producer.stop()
         await close_pool(pool)
         await close_pool(control_pool)
+
+
+async def saga_pool(dsn: str, schema: str, run: RunSettings) -> asyncpg.Pool:
+    """The pool of the coordinator's saga store (and its relay)."""
+    return await open_pool(dsn, schema, max_size=4, statement_timeout_s=run.statement_timeout_s)
 
 
 async def _consume(

@@ -11,12 +11,18 @@ from schemas.errors import StoreUnavailable
 __all__ = ["TRANSIENT_ERRORS", "StoreUnavailable", "close_pool", "keep_session", "open_pool"]
 
 
-async def open_pool(dsn: str, schema: str, max_size: int = 4) -> asyncpg.Pool:
+async def open_pool(
+    dsn: str, schema: str, max_size: int = 4, statement_timeout_s: float | None = None
+) -> asyncpg.Pool:
+    """A pool whose sessions see `schema`. A worker's pool bounds each statement: asyncpg then
+    also bounds the cancel request that ends a statement, which it otherwise waits for forever
+    when the link has gone silent (tests/integration/test_blackholed_postgres.py)."""
     # The application name says whose connections these are (pg_stat_activity, pg_terminate_backend).
     settings = {"search_path": schema, "application_name": f"ledger {schema}"}
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=max_size, server_settings=settings, reset=keep_session
-    )
+        dsn, min_size=1, max_size=max_size, server_settings=settings, reset=keep_session,
+        command_timeout=statement_timeout_s,
+    )  # fmt: skip
     return pool
 
 

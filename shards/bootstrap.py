@@ -42,7 +42,9 @@ async def run_shard(
         settings, reply_partitions=config.partitions, max_message_bytes=config.max_message_bytes
     )
     authenticator = MessageAuthenticator(config.message_keys)  # none: refuse to start
-    shard_pool = await open_pool(config.shard_database_url(shard), ns.shard_schema(shard), max_size=3)
+    shard_pool = await open_pool(
+        config.shard_database_url(shard), ns.shard_schema(shard), 3, settings.statement_timeout_s
+    )
     control_pool = await open_pool(config.database_url, ns.control_schema, max_size=1)
     source = KafkaCommandSource(
         config.kafka_args(), ns.shard_commands(shard), f"{ns.prefix}ledger.shard.{shard:02d}",

@@ -67,6 +67,9 @@ class WorkerSettings:
     """Longest wait between retries of a batch that failed for an infrastructure reason."""
     stall_after_s: float = 30.0
     """A batch still unfinished after this long is stalled: the process starts again."""
+    statement_timeout_s: float = 10.0
+    """Longest one statement may take, and then its cancel request: without this bound a batch
+    cancelled at its stall bound over a link gone silent never ends (coordinator/bootstrap.py)."""
     reply_partitions: int = 8
     """Partitions of the replies topic (LEDGER_PARTITIONS): one reply envelope per partition."""
     max_message_bytes: int = 256 * 1024
