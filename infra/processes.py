@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 
 from infra import event_loop
@@ -48,18 +49,33 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
     event_loop.run(runner(), os.environ)
 
 
-async def _restarting(main: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event) -> None:
-    pause = 0.5
+FIRST_PAUSE_S = 0.5
+LONGEST_PAUSE_S = 30.0
+HEALTHY_AFTER_S = 60.0
+"""A run that lasted this long before it failed was healthy: the next restart is prompt again."""
+
+
+async def _restarting(
+    main: Callable[[asyncio.Event], Awaitable[None]],
+    stop: asyncio.Event,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    pause = FIRST_PAUSE_S
     while True:
+        started = clock()
         try:
             await main(stop)
             return
         except Exception as e:
             if stop.is_set() or _final(e):
                 raise
-            log.exception("stopped by %s; starting again in %.1fs", type(e).__name__, pause)
+            if clock() - started >= HEALTHY_AFTER_S:
+                # The pause grows for failures in a row, not over a process's life: otherwise a
+                # worker that met six faults in an hour waits 30 s after every later one.
+                pause = FIRST_PAUSE_S
+            log.exception("stopped by %s; starting again in %.2gs", type(e).__name__, pause)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), pause)
         if stop.is_set():
             return
-        pause = min(pause * 2, 30.0)
+        pause = min(pause * 2, LONGEST_PAUSE_S)

@@ -8,12 +8,14 @@ Stalled, which the process's outermost loop answers by starting again from fresh
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, cast
 
 import asyncpg
 import pytest
 
 from coordinator.bootstrap import RunSettings, _with_retries
+from infra import processes
 from infra.postgres_pool import close_pool
 from infra.processes import _final
 from schemas.errors import Stalled
@@ -54,3 +56,26 @@ async def test_a_pool_that_will_not_close_is_terminated() -> None:
     pool = WedgedPool()
     await close_pool(cast(asyncpg.Pool, cast(Any, pool)), within_s=0.05)
     assert pool.terminated
+
+
+async def test_a_failure_after_a_healthy_run_restarts_promptly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The restart pause doubles for failures in a row and starts again after a healthy run."""
+    monkeypatch.setattr(processes, "FIRST_PAUSE_S", 0.01)
+    now = [0.0]
+    runs = iter([0.0, 0.0, 0.0, processes.HEALTHY_AFTER_S, 0.0])  # how long each run lasts
+    stop = asyncio.Event()
+
+    async def main(_stop: asyncio.Event) -> None:
+        ran = next(runs, None)
+        if ran is None:
+            stop.set()
+            return
+        now[0] += ran
+        raise OSError("the database went away")
+
+    with caplog.at_level(logging.ERROR, logger="ledger"):
+        await processes._restarting(main, stop, clock=lambda: now[0])
+    pauses = [r.getMessage().rsplit(" ", 1)[1] for r in caplog.records]
+    assert pauses == ["0.01s", "0.02s", "0.04s", "0.01s", "0.02s"]
