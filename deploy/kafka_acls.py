@@ -68,11 +68,13 @@ def ledger_acls(ns: Namespace, shards: int) -> frozenset[Acl]:
     rules = [
         topic(CLIENT, "WRITE", ns.transfers),
         topic(CLIENT, "READ", ns.results),
+        topic(CLIENT, "READ", ns.balances),
         group(CLIENT, f"{p}ledger.client.", "PREFIXED"),
         # Operators can do what payment clients can, and manage accounts.
         topic(OPERATOR, "WRITE", ns.account_commands),
         topic(OPERATOR, "WRITE", ns.transfers),
         topic(OPERATOR, "READ", ns.results),
+        topic(OPERATOR, "READ", ns.balances),
         group(OPERATOR, f"{p}ledger.operator.", "PREFIXED"),
         topic(COORDINATOR, "READ", ns.transfers),
         topic(COORDINATOR, "READ", ns.account_commands),
@@ -88,6 +90,7 @@ def ledger_acls(ns: Namespace, shards: int) -> frozenset[Acl]:
             topic(me, "READ", ns.shard_commands(shard)),
             group(me, f"{p}ledger.shard.{shard:02d}"),
             topic(me, "WRITE", ns.shard_replies),
+            topic(me, "WRITE", ns.balances),
             topic(me, "WRITE", ns.dead_letters),
         ]
     return frozenset(rules)

@@ -30,6 +30,8 @@ def ledger_topics(config: LedgerConfig, shard_count: int) -> list[TopicSpec]:
         TopicSpec(ns.transfers, config.partitions, rf, bounded),
         TopicSpec(ns.account_commands, config.partitions, rf, bounded),
         TopicSpec(ns.results, config.partitions, rf, bounded),
+        # Keyed by account: compaction keeps each account's latest balance for a reader from the start.
+        TopicSpec(ns.balances, config.partitions, rf, {**bounded, "cleanup.policy": "compact"}),
         TopicSpec(ns.dead_letters, 1, rf, bounded),
     ]
 

@@ -55,6 +55,12 @@ class Namespace:
         return f"{self.prefix}ledger.results"
 
     @property
+    def balances(self) -> str:
+        """Public, read-only: each account's balance after every batch that changed it, keyed by
+        account id, compacted (schemas/json/balance-changed.json)."""
+        return f"{self.prefix}ledger.balances"
+
+    @property
     def shard_replies(self) -> str:
         return f"{self.prefix}ledger.shard-replies"
 

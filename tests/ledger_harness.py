@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from deploy.ledger_client import LedgerClient
 from deploy.postgres_roles import RoleConfigs
@@ -214,19 +214,27 @@ async def produce_raw(
 
 async def dead_letters(config: LedgerConfig, want: int, within_s: float = 30) -> list[dict[str, Any]]:
     """The ledger's dead letters, decoded, once `want` have arrived (or `within_s` has passed)."""
-    consumer = AIOKafkaConsumer(
-        config.namespace.dead_letters, **config.kafka_args(), auto_offset_reset="earliest"
-    )
+    return [
+        orjson.loads(r.value or b"{}")
+        for r in await read_topic(config, config.namespace.dead_letters, want, within_s)
+    ]
+
+
+async def read_topic(
+    config: LedgerConfig, topic: str, want: int, within_s: float = 30
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """A topic's records from its start, once `want` have arrived (or `within_s` has passed)."""
+    consumer = AIOKafkaConsumer(topic, **config.kafka_args(), auto_offset_reset="earliest")
     await consumer.start()
-    letters: list[dict[str, Any]] = []
+    got: list[ConsumerRecord[bytes, bytes]] = []
     try:
         deadline = time.monotonic() + within_s
-        while len(letters) < want and time.monotonic() < deadline:
+        while len(got) < want and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
-                letters += [orjson.loads(r.value or b"{}") for r in records]
+                got += records
     finally:
         await consumer.stop()
-    return letters
+    return got
 
 
 async def ledger_cli(config: LedgerConfig, *args: str) -> tuple[int, dict[str, Any]]:

@@ -25,6 +25,7 @@ from infra.envelopes import key_partition
 from infra.outbox import Committed, OutboxMessage
 from infra.records import Refused
 from infra.tracing import child_span_headers
+from schemas.balances import BalanceChanged, encode_balance
 from schemas.dead_letters import DeadLetter
 from schemas.envelopes import REPLIES
 from schemas.errors import LedgerError, Stalled
@@ -39,6 +40,7 @@ from schemas.shard_messages import (
 )
 from schemas.topics import Namespace
 from shards.domain.book import ShardBook
+from shards.domain.model import Account
 from shards.service.inbound import ShardInbound
 from shards.service.ports import (
     Checkpoints,
@@ -67,6 +69,8 @@ class WorkerSettings:
     """Longest wait between retries of a batch that failed for an infrastructure reason."""
     stall_after_s: float = 30.0
     """A batch still unfinished after this long is stalled: the process starts again."""
+    publish_balances: bool = True
+    """Publish each changed balance onto the balances topic (schemas/balances.py)."""
     statement_timeout_s: float = 10.0
     """Longest one statement may take, and then its cancel request: without this bound a batch
     cancelled at its stall bound over a link gone silent never ends (coordinator/bootstrap.py)."""
@@ -193,6 +197,8 @@ class ShardWorker:
                 outbox.append(
                     OutboxMessage(self.namespace.shard_replies, key, payload, self._traced(reply, parents))
                 )
+            if self.settings.publish_balances:
+                outbox += self._balances(book)
             for letter in dead:
                 if letter.inbox_id not in stored:
                     inbox.append((letter.inbox_id, letter.encode()))
@@ -225,6 +231,16 @@ class ShardWorker:
             if item.parent is not None:
                 parents[message.message_id] = item.parent
         return commands, dead, parents
+
+    def _balances(self, book: ShardBook) -> list[OutboxMessage]:
+        """Each account the batch changed, as the batch left it (transit accounts are the ledger's
+        own): one record per account per batch, however many transfers touched it."""
+        change, seq, shard = book.changes(), book.last_seq, self.settings.shard
+        return [
+            OutboxMessage(self.namespace.balances, a.account_id.encode(), _balance(a, seq, shard), {})
+            for a in (*change.created, *change.changed)
+            if not a.is_transit
+        ]
 
     def _enveloped(self, outbox: list[OutboxMessage]) -> list[OutboxMessage]:
         """Replies packed into one envelope per partition of the replies topic (infra/envelopes.py)."""
@@ -277,3 +293,10 @@ def _touched(commands: Sequence[ShardCommand]) -> tuple[set[str], set[str], set[
         if (currency := getattr(c, "currency", None)) is not None:
             currencies.add(currency)
     return accounts, transfers, currencies
+
+
+def _balance(a: Account, journal_seq: int, shard: int) -> bytes:
+    return encode_balance(BalanceChanged(
+        a.account_id, a.currency, a.status, a.posted, a.reserved, a.pending_credit, a.available,
+        journal_seq, shard,
+    ))  # fmt: skip

@@ -114,10 +114,12 @@ def _expected_rules(p: str) -> set[tuple[str, str, str, str, str]]:
     rules = {
         ("client", "WRITE", t, f"{p}ledger.transfers", lit),
         ("client", "READ", t, f"{p}ledger.results", lit),
+        ("client", "READ", t, f"{p}ledger.balances", lit),
         ("client", "READ", g, f"{p}ledger.client.", pre),
         ("operator", "WRITE", t, f"{p}ledger.account-commands", lit),
         ("operator", "WRITE", t, f"{p}ledger.transfers", lit),
         ("operator", "READ", t, f"{p}ledger.results", lit),
+        ("operator", "READ", t, f"{p}ledger.balances", lit),
         ("operator", "READ", g, f"{p}ledger.operator.", pre),
         ("coordinator", "READ", t, f"{p}ledger.transfers", lit),
         ("coordinator", "READ", t, f"{p}ledger.account-commands", lit),
@@ -132,6 +134,7 @@ def _expected_rules(p: str) -> set[tuple[str, str, str, str, str]]:
             (f"shard-{n}", "READ", t, f"{p}ledger.shard.{n}.commands", lit),
             (f"shard-{n}", "READ", g, f"{p}ledger.shard.{n}", lit),
             (f"shard-{n}", "WRITE", t, f"{p}ledger.shard-replies", lit),
+            (f"shard-{n}", "WRITE", t, f"{p}ledger.balances", lit),
             (f"shard-{n}", "WRITE", t, f"{p}ledger.dead-letters", lit),
         }
     return rules
