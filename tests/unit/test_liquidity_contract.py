@@ -302,7 +302,8 @@ def test_alert_ids_name_the_episode_and_the_state() -> None:
     others = {
         liquidity_alert_id(*args)
         for args in [("r", "a", "EUR", 7, "cleared"), ("r", "a", "EUR", 8, "fired"),
-                     ("r", "a", "USD", 7, "fired"), ("r2", "a", "EUR", 7, "fired"), ("r", "b", "EUR", 7, "fired")]
+                     ("r", "a", "USD", 7, "fired"), ("r2", "a", "EUR", 7, "fired"),
+                     ("r", "b", "EUR", 7, "fired")]
     }  # fmt: skip
     assert fired not in others
     assert len(others) == 5
