@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE_PACKAGES = ("shards/domain", "coordinator/saga")
+PURE_PACKAGES = ("shards/domain", "coordinator/saga", "monitor/domain")
 FORBIDDEN = frozenset(
     {"asyncio", "asyncpg", "aiokafka", "faust", "opentelemetry", "socket", "subprocess", "deploy"}
 )
@@ -51,6 +51,7 @@ def package_of(path: Path) -> str:
 
 def test_the_domain_has_modules_to_check() -> None:
     assert any(p.is_relative_to(ROOT / "shards/domain") for p in pure_files())
+    assert any(p.is_relative_to(ROOT / "monitor/domain") for p in pure_files())
 
 
 @pytest.mark.parametrize("path", pure_files(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -95,6 +96,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "infra": ("coordinator", "shards", "deploy"),
     "shards": ("coordinator", "deploy"),
     "coordinator": ("deploy", "shards.adapters", "shards.service", "shards.bootstrap", "shards.cli"),
+    "monitor": ("deploy", "coordinator", "shards"),
 }
 # Entry points read the local stack's settings (deploy/stack_env), and the status API reads a
 # balance the way `ledger balance` does: the only exceptions.
