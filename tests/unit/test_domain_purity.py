@@ -1,6 +1,7 @@
-"""The pure cores (shards/domain, coordinator/saga) import nothing that does I/O or reaches deploy/,
-each package imports only the layers below it (schemas < infra < shards < coordinator < deploy), and
-the services (coordinator/service, shards/service) reach adapters and drivers only through ports."""
+"""The pure cores (shards/domain, coordinator/saga, monitor/domain) import nothing that does I/O or
+reaches deploy/, each package imports only the layers below it (schemas < infra < shards <
+coordinator < deploy), and the services (coordinator/service, shards/service) reach adapters and
+drivers only through ports."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE_PACKAGES = ("shards/domain", "coordinator/saga")
+PURE_PACKAGES = ("shards/domain", "coordinator/saga", "monitor/domain")
 FORBIDDEN = frozenset(
     {"asyncio", "asyncpg", "aiokafka", "faust", "opentelemetry", "socket", "subprocess", "deploy"}
 )
