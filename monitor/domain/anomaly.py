@@ -9,8 +9,9 @@ anomalous; only rises count, since every metric watched here is bad when high. W
 anomalous its baseline does not learn, or a sustained problem would become its new normal.
 
 An anomaly episode starts at the first anomalous sample and ends once the series has been normal
-for `clear_ms`. A consumer lag that keeps growing is an episode too. At `assess(now)`, per shard,
-the first that applies:
+for `clear_ms`. A consumer lag that keeps growing is an episode too; one that falls is a backlog
+draining: never anomalous, however high (the baseline does not learn from it either). At
+`assess(now)`, per shard, the first that applies:
 
     diverged    a divergence (reconciliation or hash-chain mismatch) was signalled since the last
                 assessment; reported once per signal: the breaker latches, so it need not repeat
@@ -69,8 +70,8 @@ class AnomalyPolicy:
     alpha: float = 0.05
     """EWMA weight of a normal sample, for the level and the spread: a memory of about 20 samples."""
     anomalous_alpha: float = 0.0
-    """Weight of an anomalous sample: 0 freezes the baseline while the series is anomalous, so a
-    sustained problem never becomes the normal."""
+    """Weight of a sample during an anomaly episode: 0 freezes the baseline from the first anomalous
+    sample until the episode ends, so a sustained problem never becomes the normal."""
     threshold: float = 6.0
     """A sample scoring above this is anomalous: six spreads above the level."""
     min_spread: float = 1.0
@@ -138,34 +139,46 @@ def observe(baseline: Baseline, sample: TelemetrySample, policy: AnomalyPolicy) 
     if sample.at_ms <= baseline.last_ms or not math.isfinite(sample.value):
         return baseline
     value, now = sample.value, sample.at_ms
-    anomalous = (
-        baseline.samples >= policy.warmup_samples and score(baseline, value, policy) > policy.threshold
-    )
-    weight = policy.anomalous_alpha if anomalous else policy.alpha
-    if baseline.samples == 0:
-        level, spread = value, 0.0
-    else:
-        level = baseline.level + weight * (value - baseline.level)
-        spread = baseline.spread + weight * (abs(value - baseline.level) - baseline.spread)
+    judged = baseline.samples >= policy.warmup_samples
+    high = judged and score(baseline, value, policy) > policy.threshold
+    # A lag falling back is a backlog draining: recovery, not the problem (it is not learnt either).
+    draining = sample.metric == CONSUMER_LAG and value < baseline.last_value
+    anomalous = high and not draining
     onset, last_anomalous = baseline.onset_ms, baseline.last_anomalous_ms
     if anomalous:
         onset, last_anomalous = (now if onset is None else onset), now
     elif onset is not None and now - last_anomalous >= policy.clear_ms:
         onset = None
     updated = replace(
-        baseline, level=level, spread=spread, samples=baseline.samples + 1, last_ms=now, last_value=value,
-        onset_ms=onset, last_anomalous_ms=last_anomalous,
+        baseline, samples=baseline.samples + 1, last_ms=now, last_value=value, onset_ms=onset,
+        last_anomalous_ms=last_anomalous,
     )  # fmt: skip
-    return _track_lag(baseline, updated, sample, policy) if sample.metric == CONSUMER_LAG else updated
+    if sample.metric == CONSUMER_LAG:
+        updated = _track_lag(baseline, updated, sample, policy)
+    return _learn(baseline, updated, value, high, policy)
+
+
+def _learn(before: Baseline, after: Baseline, value: float, high: bool, policy: AnomalyPolicy) -> Baseline:
+    """Level and spread moved towards `value`, unless it scored high: frozen for the whole episode,
+    not only on its anomalous samples, or a problem that comes and goes (scores of 3, 9, 4, 12...)
+    would teach the baseline its quieter seconds, each step up hiding more of the next ones."""
+    if before.samples == 0:
+        return replace(after, level=value, spread=0.0)
+    weight = policy.anomalous_alpha if high or after.onset_ms is not None else policy.alpha
+    level = before.level + weight * (value - before.level)
+    spread = before.spread + weight * (abs(value - before.level) - before.spread)
+    return replace(after, level=level, spread=spread)
 
 
 def _track_lag(before: Baseline, after: Baseline, sample: TelemetrySample, policy: AnomalyPolicy) -> Baseline:
-    """A lag growing without a fall since `lag_low_ms` is an episode once it grew `lag_min_growth`:
-    its onset is when it last fell. The level/spread episode still applies (a jump is anomalous)."""
+    """A lag growing without a fall since `lag_low_ms` is an episode once it grew `lag_min_growth`.
+    Its onset is then, not when the growth began: dated back, it would be sustained the moment it
+    is seen, before the other shards' lags of a fleet-wide event had grown as far. The level/spread
+    episode still applies (a jump is anomalous at once)."""
     if before.samples == 0 or sample.value <= before.last_value:
         return replace(after, lag_low_ms=sample.at_ms, lag_low_value=sample.value)
     if before.lag_low_ms is not None and sample.value - before.lag_low_value >= policy.lag_min_growth:
-        onset = before.lag_low_ms if after.onset_ms is None else min(after.onset_ms, before.lag_low_ms)
+        onset = sample.at_ms if after.onset_ms is None else after.onset_ms
         return replace(after, onset_ms=onset, last_anomalous_ms=sample.at_ms)
     return after
 

@@ -200,3 +200,15 @@ def test_a_new_series_learns_before_it_judges() -> None:
     for t, value in enumerate([10.0, 300.0, 12.0] + [10.0] * 6):
         baseline = observe(baseline, TelemetrySample("w", 0, STEP_P99_MS, value, t * 1000), POLICY)
         assert baseline.onset_ms is None
+
+
+def test_a_backlog_draining_is_recovery_not_a_problem() -> None:
+    baseline = Baseline()
+    lags = [10.0] * 20 + [2000.0] + [2000.0 - 100 * i for i in range(1, 20)]
+    onsets = []
+    for t, value in enumerate(lags):
+        baseline = observe(baseline, TelemetrySample("w", 0, CONSUMER_LAG, value, t * 1000), POLICY)
+        onsets.append(baseline.onset_ms)
+    assert onsets[20] == 20_000  # the jump
+    assert onsets[20 + POLICY.clear_ms // 1000] is None  # draining, though still far above normal
+    assert baseline.level < 11  # and never learnt
