@@ -1,6 +1,7 @@
-"""The pure cores (shards/domain, coordinator/saga) import nothing that does I/O or reaches deploy/,
-each package imports only the layers below it (schemas < infra < shards < coordinator < deploy), and
-the services (coordinator/service, shards/service) reach adapters and drivers only through ports."""
+"""The pure cores (shards/domain, coordinator/saga, monitor/domain) import nothing that does I/O or
+reaches deploy/, each package imports only the layers below it (schemas < infra < shards <
+coordinator < deploy), and the services (coordinator/service, shards/service) reach adapters and
+drivers only through ports."""
 
 from __future__ import annotations
 
