@@ -61,6 +61,27 @@ class Namespace:
         return f"{self.prefix}ledger.balances"
 
     @property
+    def control(self) -> str:
+        """Each shard's circuit breaker (schemas/breaker.py BreakerState), keyed by shard number,
+        compacted: written by the monitor, read by coordinators before they start a saga."""
+        return f"{self.prefix}ledger.control"
+
+    @property
+    def alerts(self) -> str:
+        """Liquidity and health alerts from the monitor (schemas/alerts.py), keyed by alert id."""
+        return f"{self.prefix}ledger.alerts"
+
+    @property
+    def telemetry(self) -> str:
+        """Every process's figures, once a second, for the monitor's anomaly detection."""
+        return f"{self.prefix}ledger.telemetry"
+
+    @property
+    def monitor_commands(self) -> str:
+        """Operators -> monitor: liquidity rules (SetLiquidityRules) and breakers (SetBreaker)."""
+        return f"{self.prefix}ledger.monitor-commands"
+
+    @property
     def shard_replies(self) -> str:
         return f"{self.prefix}ledger.shard-replies"
 
