@@ -14,6 +14,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
+from coordinator.adapters.kafka_control import follow_breakers
 from coordinator.adapters.kafka_records import RecordDecoder
 from coordinator.adapters.postgres_sagas import PostgresSagaStore
 from coordinator.failpoints import Failpoints
@@ -91,6 +92,7 @@ async def run_coordinator(
             tasks.create_task(_consume(consumer, decoder, store, coordinator, relay, commits, stop, run))
             tasks.create_task(_sweep(consumer, store, coordinator, relay, ns.transfers, stop, run))
             tasks.create_task(relay.run(stop))
+            tasks.create_task(follow_breakers(config.kafka_args(), ns.control, coordinator.breakers, stop))
     finally:
         with contextlib.suppress(KafkaError, OSError):
             await consumer.stop()

@@ -39,6 +39,7 @@ from coordinator.saga.transfer_saga import (
 from coordinator.saga.two_phase import Refusal, post, void
 from coordinator.service.accounts import COMMAND_TYPES, AccountCommands
 from coordinator.service.batch import BatchChanges, Handler, handles
+from coordinator.service.breakers import Breakers
 from coordinator.service.inbound import Inbound
 from coordinator.service.linked import LinkedBatches
 from coordinator.service.ports import SagaTransaction, StepUpdate, TransferRecord
@@ -101,6 +102,7 @@ class Coordinator:
         self.pmap = partition_map
         self.clock_ms = clock_ms
         self.progress = ShardProgress()  # re-sends follow the shards, not only the clock
+        self.breakers = Breakers()
         self.accounts = AccountCommands(
             namespace, partition_map,
             issuance_accounts=settings.issuance_accounts,
@@ -113,6 +115,7 @@ class Coordinator:
             self._publish,
             self._answered_before,
             self._resolver_done,
+            self.breakers.refusal,
         )
         self.handlers: dict[type[Any], Handler[Any]] = dict(
             [
@@ -209,8 +212,16 @@ class Coordinator:
             self.pmap.shard_for(cmd.debit_account), self.pmap.shard_for(cmd.credit_account),
             cmd.pending_timeout_ms,
         )  # fmt: skip
-        state, effects = start(transfer, now, self.settings.policy)
         traceparent = current_headers().get(TRACEPARENT)
+        if (refusal := self.breakers.refusal((transfer.debit_shard, transfer.credit_shard), now)) is not None:
+            rec = TransferRecord(
+                cmd.transfer_id, fingerprint, origin.partition, None, "rejected", refusal, 0, traceparent,
+                terms=transfer,
+            )  # fmt: skip
+            changes.records[cmd.transfer_id] = changes.changed[cmd.transfer_id] = rec
+            self._publish(changes, rec)
+            return
+        state, effects = start(transfer, now, self.settings.policy)
         rec = TransferRecord(
             cmd.transfer_id, fingerprint, origin.partition, None, "in_flight", None, 0, traceparent
         )

@@ -7,7 +7,7 @@ A leg's transfer id is a transfer id like any other: one already taken refuses t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from coordinator.saga.batch_saga import Batch, BatchLeg, BatchState, command_id, decide, leg_outcomes, start
 from coordinator.saga.batch_saga import Effect as BatchEffect
@@ -41,6 +41,7 @@ class LinkedBatches:
         publish: Publish,
         answered_before: AnsweredBefore,
         resolver_done: Callable[[BatchChanges, PublishResult], None],
+        refusal: Callable[[Iterable[int], int], str | None] = lambda shards, now: None,
     ) -> None:
         self.ns = namespace
         self.pmap = partition_map
@@ -48,6 +49,8 @@ class LinkedBatches:
         self.publish = publish
         self.answered_before = answered_before
         self.resolver_done = resolver_done
+        self.refusal = refusal
+        """Why a new batch touching these shards may not start now (their breakers), or None."""
 
     def on_batch(self, changes: BatchChanges, cmd: TransferBatch, origin: Origin, now: int) -> None:
         fingerprint = request_fingerprint(cmd)
@@ -74,6 +77,10 @@ class LinkedBatches:
             )
             for leg in cmd.transfers
         )
+        if refusal := self.refusal({s for leg in legs for s in (leg.debit_shard, leg.credit_shard)}, now):
+            rec.status, rec.reason = "rejected", refusal
+            self.publish(changes, rec)
+            return
         for leg in legs:
             terms = Transfer(
                 leg.transfer_id, leg.debit_account, leg.credit_account, leg.amount, leg.currency,

@@ -1,0 +1,54 @@
+"""The control topic, followed: each shard's latest circuit breaker, for the coordinator's
+admission of new sagas (coordinator/service/breakers.py).
+
+It is read whole, from its start, by every coordinator (no consumer group: each needs every
+shard's breaker), and kept up with from then on. The topic is compacted, so its start is each
+shard's latest state. A record that is not a BreakerState is logged and skipped: the monitor's ACL
+is what keeps forgeries off the topic, and one bad record must not stop admissions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+
+from coordinator.service.breakers import Breakers
+from schemas.breaker import decode_breaker_state
+from schemas.errors import LedgerError
+
+log = logging.getLogger(__name__)
+
+
+async def follow_breakers(
+    kafka_args: Mapping[str, Any], topic: str, breakers: Breakers, stop: asyncio.Event
+) -> None:
+    """Feed `breakers` every BreakerState on `topic` until `stop` is set."""
+    consumer = AIOKafkaConsumer(
+        topic, **kafka_args, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            try:
+                batch = await consumer.getmany(timeout_ms=200)
+            except KafkaError as e:
+                log.warning("control topic poll failed: %s", e)
+                await asyncio.sleep(0.5)
+                continue
+            for records in batch.values():
+                for r in records:
+                    try:
+                        breakers.heard(decode_breaker_state(r.value or b""))
+                    except LedgerError as e:
+                        log.warning(
+                            "skipping %s[%d]@%d, not a BreakerState: %s", topic, r.partition, r.offset, e
+                        )
+    finally:
+        with contextlib.suppress(KafkaError, OSError):
+            await consumer.stop()
