@@ -29,10 +29,9 @@ async def follow_breakers(
     kafka_args: Mapping[str, Any], topic: str, breakers: Breakers, stop: asyncio.Event
 ) -> None:
     """Feed `breakers` every BreakerState on `topic` until `stop` is set."""
-    consumer = AIOKafkaConsumer(
-        topic, **kafka_args, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
+    consumer = await _started(kafka_args, topic, stop)
+    if consumer is None:
+        return
     try:
         while not stop.is_set():
             try:
@@ -52,3 +51,22 @@ async def follow_breakers(
     finally:
         with contextlib.suppress(KafkaError, OSError):
             await consumer.stop()
+
+
+async def _started(kafka_args: Mapping[str, Any], topic: str, stop: asyncio.Event) -> AIOKafkaConsumer | None:
+    """A consumer of `topic`, once it can start. Until then every shard counts as closed: a ledger
+    whose control topic is missing or unreadable (not yet `ledger init`-ed for it) still moves money."""
+    while not stop.is_set():
+        consumer = AIOKafkaConsumer(
+            topic, **kafka_args, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        try:
+            await consumer.start()
+            return consumer
+        except KafkaError as e:
+            with contextlib.suppress(KafkaError, OSError):
+                await consumer.stop()
+            log.warning("cannot follow the breakers on %s yet (%s): every shard counts as closed", topic, e)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 5.0)
+    return None
