@@ -13,6 +13,7 @@ from infra.config import LedgerConfig
 from infra.outbox_relay import OutboxRelay, idempotent_producer
 from infra.postgres_control import PostgresControl
 from infra.postgres_pool import close_pool, open_pool
+from infra.telemetry import publish_telemetry
 from schemas.message_auth import MessageAuthenticator, TopicSigner
 from shards.adapters.kafka_source import KafkaCommandSource
 from shards.adapters.postgres_shard_store import PostgresShardStore
@@ -74,6 +75,10 @@ async def run_shard(
             started.put_nowait(RunningShard(worker, relay))
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(worker.run(stop))
+            tasks.create_task(publish_telemetry(
+                config.kafka_args(), ns.telemetry, f"shard-{shard:02d}",
+                lambda over_s: worker.figures.read(over_s, source.lag()), stop,
+            ))  # fmt: skip
             if relay is not None:
                 tasks.create_task(relay.run(stop))
     finally:

@@ -24,6 +24,7 @@ from infra import envelopes
 from infra.envelopes import key_partition
 from infra.outbox import Committed, OutboxMessage
 from infra.records import Refused
+from infra.telemetry import Figures
 from infra.tracing import child_span_headers
 from schemas.balances import BalanceChanged, encode_balance
 from schemas.dead_letters import DeadLetter
@@ -111,6 +112,7 @@ class ShardWorker:
         self._committed: list[Committed] = []
         self.clock_us = clock_us
         self.stats = WorkerStats()
+        self.figures = Figures(settings.shard)  # read once a second for the telemetry topic
         self.epoch = 0
         self.head: Head | None = None
         self._checkpointed_seq = 0
@@ -171,11 +173,13 @@ class ShardWorker:
                 if stop.is_set():
                     raise  # uncommitted: the next worker gets the batch again
                 self.stats.retries += 1
+                self.figures.errors += 1
                 log.warning("shard %d: batch failed (%s); retrying in %.2fs", self.settings.shard, e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.max_backoff_s)
 
     async def _apply(self, records: Sequence[ShardInbound], refused: dict[str, str]) -> None:
+        started, rejections = time.monotonic(), 0
         commands, dead, parents = self._decode(records, refused)
         async with self.store.batch(self.epoch) as tx:
             stored = await tx.replies_for([c.message_id for c in commands] + [d.inbox_id for d in dead])
@@ -190,6 +194,7 @@ class ShardWorker:
             inbox: list[tuple[str, bytes]] = []
             outbox: list[OutboxMessage] = []
             for reply, first_time in book.apply_batch(commands, earlier):
+                rejections += reply.outcome == "rejected"
                 payload = encode(reply)
                 if first_time:
                     inbox.append((reply.in_reply_to, payload))
@@ -206,6 +211,7 @@ class ShardWorker:
             outbox = self._enveloped(outbox)
             head = await tx.write(book, inbox, outbox)
         self.head = head
+        self.figures.batch_done(len(commands), rejections, (time.monotonic() - started) * 1000)
         first = head.outbox_seq - len(outbox) + 1
         self._committed += [Committed(first + i, m) for i, m in enumerate(outbox)]
         self.stats.batches += 1

@@ -1,0 +1,104 @@
+"""Each process's figures, sent once a second onto the telemetry topic for the monitor's anomaly
+detection (schemas/telemetry.py). Best effort, on a producer of its own: a figure lost is a gap in
+a graph, so it never goes through an outbox and never shares the relay's idempotent producer (a
+refused telemetry record must not cost the money path its sequence numbers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from schemas.telemetry import MAX_SAMPLES, Sample, Telemetry, encode_telemetry
+
+log = logging.getLogger(__name__)
+MAX_DURATIONS = 10_000
+"""Batch durations kept between two reads: a second of the busiest worker's batches, and a bound."""
+
+
+@dataclass
+class Figures:
+    """What a worker did since its figures were last read; `read` turns them into samples."""
+
+    shard: int | None = None
+    batches: int = 0
+    commands: int = 0
+    rejections: int = 0
+    errors: int = 0
+    durations_ms: list[float] = field(default_factory=list)
+
+    def batch_done(self, commands: int, rejections: int, took_ms: float) -> None:
+        self.batches += 1
+        self.commands += commands
+        self.rejections += rejections
+        if len(self.durations_ms) < MAX_DURATIONS:
+            self.durations_ms.append(took_ms)
+
+    def read(self, over_s: float, lag: int | None = None) -> list[Sample]:
+        """Rates over the last `over_s` seconds, the p99 of its batch durations, then reset."""
+        per_s = 1 / over_s if over_s > 0 else 0.0
+        samples = [
+            Sample("commands_per_s", self.commands * per_s, self.shard),
+            Sample("rejections_per_s", self.rejections * per_s, self.shard),
+            Sample("errors_per_s", self.errors * per_s, self.shard),
+        ]
+        if self.durations_ms:
+            ordered = sorted(self.durations_ms)
+            samples.append(
+                Sample("step_p99_ms", ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)], self.shard)
+            )
+            samples.append(Sample("batch_size", self.commands / self.batches, self.shard))
+        if lag is not None:
+            samples.append(Sample("consumer_lag", float(lag), self.shard))
+        self.batches = self.commands = self.rejections = self.errors = 0
+        self.durations_ms = []
+        return samples
+
+
+async def publish_telemetry(
+    kafka_args: Mapping[str, Any],
+    topic: str,
+    process: str,
+    collect: Callable[[float], Sequence[Sample]],
+    stop: asyncio.Event,
+    every_s: float = 1.0,
+) -> None:
+    """Send `collect(seconds since the last call)` every `every_s` until `stop` is set."""
+    producer: AIOKafkaProducer | None = None
+    last, warned = time.monotonic(), 0.0
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+            now = time.monotonic()
+            samples, last = list(collect(now - last))[:MAX_SAMPLES], now
+            try:
+                producer = producer or await _started(kafka_args)
+                record = Telemetry(process, time.time_ns() // 1_000_000, tuple(samples))
+                await producer.send(topic, encode_telemetry(record), key=process.encode())
+            except KafkaError as e:
+                if now - warned > 60:  # a missing topic or ACL: say so once a minute, not every second
+                    log.warning("telemetry not sent to %s: %s", topic, e)
+                    warned = now
+    finally:
+        if producer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
+
+
+async def _started(kafka_args: Mapping[str, Any]) -> AIOKafkaProducer:
+    producer = AIOKafkaProducer(**kafka_args, acks=1, linger_ms=50)
+    try:
+        await producer.start()
+    except KafkaError:
+        with contextlib.suppress(KafkaError, OSError):
+            await producer.stop()
+        raise
+    return producer
