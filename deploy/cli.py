@@ -61,6 +61,7 @@ _ELSEWHERE = {
     "replay": ("shards.audit_cli:replay_command", "Rebuild balances from the journal and compare (exit 1)."),
     "verify": ("shards.audit_cli:verify_command", "Recompute every hash chain (exit 1)."),
     "outbox": ("shards.outbox_cli:outbox", "The outboxes of the shards and the coordinators."),
+    "breaker": ("deploy.breaker_cli:breaker_group", "Shards' circuit breakers: status, open, close."),
     "bench": ("deploy.bench.command:bench", "Measure the ledger end to end (exit 1 if the gate fails)."),
     "chaos": ("deploy.chaos.command:chaos", "Faults injected, invariants checked (exit 1 on a violation)."),
 }
