@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import UnknownTopicOrPartitionError
 
 from deploy.exit_codes import TEMPFAIL
 from deploy.ledger_client import LedgerClient
@@ -33,11 +34,15 @@ _OPERATOR = re.compile(r"[^A-Za-z0-9_.@-]")
 async def read_breakers(config: LedgerConfig, within_s: float = 10.0) -> dict[int, BreakerState]:
     """Each shard's latest BreakerState on the control topic (read to its end, or for `within_s`)."""
     topic = config.namespace.control
-    consumer = AIOKafkaConsumer(**config.kafka_args(), group_id=None, enable_auto_commit=False)
-    await consumer.start()
+    # Subscribed first: start() then waits for the topic's metadata, which partitions_for_topic reads.
+    consumer = AIOKafkaConsumer(topic, **config.kafka_args(), group_id=None, enable_auto_commit=False)
+    try:
+        await consumer.start()
+    except UnknownTopicOrPartitionError:
+        raise click.ClickException(f"no topic {topic}: run `ledger init`") from None
     latest: dict[int, BreakerState] = {}
     try:
-        await consumer.topics()  # the metadata that partitions_for_topic reads
+        consumer.unsubscribe()
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
