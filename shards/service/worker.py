@@ -22,9 +22,9 @@ from opentelemetry.context import Context
 
 from infra import envelopes
 from infra.envelopes import key_partition
+from infra.figures import Figures
 from infra.outbox import Committed, OutboxMessage
 from infra.records import Refused
-from infra.telemetry import Figures
 from infra.tracing import child_span_headers
 from schemas.balances import BalanceChanged, encode_balance
 from schemas.dead_letters import DeadLetter

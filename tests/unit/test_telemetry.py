@@ -9,7 +9,7 @@ import uuid
 import pytest
 from jsonschema import Draft202012Validator
 
-from infra.telemetry import MAX_DURATIONS, Figures
+from infra.figures import MAX_DURATIONS, Figures
 from schemas.shard_messages import PostTransfer
 from schemas.telemetry import _VALIDATOR, NotTelemetry, Sample, Telemetry, decode_telemetry, encode_telemetry
 from shards.domain.model import Account
