@@ -6,17 +6,14 @@ monitor's anomaly detection reads them (monitor/domain/anomaly.py). Figures, nev
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import orjson
-from jsonschema import Draft202012Validator
 
-from schemas.currencies import JSON_DIR
 from schemas.errors import LedgerError
-from schemas.json_bounds import too_deep
+from schemas.json_contract import JsonContract
 
 VERSION: Final = 1
 MAX_BYTES: Final = 32 * 1024
@@ -56,22 +53,11 @@ def encode_telemetry(t: Telemetry) -> bytes:
 
 def decode_telemetry(payload: bytes) -> Telemetry:
     """A Telemetry, or NotTelemetry saying why not: size, nesting, JSON, then the schema."""
-    if len(payload) > MAX_BYTES:
-        raise NotTelemetry(f"{len(payload)} bytes, more than {MAX_BYTES}")
-    if too_deep(payload, 3):
-        raise NotTelemetry("nested deeper than telemetry is")
-    try:
-        document: Any = orjson.loads(payload)
-    except orjson.JSONDecodeError as e:
-        raise NotTelemetry(f"not JSON: {e}") from None
-    error = next(iter(_VALIDATOR.iter_errors(document)), None)
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "the record"
-        raise NotTelemetry(f"{where}: {error.message[:200]}")
+    document = CONTRACT.read(payload, NotTelemetry)
     samples = tuple(Sample(s["metric"], float(s["value"]), s.get("shard")) for s in document["samples"])
     if not all(math.isfinite(s.value) for s in samples):
         raise NotTelemetry("a value that is not a finite number")
     return Telemetry(document["process"], document["at_ms"], samples)
 
 
-_VALIDATOR: Final = Draft202012Validator(json.loads((JSON_DIR / "telemetry.json").read_text()))
+CONTRACT: Final = JsonContract("telemetry.json", MAX_BYTES, max_depth=3)

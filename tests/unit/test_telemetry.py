@@ -11,7 +11,7 @@ from jsonschema import Draft202012Validator
 
 from infra.figures import MAX_DURATIONS, Figures
 from schemas.shard_messages import PostTransfer
-from schemas.telemetry import _VALIDATOR, NotTelemetry, Sample, Telemetry, decode_telemetry, encode_telemetry
+from schemas.telemetry import CONTRACT, NotTelemetry, Sample, Telemetry, decode_telemetry, encode_telemetry
 from shards.domain.model import Account
 from shards.service.worker import ShardWorker, WorkerSettings
 from tests.fakes import FakeCheckpoints, FakeCommandSource, FakeShardStore
@@ -55,7 +55,7 @@ def test_telemetry_round_trips_and_is_its_json_schema() -> None:
     record = Telemetry(
         "shard-03", 1_700_000_000_000, (Sample("step_p99_ms", 12.5, 3), Sample("commands_per_s", 0.0))
     )
-    Draft202012Validator.check_schema(_VALIDATOR.schema)
+    Draft202012Validator.check_schema(CONTRACT.validator.schema)
     assert decode_telemetry(encode_telemetry(record)) == record
 
 
