@@ -12,16 +12,12 @@ from typing import Any
 
 import asyncpg
 import click
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import UnknownTopicOrPartitionError
-from aiokafka.partitioner import DefaultPartitioner
 
 from deploy.exit_codes import NOT_FOUND
 from deploy.stack_env import ledger_config
 from infra.config import LedgerConfig
 from infra.postgres_control import PostgresControl
 from infra.postgres_pool import open_pool
-from schemas.balances import decode_balance
 from schemas.partitioning import PartitionMap
 from shards.service.audit import (
     ChainReport,
@@ -156,48 +152,15 @@ def balance_command(
     change the account's shard publishes (as the client principal: read access to the topic)."""
     when = at_time.replace(tzinfo=at_time.tzinfo or dt.UTC) if at_time else None
     if follow:
-        asyncio.run(_follow(_config_as("client"), account_id, changes))
+        from shards.balance_follow import follow_balance  # noqa: PLC0415 - Kafka only when following
+
+        asyncio.run(follow_balance(_config_as("client"), account_id, changes, _balance))
         return
     found = asyncio.run(_balance(_config_as("reader"), account_id, at_seq, when))
     if found is None:
         click.echo(f"no account {account_id} (account_not_found)", err=True)
         sys.exit(NOT_FOUND)
     click.echo(json.dumps(found))
-
-
-async def _follow(config: LedgerConfig, account_id: str, changes: int | None) -> None:
-    """The balance now, then each BalanceChanged of the account. The consumer is placed at the end
-    of the account's partition BEFORE the balance is read, so no change falls between the two."""
-    topic, key = config.namespace.balances, account_id.encode()
-    # Subscribed first: start() then waits for the topic's metadata, which partitions_for_topic reads.
-    consumer = AIOKafkaConsumer(topic, **config.kafka_args(), group_id=None, enable_auto_commit=False)
-    try:
-        await consumer.start()
-    except UnknownTopicOrPartitionError:
-        raise click.ClickException(f"no topic {topic}: run `ledger init`") from None
-    try:
-        consumer.unsubscribe()
-        partitions = sorted(consumer.partitions_for_topic(topic) or ())
-        if not partitions:
-            raise click.ClickException(f"no topic {topic}: run `ledger init`")
-        mine = TopicPartition(topic, DefaultPartitioner()(key, partitions, partitions))
-        consumer.assign([mine])
-        await consumer.seek_to_end(mine)
-        await consumer.position(mine)
-        found = await _balance(config, account_id, None, None)
-        if found is None:
-            click.echo(f"no account {account_id} (account_not_found)", err=True)
-            sys.exit(NOT_FOUND)
-        click.echo(json.dumps(found), nl=True)
-        seen = 0
-        while changes is None or seen < changes:
-            for records in (await consumer.getmany(mine, timeout_ms=1000)).values():
-                for r in records:
-                    if r.key == key and (changes is None or seen < changes):
-                        click.echo(json.dumps(asdict(decode_balance(r.value or b""))))
-                        seen += 1
-    finally:
-        await consumer.stop()
 
 
 COMMANDS = (replay_command, verify_command, balance_command)

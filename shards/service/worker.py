@@ -87,6 +87,7 @@ class WorkerStats:
     commands: int = 0
     dead_letters: int = 0
     retries: int = 0
+    rejections: int = 0
 
 
 class ShardWorker:
@@ -101,6 +102,7 @@ class ShardWorker:
         *,
         on_commit: Callable[[Sequence[Committed]], None] = lambda rows: None,
         clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+        figures: Figures | None = None,
     ) -> None:
         self.settings = settings
         self.namespace = namespace
@@ -112,7 +114,8 @@ class ShardWorker:
         self._committed: list[Committed] = []
         self.clock_us = clock_us
         self.stats = WorkerStats()
-        self.figures = Figures(settings.shard)  # read once a second for the telemetry topic
+        # Read once a second for the telemetry topic (and, metered, by infra/metrics' endpoint).
+        self.figures = figures or Figures(settings.shard)
         self.epoch = 0
         self.head: Head | None = None
         self._checkpointed_seq = 0
@@ -216,6 +219,7 @@ class ShardWorker:
         self._committed += [Committed(first + i, m) for i, m in enumerate(outbox)]
         self.stats.batches += 1
         self.stats.commands += len(commands)
+        self.stats.rejections += rejections
         self.stats.dead_letters += len(dead)
 
     def _decode(
