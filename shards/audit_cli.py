@@ -152,7 +152,7 @@ def balance_command(
     change the account's shard publishes (as the client principal: read access to the topic)."""
     when = at_time.replace(tzinfo=at_time.tzinfo or dt.UTC) if at_time else None
     if follow:
-        from shards.balance_follow import follow_balance  # noqa: PLC0415 - Kafka only when following
+        from shards.balance_follow_cli import follow_balance  # noqa: PLC0415 - Kafka only when following
 
         asyncio.run(follow_balance(_config_as("client"), account_id, changes, _balance))
         return

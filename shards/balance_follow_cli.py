@@ -1,6 +1,6 @@
 """`ledger balance ID --follow`: the balance now, then each change the account's shard publishes
-on ledger.balances. Apart from shards/audit_cli.py so that the read-only commands load no Kafka
-client (tests/unit/test_cli_imports.py)."""
+on ledger.balances. A command module of its own, so that the read-only commands of
+shards/audit_cli.py load no Kafka client (tests/unit/test_cli_imports.py)."""
 
 from __future__ import annotations
 
