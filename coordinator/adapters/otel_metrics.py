@@ -67,11 +67,11 @@ class CoordinatorMetrics:
 
     # --- SagaFigures ---------------------------------------------------------------------------
 
-    def finished(self, state: str, reason: str | None) -> None:
+    def finished(self, state: str, reason: str | None, count: int = 1) -> None:
         labels = self._labels.get((state, reason))
         if labels is None:  # at most states x known reasons of them: cached, not built per transfer
             labels = self._labels[state, reason] = {"state": state, "reason": capped(reason, KNOWN_REASONS)}
-        self._finished.add(1, labels)
+        self._finished.add(count, labels)
 
     def answered(self, shard: int, took_ms: int) -> None:
         labels = self._shard_labels.get(shard)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -200,10 +201,11 @@ class Coordinator:
         outbox = envelopes.pack(changes.outbox, COMMANDS, self._shard_topic, self.settings.max_message_bytes)
         await tx.write(list(changes.changed.values()), changes.steps, changes.inbox, outbox)
         # Told once the store took the writes, so a batch retried whole is not counted twice
-        # (only one that fails at its very commit can be).
-        for rec in changes.changed.values():
-            if rec.status in TERMINAL:
-                self.figures.finished(rec.status, rec.reason)
+        # (only one that fails at its very commit can be); once per outcome, not per transfer
+        # (an instrument's add costs about 11 µs).
+        ended = Counter((r.status, r.reason) for r in changes.changed.values() if r.status in TERMINAL)
+        for (state, reason), count in ended.items():
+            self.figures.finished(state, reason, count)
         for shard, took_ms in changes.answered:
             self.figures.answered(shard, took_ms)
 

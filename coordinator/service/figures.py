@@ -7,8 +7,8 @@ from typing import Protocol
 
 
 class SagaFigures(Protocol):
-    def finished(self, state: str, reason: str | None) -> None:
-        """A transfer reached a final state (completed, rejected, compensated, voided, expired)."""
+    def finished(self, state: str, reason: str | None, count: int = 1) -> None:
+        """`count` transfers of a batch reached this final state (completed, rejected, ...)."""
 
     def answered(self, shard: int, took_ms: int) -> None:
         """A shard answered a saga step's first send `took_ms` after it was decided."""
@@ -17,7 +17,7 @@ class SagaFigures(Protocol):
 class NoFigures:
     """Metrics off, or a test that does not look at them."""
 
-    def finished(self, state: str, reason: str | None) -> None:
+    def finished(self, state: str, reason: str | None, count: int = 1) -> None:
         pass
 
     def answered(self, shard: int, took_ms: int) -> None:
