@@ -58,6 +58,7 @@ def chaos(
     with LocalStack(stack_settings) as stack:
         # Half the shards with a relay process to kill, half sending from the worker's memory.
         stack.start_ledger(coordinators=2, separate_relays=RELAY_PROCESSES)
+        stack.start_process("monitor", "monitor", "run", "--tick", "0.5")  # its breakers, timed below
         _log_to(stack.logs_dir / "chaos.log")
         report = asyncio.run(run_chaos(stack, settings))
     click.echo(table(report))
@@ -103,6 +104,7 @@ def table(report: dict[str, Any]) -> str:
             f"    {f['started_s']:6.1f}s {f['kind']:<27} target {f['target']}  healed {f['healed_s']:6.1f}s,"
             f" recovery {f['recovered_s']} s, settled {f['settled_s']} s{note}"
         )
+    lines.extend(_breaker_lines(report.get("breakers")))
     for window, lat in sorted(report["latency_ms"].items()):
         lines.append(
             f"  latency {window:>13}: p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms"
@@ -134,3 +136,24 @@ def _linked_lines(b: dict[str, Any] | None) -> list[str]:
         f" ended {b['by_end_state']}",
         f"    by how they were doomed: {b['by_doom']}",
     ]
+
+
+def _breaker_lines(b: dict[str, Any] | None) -> list[str]:
+    if not b:
+        return []
+    s = b["summary"]
+    lines = [
+        f"  breakers: {len(b['changes'])} changes; of {s['shard_faults']} faults on one shard,"
+        f" {s['opened']} opened its breaker ({s['opened_within_10s']} within 10 s of the onset),"
+        f" {s['closed_within_30s_of_heal']} closed within 30 s of the heal;"
+        f" {s['fleet_faults_that_opened_a_breaker']} of {s['fleet_faults']} fleet faults opened one",
+    ]
+    for p in b["per_fault"]:
+        if "shard" in p:
+            lines.append(
+                f"    {p['started_s']:6.1f}s {p['kind']:<27} shard {p['shard']}: opened after"
+                f" {p['opened_after_s']} s, closed {p['closed_after_heal_s']} s after the heal"
+            )
+        elif p["opened"]:
+            lines.append(f"    {p['started_s']:6.1f}s {p['kind']:<27} opened shards {p['opened']}")
+    return lines

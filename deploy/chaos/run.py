@@ -12,6 +12,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from deploy.chaos.breakers import BreakerWatch, timeline
 from deploy.chaos.checker import INVARIANTS, PENDING, REUSED, History, Observed, check
 from deploy.chaos.iptables import sweep_stale, unavailable_reason
 from deploy.chaos.nemesis import Nemesis
@@ -62,6 +63,8 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
     async with ChaosClient(config, pmap, workload) as client:
         await client.prepare()
         t0 = time.monotonic()
+        watch, watching = BreakerWatch(config, t0), asyncio.Event()
+        watcher = asyncio.create_task(watch.run(watching))
         faults = asyncio.create_task(nemesis.run(planned, t0))
         sent, next_read, next_freeze = 0, t0, t0
         every = settings.workload.freeze_every_s
@@ -84,15 +87,19 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
         left_s = max(1.0, settings.settle_s - (time.monotonic() - healed))
         quiet_s = await wait_sagas_end(config, left_s)
         stuck = [] if quiet_s is not None else await stuck_sessions(config)
+        watching.set()
+        await watcher
         history = client.history()
         ledger = await read_ledger(config, list(range(shards)))
         violations = check(history, ledger)
+        injected = [
+            asdict(f) | recovery(client.sent_at, client.answered_at, client.completed_at, t0 + f.healed_s)
+            for f in nemesis.injected if f.healed_s is not None
+        ]  # fmt: skip
         return {
             "seed": settings.seed, "duration_s": settings.duration_s, "settings": asdict(settings),
-            "faults": [
-                asdict(f) | recovery(client.sent_at, client.answered_at, client.completed_at, t0 + f.healed_s)
-                for f in nemesis.injected if f.healed_s is not None
-            ],
+            "faults": injected,
+            "breakers": timeline(watch.changes, injected, shards),
             "faults_by_kind": {k: sum(f.kind == k for f in nemesis.injected) for k in kinds},
             "skipped_kinds": skipped,
             "transfers": _counts(history, answered) | {
