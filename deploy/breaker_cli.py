@@ -70,7 +70,8 @@ def _show(state: BreakerState) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def _set(config: LedgerConfig, command: SetBreaker, wait_s: float) -> BreakerState | None:
+async def set_breaker(config: LedgerConfig, command: SetBreaker, wait_s: float) -> BreakerState | None:
+    """Send `command` to the monitor; the BreakerState it published for it, or None after `wait_s`."""
     before = (await read_breakers(config)).get(command.shard, closed(command.shard))
     async with LedgerClient(config.kafka_args(), config.namespace, since=None) as client:
         await client.send_raw(
@@ -105,7 +106,7 @@ def _action(action: str, shard: int, reason: str, wait: float) -> None:
     config = ledger_config("operator", os.environ)
     operator = _OPERATOR.sub("-", getpass.getuser())[:64] or "operator"
     command = SetBreaker(str(uuid.uuid4()), shard, action, reason, operator)
-    state = asyncio.run(_set(config, command, wait))
+    state = asyncio.run(set_breaker(config, command, wait))
     if state is None:
         click.echo(
             f"shard {shard}: the monitor has not applied it within {wait:.0f}s (is `ledger monitor run`"

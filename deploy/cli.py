@@ -240,7 +240,7 @@ def demo(
     stack = LocalStack(settings, tie_to_owner=not keep)
     stack.start()
     try:
-        stack.start_ledger(api_port=free_port())
+        stack.start_ledger(api_port=free_port(), monitor=True)
         if keep:
             save_state(home, stack)
         e = stack.endpoints

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.saga.reconciliation import Violation, reconcile
+from deploy.demo_monitoring import monitoring
 from deploy.demo_scenes import Scene, card_authorization, currency_exchange, split_payment
 from deploy.ledger_client import LedgerClient
 from deploy.stack import ISSUERS
@@ -122,7 +123,7 @@ async def run_demo(config: LedgerConfig, api_url: str, api_token: str, settings:
         elapsed = time.monotonic() - started
         got = {t.transfer_id: client.by_id[t.transfer_id][0] for t in work}
         arrived = dict(client.arrived)
-        scenes = await _scenes(client, api_url, api_token, customers, settings, pmap)
+        scenes = await _scenes(client, config, api_url, api_token, customers, settings, pmap)
 
     outcomes = Counter((str(got[t.transfer_id]["state"]), _reason(got[t.transfer_id])) for t in work)
     cross = sum(1 for t in work if pmap.shard_for(t.debit_account) != pmap.shard_for(t.credit_account))
@@ -142,6 +143,7 @@ async def run_demo(config: LedgerConfig, api_url: str, api_token: str, settings:
 
 async def _scenes(
     client: LedgerClient,
+    config: LedgerConfig,
     api_url: str,
     api_token: str,
     customers: dict[str, str],
@@ -166,6 +168,7 @@ async def _scenes(
             await card_authorization(client, http, api_url, cardholder, merchant),
             await split_payment(client, http, api_url, cardholder, payees),
             await currency_exchange(client, http, api_url, cardholder, usd_customer),
+            await monitoring(client, config, merchant, pmap.shard_for(merchant)),
         ]
 
 

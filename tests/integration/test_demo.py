@@ -44,6 +44,12 @@ def test_the_demo_runs_and_reconciles(tmp_path: Path) -> None:
     assert "exchange:" in out
     assert out.count('"state": "completed", "reason": null, "amount": null') >= 2, "both batches completed"
     assert "reserving:" in out
+    # The monitoring scene: a floor crossed and cleared (one alert each), a breaker by hand.
+    assert "monitoring:" in out
+    assert out.count('"state": "fired"') == 1
+    assert out.count('"state": "cleared"') == 1
+    assert '"reason": "shard_unavailable"' in out, "a payment to the open shard, refused at once"
+    assert '"state": "open", "latched": true' in out
     assert "stack stopped" in out
     assert " in EUR" in out, "customers hold two currencies, each funded by its own issuance account"
     assert " in USD" in out

@@ -60,7 +60,7 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
         state = json.loads((home / "stack.json").read_text())
         assert (home / "stack.json").stat().st_mode & 0o077 == 0, "the DSN holds a password"
         records = [ProcessRecord.from_json(p) for p in state["processes"]]
-        names = ["postgres", "kafka-1", "shard-0", "shard-1", "coordinator", "status-api"]
+        names = ["postgres", "kafka-1", "shard-0", "shard-1", "coordinator", "monitor", "status-api"]
         assert [r.name for r in records] == names
         assert all(r.alive() for r in records), "dev up must leave its engines and workers running"
 
