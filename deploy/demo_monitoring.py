@@ -38,39 +38,36 @@ async def monitoring(client: LedgerClient, config: LedgerConfig, merchant: str, 
     rule = LiquidityRule(
         "settlement-floor", "available_below", "warning", "EUR", account_id=SETTLEMENT, floor=FLOOR
     )
+    await client.wait_for(
+        await client.send_account_commands([OpenAccountRequest(str(uuid.uuid4()), SETTLEMENT, "EUR", 0, {})])
+    )
+    await _move(client, scene, ISSUERS["EUR"], SETTLEMENT, 100_000)  # funded, before the rule
     await client.send_raw(
         ns.monitor_commands, [(None, encode_set_rules(SetLiquidityRules(str(uuid.uuid4()), (rule,))))]
     )
     scene.steps.append(("rule sent", {"rule_id": rule.rule_id, "kind": rule.kind, "floor": FLOOR}))
     await asyncio.sleep(2)  # the rule is in force before the money moves (another topic: no order)
-    await client.wait_for(
-        await client.send_account_commands([OpenAccountRequest(str(uuid.uuid4()), SETTLEMENT, "EUR", 0, {})])
-    )
-    for debit, credit, amount in (
-        (ISSUERS["EUR"], SETTLEMENT, 100_000),
-        (SETTLEMENT, merchant, 60_000),
-        (ISSUERS["EUR"], SETTLEMENT, 30_000),
-    ):
-        move = TransferFunds(str(uuid.uuid4()), debit, credit, amount, "EUR")
-        await client.wait_for(await client.send_transfers([move]))
-        scene.steps.append((f"{debit} -> {credit} {amount}", "completed"))
-    for alert in await _alerts(config, rule.rule_id, want=2, within_s=30):
+    await _move(client, scene, SETTLEMENT, merchant, 60_000)  # 400.00 left: below the floor
+    await _move(client, scene, ISSUERS["EUR"], SETTLEMENT, 30_000)  # 700.00: above it again
+    for alert in await _alerts(config, rule.rule_id, want=2, within_s=30):  # fired, cleared: no more
         scene.steps.append((f"alert {alert['state']}", alert))
 
-    opened = await set_breaker(
-        config, SetBreaker(str(uuid.uuid4()), shard, "open", "demo: disk check", "demo"), 30
-    )
+    opened = await set_breaker(config, SetBreaker(str(uuid.uuid4()), shard, "open", "disk check", "demo"), 30)
     scene.steps.append((f"breaker of shard {shard} opened by an operator", _state(opened)))
     refused = await _until_state(client, SETTLEMENT, merchant, "rejected")
     scene.steps.append(("a payment to it", _result(refused)))
-    closed = await set_breaker(
-        config, SetBreaker(str(uuid.uuid4()), shard, "close", "demo: disk fine", "demo"), 30
-    )
+    closed = await set_breaker(config, SetBreaker(str(uuid.uuid4()), shard, "close", "disk fine", "demo"), 30)
     scene.steps.append((f"breaker of shard {shard} closed", _state(closed)))
     scene.steps.append(
         ("the same payment again", _result(await _until_state(client, SETTLEMENT, merchant, "completed")))
     )
     return scene
+
+
+async def _move(client: LedgerClient, scene: Scene, debit: str, credit: str, amount: int) -> None:
+    move = TransferFunds(str(uuid.uuid4()), debit, credit, amount, "EUR")
+    result = (await client.wait_for(await client.send_transfers([move])))[move.transfer_id]
+    scene.steps.append((f"{debit} -> {credit} {amount}", result.get("state")))
 
 
 def _state(state: Any) -> dict[str, Any] | None:
@@ -101,8 +98,11 @@ async def _alerts(config: LedgerConfig, rule_id: str, want: int, within_s: float
     await consumer.start()
     found: list[dict[str, Any]] = []
     try:
+        # Until `want` came, then 2 s more: an alert repeated while the rule holds would show.
         deadline = time.monotonic() + within_s
-        while len(found) < want and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if len(found) >= want:
+                deadline = min(deadline, time.monotonic() + 2)
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for r in records:
                     try:
@@ -110,14 +110,10 @@ async def _alerts(config: LedgerConfig, rule_id: str, want: int, within_s: float
                     except LedgerError:  # another kind of alert: not this scene's
                         continue
                     if alert.rule_id == rule_id:
-                        found.append(
-                            {
-                                "state": alert.state,
-                                "available": alert.observed,
-                                "floor": alert.threshold,
-                                "alert_id": alert.alert_id,
-                            }
-                        )
+                        found.append({
+                            "state": alert.state, "available": alert.observed, "floor": alert.threshold,
+                            "alert_id": alert.alert_id,
+                        })  # fmt: skip
     finally:
         await consumer.stop()
     return found
