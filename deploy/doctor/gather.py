@@ -206,9 +206,20 @@ async def _positions(
     return sum(max(0, ends[tp] - at[tp]) for tp in partitions), sum(at.values())
 
 
+async def _topic_layout(admin: AIOKafkaAdminClient) -> dict[str, list[int]]:
+    """Every topic's partition numbers. Asked for all topics: naming one that does not exist could
+    have a broker that allows it create it."""
+    return {
+        t["topic"]: sorted(p["partition"] for p in t["partitions"])
+        for t in await admin.describe_topics()
+        if not t["error_code"]
+    }
+
+
 async def _lags(
     admin: AIOKafkaAdminClient,
     consumer: AIOKafkaConsumer,
+    layout: Mapping[str, list[int]],
     ns: Namespace,
     shards: Sequence[int],
     probe_s: float,
@@ -216,10 +227,9 @@ async def _lags(
     """Each group's lag, sampled twice `probe_s` apart: a group behind whose commits did not move
     in between has nobody consuming (aiokafka 0.14 cannot decode Kafka 4's DescribeGroups answer,
     so members are not counted directly)."""
-    await consumer.topics()  # loads the metadata partitions_for_topic answers from
     groups = consumer_groups(ns, shards)
     partitions = {
-        group: [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        group: [TopicPartition(t, p) for t in topics for p in layout.get(t, ())]
         for group, (_shard, topics) in groups.items()
     }
     first = {g: await _positions(admin, consumer, g, parts) for g, parts in partitions.items() if parts}
@@ -234,9 +244,11 @@ async def _lags(
     return tuple(lags)
 
 
-async def _read_whole(consumer: AIOKafkaConsumer, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+async def _read_whole(
+    consumer: AIOKafkaConsumer, layout: Mapping[str, list[int]], topic: str
+) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of `topic` now, from its start (none when it does not exist)."""
-    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    partitions = [TopicPartition(topic, p) for p in layout.get(topic, ())]
     if not partitions:
         return []
     ends = await consumer.end_offsets(partitions)
@@ -296,11 +308,14 @@ async def _kafka(config: LedgerConfig, shards: Sequence[int], probe_s: float, fo
         await asyncio.wait_for(consumer.start(), _TIMEOUT_S)
         await asyncio.wait_for(admin.start(), _TIMEOUT_S)
         ns = config.namespace
-        found.lags = await asyncio.wait_for(_lags(admin, consumer, ns, shards, probe_s), 4 * _TIMEOUT_S)
-        found.breakers = latest_breakers(
-            _decoded(await _read_whole(consumer, ns.control), decode_breaker_state)
+        layout = await asyncio.wait_for(_topic_layout(admin), _TIMEOUT_S)
+        found.lags = await asyncio.wait_for(
+            _lags(admin, consumer, layout, ns, shards, probe_s), 4 * _TIMEOUT_S
         )
-        found.alerts = firing_alerts(_decoded(await _read_whole(consumer, ns.alerts), decode_alert))
+        found.breakers = latest_breakers(
+            _decoded(await _read_whole(consumer, layout, ns.control), decode_breaker_state)
+        )
+        found.alerts = firing_alerts(_decoded(await _read_whole(consumer, layout, ns.alerts), decode_alert))
     except _KAFKA_ERRORS as e:
         found.unreachable.append(Unreachable("kafka", config.kafka_bootstrap_servers, _error(e)))
     finally:

@@ -1,0 +1,96 @@
+"""`ledger doctor --json` on a real ledger: healthy it finds nothing and exits 0; with a shard's
+worker stopped it names the saga waiting on it and the command that restarts it; with a journal
+row altered behind the ledger's back it reports the broken chain. Exit 1 for both."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+
+from deploy.ledger_init import init_ledger
+from schemas.public import OpenAccountRequest, TransferFunds, encode_public
+from tests.ledger_harness import (
+    ResultCollector,
+    accounts_on,
+    fresh_config,
+    ledger_cli,
+    produce_raw,
+    running_ledger,
+)
+
+
+def _id() -> str:
+    return str(uuid.uuid4())
+
+
+def _by_code(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for f in report["findings"]:
+        found.setdefault(f["code"], []).append(f)
+    return found
+
+
+async def test_doctor_finds_nothing_then_a_stopped_shard_then_a_broken_chain(
+    kafka_bootstrap: str, database_url: str
+) -> None:
+    config = fresh_config(kafka_bootstrap, database_url)
+    pmap = await init_ledger(config, 2)
+    (a0,) = accounts_on(pmap, 0, 1, prefix="cust")
+    (c1,) = accounts_on(pmap, 1, 1, prefix="cust")
+    async with running_ledger(config, [0, 1]), ResultCollector(config) as results:
+        opens = [
+            OpenAccountRequest(_id(), a, "EUR", 10**15 if a == "issuer" else 0, {})
+            for a in ("issuer", a0, c1)
+        ]
+        await produce_raw(
+            config, config.namespace.account_commands, [(None, encode_public(o)) for o in opens]
+        )
+        await results.wait_for([o.command_id for o in opens])
+        work = [TransferFunds(_id(), "issuer", a0, 50_000, "EUR"), TransferFunds(_id(), a0, c1, 2_000, "EUR")]
+        for t in work:  # one after the other: the second spends what the first gave
+            await produce_raw(config, config.namespace.transfers, [(None, encode_public(t))])
+            assert (await results.wait_for([t.transfer_id]))[t.transfer_id]["state"] == "completed"
+        code, report = await ledger_cli(config, "doctor", "--json")
+    assert (code, report.get("findings")) == (0, []), report
+
+    # Shard 1's worker is not running: a transfer to it waits, its command unread on shard 1's topic.
+    async with running_ledger(config, [0]):
+        waiting = TransferFunds(_id(), a0, c1, 700, "EUR")
+        await produce_raw(config, config.namespace.transfers, [(None, encode_public(waiting))])
+        await asyncio.sleep(3)
+        code, report = await ledger_cli(config, "doctor", "--json", "--stuck-after", "1")
+    assert code == 1, report
+    found = _by_code(report)
+    saga = (found.get("saga_stuck") or found.get("saga_parked") or [{}])[0]
+    assert saga.get("subject") == waiting.transfer_id, report
+    assert saga["fix"].splitlines() == [f"ledger status {waiting.transfer_id}", "ledger shard run --shard 1"]
+    assert saga["detail"]["waiting_on"] == [1]
+    stalled = found["consumer_stalled"]
+    assert [(f["subject"], f["fix"]) for f in stalled] == [("shard 1", "ledger shard run --shard 1")], stalled
+
+    # A journal row of shard 0 altered behind the ledger's back.
+    conn = await asyncpg.connect(config.shard_database_url(0))
+    try:
+        await conn.execute("SET session_replication_role = replica")  # a superuser skipping triggers
+        await conn.execute(
+            f'UPDATE "{config.namespace.shard_schema(0)}".journal SET amount = amount + 1 WHERE seq = 1'
+        )
+    finally:
+        await conn.close()
+    code, report = await ledger_cli(config, "doctor", "--json")
+    assert code == 1, report
+    (chain,) = _by_code(report)["chain_broken"]
+    assert (chain["severity"], chain["subject"], chain["detail"]["first_broken_seq"]) == (
+        "critical",
+        "shard 0",
+        1,
+    )
+    assert chain["fix"].splitlines()[0] == "ledger verify --json"
+    assert report["findings"][0]["severity"] == "critical"
+    code, text = await ledger_cli(config, "doctor")  # the report for people
+    assert code == 1
+    assert "CRITICAL chain_broken: shard 0\n" in text["stdout"]
+    assert "    ledger verify --json\n" in text["stdout"]
