@@ -5,12 +5,17 @@ row altered behind the ledger's back it reports the broken chain. Exit 1 for bot
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from deploy.ledger_init import init_ledger
+from deploy.processes import free_port
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from tests.ledger_harness import (
     ResultCollector,
@@ -94,3 +99,22 @@ async def test_doctor_finds_nothing_then_a_stopped_shard_then_a_broken_chain(
     assert code == 1
     assert "CRITICAL chain_broken: shard 0\n" in text["stdout"]
     assert "    ledger verify --json\n" in text["stdout"]
+
+
+async def test_doctor_reports_what_it_cannot_reach() -> None:
+    closed = free_port()  # nothing listens there
+    env = {"LEDGER_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{closed}/ledger",
+           "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{closed}"}  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("ledger")), "doctor", "--json", env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 1, err.decode()
+    report = json.loads(out)
+    assert [(f["severity"], f["code"], f["subject"]) for f in report["findings"]] == [
+        ("critical", "unreachable", "kafka"),
+        ("critical", "unreachable", "postgres"),
+    ]
+    assert f"127.0.0.1:{closed}" in report["findings"][1]["explanation"]
+    assert report["findings"][1]["fix"] == "ledger doctor"

@@ -4,11 +4,13 @@ command a finding prints is one the `ledger` CLI has (but the breaker command, i
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import replace
 from pathlib import Path
 
 import click
+import psutil
 import pytest
 
 from deploy.cli import cli
@@ -25,7 +27,7 @@ from deploy.doctor.facts import (
     Unreachable,
     ViolationFact,
 )
-from deploy.doctor.gather import firing_alerts, latest_breakers
+from deploy.doctor.gather import firing_alerts, latest_breakers, stack_processes
 from deploy.doctor.rules import Finding, diagnose, needs_action
 from schemas.alerts import LiquidityAlert
 from schemas.breaker import BreakerState
@@ -232,6 +234,30 @@ def test_an_alert_fires_until_a_later_clear() -> None:
     assert [a.account_id for a in firing_alerts(cleared)] == ["acct-2"]
     refired = [_alert("cleared", 2), _alert("fired", 1), _alert("fired", 5)]
     assert [(a.account_id, a.at_ms) for a in firing_alerts(refired)] == [("acct-1", 5)]
+
+
+def test_a_recorded_stack_dead_and_alive_processes() -> None:
+    me = psutil.Process()
+    alive = {"name": "coordinator", "pid": me.pid, "create_time": me.create_time(), "log_path": "/l/c.log"}
+    gone = {
+        "name": "shard-1",
+        "pid": os.getpid(),
+        "create_time": me.create_time() - 100,
+        "log_path": "/l/s.log",
+    }
+    state = {
+        "processes": [alive, gone],
+        "restarts": {"shard-1": {"restarts": 2, "last_exit": "exit 1"}},
+        "supervised": [{"name": "shard-1"}],
+    }
+    processes, supervisor = stack_processes(state)
+    assert processes == (
+        ProcessFact("coordinator", True, 0, None, "/l/c.log"),
+        ProcessFact("shard-1", False, 2, "exit 1", "/l/s.log"),  # its pid now someone else's
+    )
+    assert supervisor is False  # supervised processes, no supervisor recorded
+    assert stack_processes(state | {"supervisor": alive})[1] is True
+    assert stack_processes({"processes": []}) == ((), None)
 
 
 # --- every printed command exists; the rules stay pure ---------------------------------------------
