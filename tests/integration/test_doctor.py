@@ -14,8 +14,11 @@ from typing import Any
 
 import asyncpg
 
+from deploy.kafka_admin import TopicSpec, create_topics
 from deploy.ledger_init import init_ledger
 from deploy.processes import free_port
+from schemas.alerts import LiquidityAlert, encode_alert
+from schemas.breaker import BreakerState, encode_breaker
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from tests.ledger_harness import (
     ResultCollector,
@@ -118,3 +121,39 @@ async def test_doctor_reports_what_it_cannot_reach() -> None:
     ]
     assert f"127.0.0.1:{closed}" in report["findings"][1]["explanation"]
     assert report["findings"][1]["fix"] == "ledger doctor"
+
+
+def _alert(state: str, account: str, at_ms: int) -> bytes:
+    return encode_alert(LiquidityAlert(_id(), "eur-floor", state, "critical", account, "EUR",
+                                       "available_below", 900, 1000, at_ms, at_ms))  # fmt: skip
+
+
+async def test_doctor_reads_the_breakers_and_the_alerts_still_firing(
+    kafka_bootstrap: str, database_url: str
+) -> None:
+    config = fresh_config(kafka_bootstrap, database_url)
+    await init_ledger(config, 2)
+    ns = config.namespace
+    await create_topics(config.kafka_args(), [TopicSpec(ns.control, 1), TopicSpec(ns.alerts, 2)])
+    breakers = [
+        BreakerState(0, "open", False, "latency", "monitor", 1, 1_000),
+        BreakerState(0, "open", True, "hash chain mismatch", "monitor", 2, 2_000),
+        BreakerState(1, "open", False, "latency", "monitor", 1, 1_000),
+        BreakerState(1, "closed", False, "", "monitor", 2, 3_000),
+    ]
+    await produce_raw(config, ns.control, [(str(b.shard).encode(), encode_breaker(b)) for b in breakers])
+    alerts = [_alert("fired", "low-1", 1), _alert("fired", "low-2", 2), _alert("cleared", "low-2", 3)]
+    await produce_raw(config, ns.alerts, [(None, a) for a in [*alerts, b"not an alert"]])
+    code, report = await ledger_cli(config, "doctor", "--json")
+    assert code == 1, report
+    assert [(f["severity"], f["code"], f["subject"]) for f in report["findings"]] == [
+        ("critical", "breaker_latched", "shard 0"),
+        ("warning", "alert_firing", "eur-floor: low-1"),
+    ]
+    latched, firing = report["findings"]
+    assert (
+        latched["fix"].splitlines()[-1]
+        == 'ledger breaker close --shard 0 --reason "verify and reconcile clean"'
+    )
+    assert "hash chain mismatch" in latched["explanation"]
+    assert firing["fix"] == "ledger balance low-1"
