@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 
 from coordinator.adapters.kafka_control import follow_breakers
 from coordinator.adapters.kafka_records import RecordDecoder
+from coordinator.adapters.otel_metrics import coordinator_metrics
 from coordinator.adapters.postgres_sagas import PostgresSagaStore
 from coordinator.failpoints import Failpoints
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
@@ -78,7 +79,11 @@ async def run_coordinator(
     producer = idempotent_producer(config.kafka_args(), max_message_bytes=config.max_message_bytes)
     try:
         pmap = await PostgresControl(control_pool).load_partition_map()
-        coordinator = Coordinator(settings, ns, pmap, clock_ms=lambda: time.time_ns() // 1_000_000)
+        metered = coordinator_metrics()
+        coordinator = Coordinator(
+            settings, ns, pmap, clock_ms=lambda: time.time_ns() // 1_000_000, figures=metered
+        )
+        metered.follow(lambda: coordinator.breakers.latest, pmap.shard_count)
         decoder = RecordDecoder(ns, authenticator, settings.max_transfer_amount)  # the edge
         store = PostgresSagaStore(pool)
         await producer.start()
@@ -93,6 +98,7 @@ async def run_coordinator(
             tasks.create_task(_sweep(consumer, store, coordinator, relay, ns.transfers, stop, run))
             tasks.create_task(relay.run(stop))
             tasks.create_task(follow_breakers(config.kafka_args(), ns.control, coordinator.breakers, stop))
+            tasks.create_task(metered.count_open_sagas(pool, stop))
     finally:
         with contextlib.suppress(KafkaError, OSError):
             await consumer.stop()

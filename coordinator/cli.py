@@ -23,6 +23,7 @@ from coordinator.service.coordinator import CoordinatorSettings
 from deploy.ledger_client import LedgerClient
 from deploy.stack_env import ledger_config
 from infra.config import LedgerConfig
+from infra.metrics import METRICS_PORT_HELP, metrics_endpoint, setup_metrics
 from infra.processes import run_until_signalled
 from infra.tracing import setup_tracing
 from schemas.public import (
@@ -75,16 +76,20 @@ def coordinator_group() -> None:
 @click.option("--instance-id", envvar="LEDGER_COORDINATOR_INSTANCE_ID",
               help="A name unique to this instance and stable across its restarts (a pod name): it "
                    "then keeps its partitions over a restart instead of rebalancing the group.")  # fmt: skip
+@click.option("--metrics-port", type=click.IntRange(0, 65535), envvar="LEDGER_METRICS_PORT",
+              help=METRICS_PORT_HELP)  # fmt: skip
 def coordinator_run(
     batch_max: int,
     max_transfer_amount: int,
     issuance: tuple[str, ...],
     retry_after_ms: int,
     instance_id: str | None,
+    metrics_port: int | None,
 ) -> None:
     """Drive transfers and sagas until SIGTERM. Run several for availability (one consumer group)."""
     config = _config()
     setup_tracing("ledger-coordinator", os.environ)
+    setup_metrics("ledger-coordinator", metrics_endpoint(metrics_port, os.environ), os.environ)
     settings = CoordinatorSettings(
         max_transfer_amount=max_transfer_amount, issuance_accounts=_account_list(issuance),
         policy=SagaPolicy(base_backoff_ms=retry_after_ms),

@@ -47,6 +47,7 @@ _ELSEWHERE = {
     "shard": ("shards.cli:shard_group", "Shard worker processes."),
     "coordinator": ("coordinator.cli:coordinator_group", "The saga coordinator."),
     "api": ("coordinator.cli:api_group", "The status API."),
+    "monitor": ("monitor.cli:monitor_group", "Liquidity alerts and the shards' circuit breakers."),
     "transfer": (
         "coordinator.cli:transfer_command",
         "Send a transfer (--pending: a hold); --wait for its result.",
@@ -62,6 +63,7 @@ _ELSEWHERE = {
     "verify": ("shards.audit_cli:verify_command", "Recompute every hash chain (exit 1)."),
     "outbox": ("shards.outbox_cli:outbox", "The outboxes of the shards and the coordinators."),
     "doctor": ("deploy.doctor.command:doctor_command", "Explain each problem and its fix (exit 1)."),
+    "breaker": ("deploy.breaker_cli:breaker_group", "Shards' circuit breakers: status, open, close."),
     "bench": ("deploy.bench.command:bench", "Measure the ledger end to end (exit 1 if the gate fails)."),
     "chaos": ("deploy.chaos.command:chaos", "Faults injected, invariants checked (exit 1 on a violation)."),
 }

@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import for_code
 from aiokafka.protocol.admin import CreateAclsRequest, DescribeAclsRequest
 
-from deploy.kafka_principals import CLIENT, COORDINATOR, OPERATOR, shard_principal
+from deploy.kafka_principals import CLIENT, COORDINATOR, MONITOR, OPERATOR, shard_principal
 from schemas.errors import LedgerError
 from schemas.topics import Namespace
 
@@ -76,6 +76,10 @@ def ledger_acls(ns: Namespace, shards: int) -> frozenset[Acl]:
         topic(OPERATOR, "READ", ns.results),
         topic(OPERATOR, "READ", ns.balances),
         group(OPERATOR, f"{p}ledger.operator.", "PREFIXED"),
+        # Operators command the monitor (liquidity rules, breakers) and read what it says.
+        topic(OPERATOR, "WRITE", ns.monitor_commands),
+        topic(OPERATOR, "READ", ns.alerts),
+        topic(OPERATOR, "READ", ns.control),
         topic(COORDINATOR, "READ", ns.transfers),
         topic(COORDINATOR, "READ", ns.account_commands),
         topic(COORDINATOR, "READ", ns.shard_replies),
@@ -83,6 +87,19 @@ def ledger_acls(ns: Namespace, shards: int) -> frozenset[Acl]:
         topic(COORDINATOR, "WRITE", ns.results),
         topic(COORDINATOR, "WRITE", ns.dead_letters),
         group(COORDINATOR, f"{p}ledger.coordinator"),
+        topic(COORDINATOR, "READ", ns.control),  # breakers: no new saga on an open shard
+        topic(COORDINATOR, "WRITE", ns.telemetry),
+        topic(MONITOR, "READ", ns.balances),
+        topic(MONITOR, "READ", ns.results),
+        topic(MONITOR, "READ", ns.telemetry),
+        topic(MONITOR, "READ", ns.monitor_commands),
+        # Read too: a restarted monitor rebuilds its episodes and breakers from what it wrote.
+        topic(MONITOR, "READ", ns.alerts),
+        topic(MONITOR, "READ", ns.control),
+        topic(MONITOR, "WRITE", ns.alerts),
+        topic(MONITOR, "WRITE", ns.control),
+        topic(MONITOR, "WRITE", ns.telemetry),
+        group(MONITOR, f"{p}ledger.monitor"),
     ]
     for shard in range(shards):
         me = shard_principal(shard)
@@ -92,6 +109,7 @@ def ledger_acls(ns: Namespace, shards: int) -> frozenset[Acl]:
             topic(me, "WRITE", ns.shard_replies),
             topic(me, "WRITE", ns.balances),
             topic(me, "WRITE", ns.dead_letters),
+            topic(me, "WRITE", ns.telemetry),
         ]
     return frozenset(rules)
 

@@ -24,6 +24,8 @@ CLIENT = "client"
 """Payment services: write transfers, read results."""
 OPERATOR = "operator"
 """Operators and the demo / bench / chaos workloads: a client that may also manage accounts."""
+MONITOR = "monitor"
+"""`ledger monitor run`: reads balances, results and telemetry; writes alerts and breaker states."""
 
 PROVISIONED_SHARDS = 16
 """Shard principals a local cluster is formatted with (SCRAM users exist from the first start)."""
@@ -34,7 +36,7 @@ def shard_principal(shard: int) -> str:
 
 
 def principal_names(shards: int) -> tuple[str, ...]:
-    return (ADMIN, COORDINATOR, CLIENT, OPERATOR, *(shard_principal(s) for s in range(shards)))
+    return (ADMIN, COORDINATOR, CLIENT, OPERATOR, MONITOR, *(shard_principal(s) for s in range(shards)))
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,17 @@ class KafkaCredentials:
 
     @classmethod
     def load_or_generate(cls, path: Path, shards: int = PROVISIONED_SHARDS) -> KafkaCredentials:
-        if path.exists():
-            return cls.load(path)
-        made = cls.generate(shards)
-        made.save(path)
-        return made
+        """The saved credentials, completed with a password for any principal added since they
+        were made (a stack from before the monitor existed): the cluster is formatted with every
+        user at each start, so a new principal can log in from the next one."""
+        if not path.exists():
+            made = cls.generate(shards)
+            made.save(path)
+            return made
+        loaded = cls.load(path)
+        missing = [name for name in principal_names(shards) if name not in loaded.passwords]
+        if not missing:
+            return loaded
+        completed = cls({**loaded.passwords, **{name: secrets.token_urlsafe(24) for name in missing}})
+        completed.save(path)
+        return completed

@@ -33,6 +33,15 @@ def ledger_topics(config: LedgerConfig, shard_count: int) -> list[TopicSpec]:
         # Keyed by account: compaction keeps each account's latest balance for a reader from the start.
         TopicSpec(ns.balances, config.partitions, rf, {**bounded, "cleanup.policy": "compact"}),
         TopicSpec(ns.dead_letters, 1, rf, bounded),
+        # The monitor's, one partition each. Control is keyed by shard and compacted: each breaker's
+        # latest state for a coordinator (or a restarted monitor) reading from the start. Alerts in
+        # one order: a restarted monitor replays an episode's fired before its cleared. Telemetry:
+        # one monitor sees every shard's figures (a fleet-wide event is told from one shard's
+        # problem by comparing them). Commands apply in the order sent.
+        TopicSpec(ns.control, 1, rf, {**bounded, "cleanup.policy": "compact"}),
+        TopicSpec(ns.alerts, 1, rf, bounded),
+        TopicSpec(ns.telemetry, 1, rf, {**bounded, "retention.ms": str(3_600_000)}),  # figures age fast
+        TopicSpec(ns.monitor_commands, 1, rf, bounded),
     ]
 
 

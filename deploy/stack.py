@@ -22,7 +22,14 @@ from types import TracebackType
 from typing import Any
 
 from deploy.kafka_local import LocalKafka, fetch_kafka
-from deploy.kafka_principals import ADMIN, COORDINATOR, PROVISIONED_SHARDS, KafkaCredentials, shard_principal
+from deploy.kafka_principals import (
+    ADMIN,
+    COORDINATOR,
+    MONITOR,
+    PROVISIONED_SHARDS,
+    KafkaCredentials,
+    shard_principal,
+)
 from deploy.ledger_init import init_ledger
 from deploy.postgres_local import LocalPostgres, find_pg_bin
 from deploy.postgres_roles import LedgerRoles, generate_passwords, read_passwords, role_dsn, write_passwords
@@ -231,7 +238,7 @@ class LocalStack:
             role = roles.shard(int(number))
         elif name.startswith("coordinator"):
             role = roles.coordinator
-        elif name == "status-api":
+        elif name in ("status-api", "monitor"):  # the monitor uses none, but a config needs a DSN
             role = roles.reader
         else:
             raise EngineError(f"no database role for a stack process named {name!r}")
@@ -261,13 +268,15 @@ class LocalStack:
 
     def process_env(self, name: str) -> dict[str, str]:
         """The environment of the stack's process `name`, with its role's credentials only:
-        shard-N / relay-N as shard-NN, coordinators as coordinator, the status API (PostgreSQL
-        only) with no Kafka credentials."""
+        shard-N / relay-N as shard-NN, coordinators as coordinator, the monitor as monitor, the
+        status API (PostgreSQL only) with no Kafka credentials."""
         role, _, number = name.rpartition("-")
         if role in ("shard", "relay") and number.isdigit():
             config = self.ledger_config(shard_principal(int(number)))
         elif name.startswith("coordinator"):
             config = self.ledger_config(COORDINATOR)
+        elif name == "monitor":
+            config = self.ledger_config(MONITOR)
         elif name == "status-api":
             config = replace(self.ledger_config(), kafka_security=KafkaSecurity())
         else:

@@ -8,17 +8,13 @@ shards' ACLs are what keep forgeries off the topic, and a reader still refuses w
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from typing import Final
 
 import orjson
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
 
-from schemas.currencies import JSON_DIR
 from schemas.errors import LedgerError
-from schemas.json_bounds import too_deep
+from schemas.json_contract import JsonContract
 
 VERSION: Final = 1
 MAX_BYTES: Final = 1024
@@ -50,28 +46,9 @@ def encode_balance(change: BalanceChanged) -> bytes:
 
 
 def decode_balance(payload: bytes) -> BalanceChanged:
-    """A BalanceChanged, or NotABalance saying why not: size, JSON, then the schema."""
-    if len(payload) > MAX_BYTES:
-        raise NotABalance(f"{len(payload)} bytes, more than {MAX_BYTES}")
-    if too_deep(payload, 1):
-        raise NotABalance("nested: a balance is one flat object")
-    try:
-        document: Any = orjson.loads(payload)
-    except orjson.JSONDecodeError as e:
-        raise NotABalance(f"not JSON: {e}") from None
-    error = next(iter(_VALIDATOR.iter_errors(document)), None)
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "the record"
-        raise NotABalance(f"{where}: {error.message[:200]}")
+    """A BalanceChanged, or NotABalance saying why not: size, nesting, JSON, then the schema."""
+    document = CONTRACT.read(payload, NotABalance)
     return BalanceChanged(**{k: v for k, v in document.items() if k not in ("type", "v")})
 
 
-def _schema(name: str) -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads((JSON_DIR / name).read_text())
-    return schema
-
-
-_VALIDATOR: Final = Draft202012Validator(
-    _schema("balance-changed.json"),
-    registry=Registry().with_resource("currency.json", Resource.from_contents(_schema("currency.json"))),
-)
+CONTRACT: Final = JsonContract("balance-changed.json", MAX_BYTES, max_depth=1)

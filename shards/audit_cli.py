@@ -131,13 +131,31 @@ def verify_command(as_json: bool) -> None:
 @click.command("balance")
 @click.argument("account_id")
 @click.option("--at-seq", type=click.IntRange(1), help="As of this journal seq of the account's shard.")
-@click.option("--at", "at_time", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
-              help="As of this time (UTC unless an offset is given).")  # fmt: skip
-def balance_command(account_id: str, at_seq: int | None, at_time: dt.datetime | None) -> None:
+@click.option(
+    "--at",
+    "at_time",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
+    help="As of this time (UTC unless an offset is given).",
+)
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Then print each change from ledger.balances, a JSON line each, until Ctrl-C.",
+)
+@click.option("--changes", type=click.IntRange(1), help="With --follow: stop after this many changes.")
+def balance_command(
+    account_id: str, at_seq: int | None, at_time: dt.datetime | None, follow: bool, changes: int | None
+) -> None:
     """An account's balance: posted (from its journal), pending debits (held, also as `reserved`),
     pending credits (not yet spendable), available and currency; or the posted balance as of a
-    journal seq or a time (exit 3 when there is no such account)."""
+    journal seq or a time (exit 3 when there is no such account). `--follow` then prints every
+    change the account's shard publishes (as the client principal: read access to the topic)."""
     when = at_time.replace(tzinfo=at_time.tzinfo or dt.UTC) if at_time else None
+    if follow:
+        from shards.balance_follow_cli import follow_balance  # noqa: PLC0415 - Kafka only when following
+
+        asyncio.run(follow_balance(_config_as("client"), account_id, changes, _balance))
+        return
     found = asyncio.run(_balance(_config_as("reader"), account_id, at_seq, when))
     if found is None:
         click.echo(f"no account {account_id} (account_not_found)", err=True)

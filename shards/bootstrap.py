@@ -13,8 +13,10 @@ from infra.config import LedgerConfig
 from infra.outbox_relay import OutboxRelay, idempotent_producer
 from infra.postgres_control import PostgresControl
 from infra.postgres_pool import close_pool, open_pool
+from infra.telemetry import publish_telemetry
 from schemas.message_auth import MessageAuthenticator, TopicSigner
 from shards.adapters.kafka_source import KafkaCommandSource
+from shards.adapters.otel_metrics import shard_metrics
 from shards.adapters.postgres_shard_store import PostgresShardStore
 from shards.service.worker import ShardWorker, WorkerSettings
 
@@ -66,14 +68,20 @@ async def run_shard(
                 shard_pool, producer, lock_name=f"relay:{ns.shard_schema(shard)}",
                 signer=TopicSigner(authenticator, ns.is_internal), in_process=True,
             )  # fmt: skip
+        metered = shard_metrics()
         worker = ShardWorker(
             settings, ns, PostgresShardStore(shard_pool), source, control, pmap,
-            on_commit=relay.hand_over if relay else (lambda rows: None),
+            on_commit=relay.hand_over if relay else (lambda rows: None), figures=metered.figures(shard),
         )  # fmt: skip
+        metered.watch(shard, worker.stats, source.lag)
         if started is not None:
             started.put_nowait(RunningShard(worker, relay))
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(worker.run(stop))
+            tasks.create_task(publish_telemetry(
+                config.kafka_args(), ns.telemetry, f"shard-{shard:02d}",
+                lambda over_s: worker.figures.read(over_s, source.lag()), stop,
+            ))  # fmt: skip
             if relay is not None:
                 tasks.create_task(relay.run(stop))
     finally:

@@ -13,6 +13,7 @@ from deploy.ledger_init import init_ledger
 from deploy.postgres_roles import parse_passwords, read_passwords
 from deploy.stack_env import ledger_config
 from infra.config import LedgerConfig
+from infra.metrics import METRICS_PORT_HELP, metrics_endpoint, setup_metrics
 from infra.outbox_relay import OutboxRelay, idempotent_producer
 from infra.postgres_pool import open_pool
 from infra.processes import run_until_signalled
@@ -68,11 +69,14 @@ def shard_group() -> None:
               help="Commands per transaction, at most. [env: LEDGER_BATCH_MAX]")  # fmt: skip
 @click.option("--relay/--no-relay", default=True, show_default=True,
               help="Also publish the outbox (or leave it to `ledger shard relay`).")  # fmt: skip
-def shard_run(shard_ids: tuple[int, ...], batch_max: int, relay: bool) -> None:
+@click.option("--metrics-port", type=click.IntRange(0, 65535), envvar="LEDGER_METRICS_PORT",
+              help=METRICS_PORT_HELP)  # fmt: skip
+def shard_run(shard_ids: tuple[int, ...], batch_max: int, relay: bool, metrics_port: int | None) -> None:
     """Apply commands from the shards' topics until SIGTERM (which finishes the current batch)."""
     config = _config()
     MessageAuthenticator(config.message_keys)  # no key: refused here, before anything starts
     setup_tracing("ledger-shard", os.environ)
+    setup_metrics("ledger-shard", metrics_endpoint(metrics_port, os.environ), os.environ)
 
     async def main(stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tasks:

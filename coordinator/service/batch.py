@@ -26,6 +26,8 @@ class BatchChanges:
     outbox: list[OutboxMessage] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     """Inbox ids already recorded: by an earlier batch (read from the store) or by this one."""
+    answered: list[tuple[int, int]] = field(default_factory=list)
+    """(shard, ms from a step's first send to its reply): for the metrics, once written."""
 
     def first_time(self, message_id: str) -> bool:
         """Inbox dedupe: whether this is the first time the ledger handles `message_id` (it is

@@ -40,6 +40,7 @@ from coordinator.saga.two_phase import Refusal, post, void
 from coordinator.service.accounts import COMMAND_TYPES, AccountCommands
 from coordinator.service.batch import BatchChanges, Handler, handles
 from coordinator.service.breakers import Breakers
+from coordinator.service.figures import NoFigures, SagaFigures
 from coordinator.service.inbound import Inbound
 from coordinator.service.linked import LinkedBatches
 from coordinator.service.ports import SagaTransaction, StepUpdate, TransferRecord
@@ -96,8 +97,10 @@ class Coordinator:
         namespace: Namespace,
         partition_map: PartitionMap,
         clock_ms: Callable[[], int],
+        figures: SagaFigures | None = None,
     ) -> None:
         self.settings = settings
+        self.figures = figures or NoFigures()
         self.ns = namespace
         self.pmap = partition_map
         self.clock_ms = clock_ms
@@ -196,6 +199,13 @@ class Coordinator:
         (infra/envelopes.py): one outbox row and one record per shard, not one per command."""
         outbox = envelopes.pack(changes.outbox, COMMANDS, self._shard_topic, self.settings.max_message_bytes)
         await tx.write(list(changes.changed.values()), changes.steps, changes.inbox, outbox)
+        # Told once the store took the writes, so a batch retried whole is not counted twice
+        # (only one that fails at its very commit can be).
+        for rec in changes.changed.values():
+            if rec.status in TERMINAL:
+                self.figures.finished(rec.status, rec.reason)
+        for shard, took_ms in changes.answered:
+            self.figures.answered(shard, took_ms)
 
     def _shard_topic(self, message: OutboxMessage) -> str | None:
         internal = self.ns.is_internal(message.topic) and message.topic != self.ns.shard_replies
@@ -356,6 +366,9 @@ class Coordinator:
                     rec.transfer_id, state.step, reply.shard, reply.in_reply_to, reply.outcome, reply.reason
                 )
             )
+            if state.attempts == 1:  # sent once, at its first due time less one backoff (transfer_saga)
+                sent = state.next_attempt_ms - self.settings.policy.base_backoff_ms
+                changes.answered.append((reply.shard, now - sent))
         self._apply(changes, rec, *decide(state, ReplyArrived(reply, now), self.settings.policy))
 
     def _dead_letter(self, changes: BatchChanges, refusal: Refused, origin: Origin, now: int) -> None:

@@ -15,6 +15,7 @@ import asyncpg
 from deploy.chaos.iptables import LoopbackCut
 from deploy.chaos.schedule import CUT_KINDS, PlannedFault
 from deploy.kafka_local import LocalKafka
+from deploy.processes import ProcessRecord
 from deploy.stack import LocalStack
 from infra.config import LedgerConfig
 
@@ -69,6 +70,8 @@ class Nemesis:
                 await asyncio.sleep(max(hold, SESSION_TIMEOUT_S + 2) if kind == "pause_coordinator" else hold)
             finally:
                 process.send(signal.SIGCONT)
+        elif kind == "slow_shard":
+            await _slowed(self.stack.process(f"shard-{target}"), hold)
         elif kind in ("kill_broker", "kill_controller"):
             return await self._kill_broker(target, hold, controller=kind == "kill_controller")
         elif kind in CUT_KINDS:
@@ -139,3 +142,20 @@ async def _controller(kafka: LocalKafka, within_s: float = 30.0) -> int:
             raise TimeoutError(f"no active KRaft controller within {within_s:.0f}s")
         await asyncio.sleep(0.5)
     return leader
+
+
+SLOW_STOPPED_S, SLOW_RUNNING_S = 0.6, 0.3
+"""A slow shard's cycle: stopped for most of it, so every batch it takes waits, yet it is never
+silent for long (its telemetry and heartbeats go on, late)."""
+
+
+async def _slowed(process: ProcessRecord, hold: float) -> None:
+    end = time.monotonic() + hold
+    try:
+        while time.monotonic() < end:
+            process.send(signal.SIGSTOP)
+            await asyncio.sleep(SLOW_STOPPED_S)
+            process.send(signal.SIGCONT)
+            await asyncio.sleep(SLOW_RUNNING_S)
+    finally:
+        process.send(signal.SIGCONT)

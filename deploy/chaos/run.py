@@ -47,7 +47,7 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
     pmap = await init_ledger(stack.ledger_config(), shards)  # as admin: it applies the ACLs
     coordinators = sum(p.name.startswith("coordinator") for p in stack.extra_processes)
     targets = {
-        **dict.fromkeys(("kill_shard", "pause_shard", "terminate_backends"), shards),
+        **dict.fromkeys(("kill_shard", "pause_shard", "slow_shard", "terminate_backends"), shards),
         "kill_relay": RELAY_PROCESSES,  # shards 0 and 1 have one; 2 and 3 publish in process
         **dict.fromkeys(("kill_coordinator", "pause_coordinator"), coordinators),
         **dict.fromkeys(CUT_KINDS, shards + coordinators),

@@ -11,6 +11,7 @@ FAULT_KINDS = (
     "kill_coordinator",
     "kill_relay",  # SIGKILL a shard's outbox relay process
     "pause_shard",  # SIGSTOP a shard worker for the window, then SIGCONT
+    "slow_shard",  # a shard worker stopped and resumed in short cycles: slow, not dead
     "pause_coordinator",  # SIGSTOP longer than the group session timeout: its partitions move
     "kill_broker",  # SIGKILL a Kafka node that is not the active controller (in turn), restart it
     "kill_controller",  # SIGKILL the node that is the KRaft quorum's active controller, restart it

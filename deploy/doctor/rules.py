@@ -1,8 +1,8 @@
 """`ledger doctor`'s rules: a Facts snapshot in, findings out, each with the command that fixes it.
 
 Pure and deterministic (no I/O, no clock: the time is in the facts), so each rule is tested with a
-planted problem. Every command a finding prints exists in this repository, except
-`ledger breaker close|open|status`, the operators' breaker command of issue 16, item 5.
+planted problem. Every command a finding prints is one the `ledger` CLI has
+(tests/unit/test_doctor_rules.py checks each against it).
 """
 
 from __future__ import annotations

@@ -47,6 +47,8 @@ class KafkaCommandSource:
         )
 
         self.commits = CoalescedCommits(self.consumer, topic)
+        self.fetched_to: int | None = None
+        """The offset after the last record fetched: what the lag is counted from."""
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -71,7 +73,16 @@ class KafkaCommandSource:
         except KafkaError as e:
             raise SourceUnavailable(f"polling {self.partition.topic}: {e}") from e
         records: list[ConsumerRecord[bytes, bytes]] = batch.get(self.partition, [])
+        if records:
+            self.fetched_to = records[-1].offset + 1
         return records
+
+    def lag(self) -> int | None:
+        """Records on the topic not yet fetched (None before the first fetch tells the end)."""
+        end = self.consumer.highwater(self.partition)
+        if end is None or end < 0 or self.fetched_to is None:
+            return None
+        return max(0, end - self.fetched_to)
 
     def commit(self, next_offset: int) -> None:
         """Records before `next_offset` are durably processed: their offset is committed soon,

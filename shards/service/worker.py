@@ -22,6 +22,7 @@ from opentelemetry.context import Context
 
 from infra import envelopes
 from infra.envelopes import key_partition
+from infra.figures import Figures
 from infra.outbox import Committed, OutboxMessage
 from infra.records import Refused
 from infra.tracing import child_span_headers
@@ -86,6 +87,7 @@ class WorkerStats:
     commands: int = 0
     dead_letters: int = 0
     retries: int = 0
+    rejections: int = 0
 
 
 class ShardWorker:
@@ -100,6 +102,7 @@ class ShardWorker:
         *,
         on_commit: Callable[[Sequence[Committed]], None] = lambda rows: None,
         clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+        figures: Figures | None = None,
     ) -> None:
         self.settings = settings
         self.namespace = namespace
@@ -111,6 +114,8 @@ class ShardWorker:
         self._committed: list[Committed] = []
         self.clock_us = clock_us
         self.stats = WorkerStats()
+        # Read once a second for the telemetry topic (and, metered, by infra/metrics' endpoint).
+        self.figures = figures or Figures(settings.shard)
         self.epoch = 0
         self.head: Head | None = None
         self._checkpointed_seq = 0
@@ -171,11 +176,13 @@ class ShardWorker:
                 if stop.is_set():
                     raise  # uncommitted: the next worker gets the batch again
                 self.stats.retries += 1
+                self.figures.errors += 1
                 log.warning("shard %d: batch failed (%s); retrying in %.2fs", self.settings.shard, e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.max_backoff_s)
 
     async def _apply(self, records: Sequence[ShardInbound], refused: dict[str, str]) -> None:
+        started, rejections = time.monotonic(), 0
         commands, dead, parents = self._decode(records, refused)
         async with self.store.batch(self.epoch) as tx:
             stored = await tx.replies_for([c.message_id for c in commands] + [d.inbox_id for d in dead])
@@ -190,6 +197,7 @@ class ShardWorker:
             inbox: list[tuple[str, bytes]] = []
             outbox: list[OutboxMessage] = []
             for reply, first_time in book.apply_batch(commands, earlier):
+                rejections += reply.outcome == "rejected"
                 payload = encode(reply)
                 if first_time:
                     inbox.append((reply.in_reply_to, payload))
@@ -206,10 +214,12 @@ class ShardWorker:
             outbox = self._enveloped(outbox)
             head = await tx.write(book, inbox, outbox)
         self.head = head
+        self.figures.batch_done(len(commands), rejections, (time.monotonic() - started) * 1000)
         first = head.outbox_seq - len(outbox) + 1
         self._committed += [Committed(first + i, m) for i, m in enumerate(outbox)]
         self.stats.batches += 1
         self.stats.commands += len(commands)
+        self.stats.rejections += rejections
         self.stats.dead_letters += len(dead)
 
     def _decode(

@@ -25,8 +25,8 @@ def test_a_short_chaos_run_violates_no_invariant(tmp_path: Path) -> None:
         pytest.skip("the chaos suite kills brokers and PostgreSQL it starts itself; external servers are set")
     env = {**os.environ, "LEDGER_HOME": str(tmp_path), "LEDGER_CACHE_DIR": str(REPO / ".ledger" / "cache")}
     out = tmp_path / "chaos.json"
-    # 12 kinds x (5 s fault + 2 s calm) after a first calm: every kind comes once.
-    command = [LEDGER, "chaos", "--duration", "88", "--fault-s", "5", "--calm-s", "2", "--settle", "150",
+    # 13 kinds x (5 s fault + 2 s calm) after a first calm: every kind comes once.
+    command = [LEDGER, "chaos", "--duration", "95", "--fault-s", "5", "--calm-s", "2", "--settle", "150",
                "--seed", "7", "--json", str(out)]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert out.exists(), done.stdout[-3000:] + done.stderr[-3000:]

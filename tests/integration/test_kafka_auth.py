@@ -121,6 +121,9 @@ def _expected_rules(p: str) -> set[tuple[str, str, str, str, str]]:
         ("operator", "READ", t, f"{p}ledger.results", lit),
         ("operator", "READ", t, f"{p}ledger.balances", lit),
         ("operator", "READ", g, f"{p}ledger.operator.", pre),
+        ("operator", "WRITE", t, f"{p}ledger.monitor-commands", lit),
+        ("operator", "READ", t, f"{p}ledger.alerts", lit),
+        ("operator", "READ", t, f"{p}ledger.control", lit),
         ("coordinator", "READ", t, f"{p}ledger.transfers", lit),
         ("coordinator", "READ", t, f"{p}ledger.account-commands", lit),
         ("coordinator", "READ", t, f"{p}ledger.shard-replies", lit),
@@ -128,6 +131,18 @@ def _expected_rules(p: str) -> set[tuple[str, str, str, str, str]]:
         ("coordinator", "WRITE", t, f"{p}ledger.results", lit),
         ("coordinator", "WRITE", t, f"{p}ledger.dead-letters", lit),
         ("coordinator", "READ", g, f"{p}ledger.coordinator", lit),
+        ("coordinator", "READ", t, f"{p}ledger.control", lit),
+        ("coordinator", "WRITE", t, f"{p}ledger.telemetry", lit),
+        ("monitor", "READ", t, f"{p}ledger.balances", lit),
+        ("monitor", "READ", t, f"{p}ledger.results", lit),
+        ("monitor", "READ", t, f"{p}ledger.telemetry", lit),
+        ("monitor", "READ", t, f"{p}ledger.monitor-commands", lit),
+        ("monitor", "READ", t, f"{p}ledger.alerts", lit),
+        ("monitor", "READ", t, f"{p}ledger.control", lit),
+        ("monitor", "WRITE", t, f"{p}ledger.alerts", lit),
+        ("monitor", "WRITE", t, f"{p}ledger.control", lit),
+        ("monitor", "WRITE", t, f"{p}ledger.telemetry", lit),
+        ("monitor", "READ", g, f"{p}ledger.monitor", lit),
     }
     for n in ("00", "01"):
         rules |= {
@@ -136,6 +151,7 @@ def _expected_rules(p: str) -> set[tuple[str, str, str, str, str]]:
             (f"shard-{n}", "WRITE", t, f"{p}ledger.shard-replies", lit),
             (f"shard-{n}", "WRITE", t, f"{p}ledger.balances", lit),
             (f"shard-{n}", "WRITE", t, f"{p}ledger.dead-letters", lit),
+            (f"shard-{n}", "WRITE", t, f"{p}ledger.telemetry", lit),
         }
     return rules
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 from jsonschema import Draft202012Validator
 
-from schemas.balances import _VALIDATOR, BalanceChanged, NotABalance, decode_balance, encode_balance
+from schemas.balances import CONTRACT, BalanceChanged, NotABalance, decode_balance, encode_balance
 from schemas.shard_messages import PostTransfer, ReserveFunds, ShardCommand
 from shards.domain.model import Account
 from shards.service.worker import ShardWorker, WorkerSettings
@@ -59,7 +59,7 @@ def test_publishing_can_be_turned_off() -> None:
 
 def test_the_encoding_is_the_json_schema_and_round_trips() -> None:
     change = BalanceChanged("acct-1", "EUR", "frozen", -40, 0, 7, 10, 12, 3)
-    Draft202012Validator.check_schema(_VALIDATOR.schema)
+    Draft202012Validator.check_schema(CONTRACT.validator.schema)
     assert decode_balance(encode_balance(change)) == change
 
 

@@ -1,0 +1,72 @@
+"""The monitor's plain Kafka clients: the Publisher (alerts, breaker states) and the reader that
+rebuilds state from a topic before the stream processing starts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from schemas.alerts import LiquidityAlert, encode_alert
+from schemas.breaker import BreakerState, encode_breaker
+from schemas.errors import LedgerError
+from schemas.topics import Namespace
+
+
+class PublishFailed(LedgerError):
+    """The broker did not take an alert or a breaker state; `retriable` as the driver says."""
+
+    def __init__(self, what: str, error: KafkaError) -> None:
+        super().__init__(f"cannot publish {what}: {type(error).__name__}: {error}")
+        self.retriable = bool(getattr(error, "retriable", True))
+
+
+class KafkaPublisher:
+    """Publisher on an idempotent producer (acks=all): each call returns once all are written."""
+
+    def __init__(self, producer: AIOKafkaProducer, ns: Namespace) -> None:
+        self._producer = producer
+        self._ns = ns
+
+    async def publish_alerts(self, alerts: Sequence[LiquidityAlert]) -> None:
+        items = [(a.alert_id.encode(), encode_alert(a)) for a in alerts]
+        await self._send("alerts", self._ns.alerts, items)
+
+    async def publish_breakers(self, states: Sequence[BreakerState]) -> None:
+        items = [(str(s.shard).encode(), encode_breaker(s)) for s in states]
+        await self._send("breaker states", self._ns.control, items)
+
+    async def _send(self, what: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+        try:
+            sent: list[Awaitable[Any]] = [await self._producer.send(topic, v, key=k) for k, v in items]
+            await asyncio.gather(*sent)
+        except KafkaError as e:
+            raise PublishFailed(what, e) from e
+
+
+async def read_to_end(kafka_args: Mapping[str, Any], topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` from its start to its end as of now, partition by partition, without
+    a consumer group (nothing is committed)."""
+    consumer = AIOKafkaConsumer(**kafka_args, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        await consumer.topics()  # a metadata request: the partitions are known from here on
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        got: list[ConsumerRecord[bytes, bytes]] = []
+        behind = set(tps)
+        while behind:
+            for records in (await consumer.getmany(*tps, timeout_ms=500)).values():
+                got += records
+            behind = {tp for tp in behind if await consumer.position(tp) < ends[tp]}
+        return got
+    finally:
+        await consumer.stop()

@@ -1,0 +1,115 @@
+"""The monitor process: rebuild its state from the topics, then run the faust app until stopped.
+
+`run_monitor` is what `ledger monitor run` runs (monitor/cli.py reads the configuration) and what
+tests run in-process. Steps, in order:
+
+1. the shards, from the partition map (PostgreSQL, read-only);
+2. every alert on ledger.alerts recalled and every BreakerState on ledger.control resumed, so a
+   restart neither repeats alerts nor resets breakers;
+3. the rules in force: the latest SetLiquidityRules on ledger.monitor-commands, else the rules file;
+4. the faust app: agents over balances, telemetry, results and commands, the breakers' tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+
+from infra.config import LedgerConfig
+from infra.postgres_control import PostgresControl
+from infra.postgres_pool import open_pool
+from monitor.adapters import records
+from monitor.adapters.faust_app import build_app
+from monitor.adapters.kafka import KafkaPublisher, read_to_end
+from monitor.service.monitor import MonitorService, MonitorSettings
+from schemas.alerts import decode_alert
+from schemas.breaker import decode_breaker_state
+from schemas.errors import LedgerError
+from schemas.liquidity_rules import LiquidityRule, SetLiquidityRules
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MonitorRun:
+    """What `ledger monitor run` was given."""
+
+    rules: tuple[LiquidityRule, ...] = ()
+    """The rules file's (`--rules`, LEDGER_LIQUIDITY_RULES): in force until a SetLiquidityRules."""
+    tick_s: float = 1.0
+    """How often the shards are assessed and the breakers fed."""
+    settings: MonitorSettings = field(default_factory=MonitorSettings)
+
+
+class MonitorCrashed(LedgerError):
+    """The stream processing stopped by itself; the process supervisor starts it again."""
+
+    retriable = True
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def ledger_shards(config: LedgerConfig) -> list[int]:
+    pool = await open_pool(config.database_url, config.namespace.control_schema, max_size=1)
+    try:
+        pmap = await PostgresControl(pool).load_partition_map()
+    finally:
+        await pool.close()
+    return sorted(set(pmap.shards))
+
+
+async def rebuild(config: LedgerConfig, service: MonitorService, file_rules: Sequence[LiquidityRule]) -> None:
+    """Steps 2 and 3 of the module's docstring."""
+    ns, args = config.namespace, config.kafka_args()
+    for record in await read_to_end(args, ns.alerts):
+        try:
+            service.recall(decode_alert(record.value or b""))
+        except LedgerError as e:
+            service.on_refused("alert", e)
+    for record in await read_to_end(args, ns.control):
+        try:
+            service.resume(decode_breaker_state(record.value or b""))
+        except LedgerError as e:
+            service.on_refused("breaker state", e)
+    rules, offset = tuple(file_rules), -1
+    for record in await read_to_end(args, ns.monitor_commands):
+        with contextlib.suppress(LedgerError):  # counted when the agent meets it again
+            command = records.monitor_command(record.value or b"")
+            if isinstance(command, SetLiquidityRules):
+                rules, offset = command.rules, record.offset
+    await service.begin(rules, _now_ms(), offset)
+    source = "file" if offset < 0 else f"command @{offset}"
+    episodes = len(service.liquidity.open_episodes())
+    breakers = {s: b.state for s, b in service.breakers.items()}
+    log.info("monitor: %d rules (%s), %d episodes open, breakers %s", len(rules), source, episodes, breakers)
+
+
+async def run_monitor(config: LedgerConfig, run: MonitorRun, stop: asyncio.Event) -> None:
+    shards = await ledger_shards(config)
+    producer = AIOKafkaProducer(
+        **config.kafka_args(), enable_idempotence=True, acks="all", max_request_size=config.max_message_bytes
+    )
+    await producer.start()
+    try:
+        service = MonitorService(shards, KafkaPublisher(producer, config.namespace), _now_ms(), run.settings)
+        await rebuild(config, service, run.rules)
+        app = build_app(config, service, run.tick_s)
+        await app.start()
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                if app.crashed:
+                    raise MonitorCrashed(f"the stream processing stopped: {app.crash_reason!r}")
+        finally:
+            await app.stop()
+    finally:
+        await producer.stop()

@@ -1,0 +1,196 @@
+"""The monitor service: decoded inputs in, the pure cores decide, the Publisher port writes.
+
+Inputs come from the adapters already decoded (monitor/adapters/records.py); time comes in with
+them (a record's timestamp, or the tick's clock). Everything here runs on one event loop; the
+breakers are decided under a lock because a tick and an operator's command may interleave at an
+`await`.
+
+At least once, never lost. What the cores decided is queued and the queue is published before the
+handler returns: a publish that fails is retried (the record is not acknowledged meanwhile, so its
+offset is not committed), and what was decided but not yet sent is sent first next time. Alert ids
+are stable and BreakerStates carry a seq per shard, so a repeat is harmless to readers.
+
+Restart. `recall` (every alert on ledger.alerts) and `resume` (every BreakerState on ledger.control)
+rebuild the state before `begin` installs the rules in force; only then are records consumed.
+Commands are replayed safely: a SetLiquidityRules at or before the offset of the one in force is
+skipped (a replay of older rules would clear and fire alerts for nothing), and a SetBreaker no newer
+than its breaker's last change is skipped (a redelivered close must not close a breaker the monitor
+opened again since).
+
+Breakers are judged only once some telemetry has arrived since the start: with none at all (no
+process publishes it yet), every shard would be stale and opened by a monitor that sees nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from monitor.domain import breaker
+from monitor.domain.anomaly import AnomalyDetector, AnomalyPolicy, TelemetrySample
+from monitor.domain.breaker import Breaker, BreakerPolicy, HealthObserved, OperatorClosed, OperatorOpened
+from monitor.domain.liquidity import BalanceObserved, LiquidityMonitor
+from monitor.service.ports import Publisher
+from schemas.alerts import LiquidityAlert
+from schemas.breaker import BreakerState, SetBreaker
+from schemas.errors import LedgerError
+from schemas.liquidity_rules import InvalidLiquidityMessage, LiquidityRule, SetLiquidityRules
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """How the monitor judges and retries, chosen at the entry point."""
+
+    breaker_policy: BreakerPolicy = field(default_factory=BreakerPolicy)
+    anomaly_policy: AnomalyPolicy = field(default_factory=AnomalyPolicy)
+    retry_pause_s: float = 0.5
+    """Pause before publishing again after the broker refused (it retried already inside)."""
+    max_retry_pause_s: float = 10.0
+    remembered_commands: int = 10_000
+    """SetBreaker command ids kept to drop a redelivery at once (the seq rule covers older ones)."""
+
+
+class MonitorService:
+    def __init__(
+        self,
+        shards: Iterable[int],
+        publisher: Publisher,
+        started_ms: int,
+        settings: MonitorSettings | None = None,
+    ) -> None:
+        self.settings = settings or MonitorSettings()
+        self._publisher = publisher
+        self.liquidity = LiquidityMonitor()
+        self.detector = AnomalyDetector(shards, started_ms, self.settings.anomaly_policy)
+        self.breakers: dict[int, Breaker] = {s: breaker.start(s) for s in sorted(set(shards))}
+        self.results: Counter[tuple[str, str | None]] = Counter()
+        """Results seen, by (state or outcome, reason): a rough count, redeliveries included."""
+        self.refused: Counter[str] = Counter()
+        """Records that were not what their topic carries, by topic kind."""
+        self._rules_offset = -1
+        self._seen_commands: OrderedDict[str, None] = OrderedDict()
+        self._telemetry_seen = False
+        self._unsent_alerts: list[LiquidityAlert] = []
+        self._unsent_states: list[BreakerState] = []
+        self._breaker_lock = asyncio.Lock()
+
+    # --- rebuilding, before anything is consumed -------------------------------------------------
+
+    def recall(self, alert: LiquidityAlert) -> None:
+        self.liquidity.recall(alert)
+
+    def resume(self, state: BreakerState) -> None:
+        known = self.breakers.get(state.shard)
+        if known is not None and state.newer_than(known.published):
+            self.breakers[state.shard] = breaker.resume(state)
+
+    async def begin(self, rules: Sequence[LiquidityRule], now_ms: int, rules_offset: int = -1) -> None:
+        """Install the rules in force: the file's, or those of the latest SetLiquidityRules on the
+        command topic (at `rules_offset`); clears the recalled episodes of rules gone meanwhile."""
+        self._rules_offset = rules_offset
+        await self._publish_alerts(self.liquidity.replace_rules(rules, now_ms))
+
+    # --- inputs ----------------------------------------------------------------------------------
+
+    async def on_balance(self, observed: BalanceObserved) -> None:
+        await self._publish_alerts(self.liquidity.observe(observed))
+
+    def on_telemetry(self, sample: TelemetrySample) -> None:
+        self._telemetry_seen = True
+        self.detector.observe(sample)
+
+    def on_result(self, state: str, reason: str | None) -> None:
+        self.results[(state, reason)] += 1
+
+    def on_refused(self, kind: str, error: LedgerError) -> None:
+        self.refused[kind] += 1
+        log.warning("monitor: a %s record refused: %s", kind, error)
+
+    async def on_set_rules(self, command: SetLiquidityRules, offset: int, at_ms: int) -> None:
+        if offset <= self._rules_offset:
+            return  # this one or a newer one is in force already
+        try:
+            alerts = self.liquidity.replace_rules(command.rules, at_ms)
+        except InvalidLiquidityMessage as e:  # a check the decoder shares; a refusal all the same
+            self.on_refused("monitor command", e)
+            return
+        self._rules_offset = offset
+        log.info("monitor: %d liquidity rules in force (command %s)", len(command.rules), command.command_id)
+        await self._publish_alerts(alerts)
+
+    async def on_set_breaker(self, command: SetBreaker, at_ms: int) -> None:
+        if command.command_id in self._seen_commands:
+            return
+        async with self._breaker_lock:
+            current = self.breakers.get(command.shard)
+            if current is None:
+                log.warning("monitor: SetBreaker for shard %d, not one of the ledger's", command.shard)
+                return
+            if at_ms <= current.published.since_ms:
+                return  # older than the breaker's last change: a redelivery, or overtaken
+            event: OperatorOpened | OperatorClosed = (
+                OperatorOpened(command.operator, command.reason, at_ms)
+                if command.action == "open"
+                else OperatorClosed(command.operator, command.reason, at_ms)
+            )
+            await self._decide(command.shard, event)
+        self._remember(command.command_id)
+
+    async def tick(self, now_ms: int) -> None:
+        """Once a second: assess every shard and feed its breaker (see the module's docstring)."""
+        await self._flush()  # whatever a failed publish left behind, whether or not judged below
+        if not self._telemetry_seen:
+            return
+        verdicts = self.detector.assess(now_ms)
+        async with self._breaker_lock:
+            for shard, verdict in verdicts.items():
+                await self._decide(shard, HealthObserved(verdict.status, verdict.detail, now_ms))
+
+    # --- the parts -------------------------------------------------------------------------------
+
+    async def _decide(self, shard: int, event: breaker.Event) -> None:
+        updated, changes = breaker.decide(self.breakers[shard], event, self.settings.breaker_policy)
+        self.breakers[shard] = updated
+        for state in changes:
+            log.info("monitor: shard %d breaker %s (%s)", shard, state.state, state.reason)
+        self._unsent_states += changes
+        await self._flush()
+
+    async def _publish_alerts(self, alerts: list[LiquidityAlert]) -> None:
+        for alert in alerts:
+            log.info(
+                "monitor: liquidity %s %s on %s %s",
+                alert.rule_id,
+                alert.state,
+                alert.account_id,
+                alert.currency,
+            )
+        self._unsent_alerts += alerts
+        await self._flush()
+
+    async def _flush(self) -> None:
+        pause = self.settings.retry_pause_s
+        while self._unsent_alerts or self._unsent_states:
+            try:
+                if self._unsent_alerts:
+                    await self._publisher.publish_alerts(self._unsent_alerts)
+                    self._unsent_alerts = []
+                if self._unsent_states:
+                    await self._publisher.publish_breakers(self._unsent_states)
+                    self._unsent_states = []
+            except LedgerError as e:
+                if not e.retriable:
+                    raise
+                log.warning("monitor: publishing failed, again in %.1f s: %s", pause, e)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self.settings.max_retry_pause_s)
+
+    def _remember(self, command_id: str) -> None:
+        self._seen_commands[command_id] = None
+        while len(self._seen_commands) > self.settings.remembered_commands:
+            self._seen_commands.popitem(last=False)
