@@ -59,10 +59,12 @@ class LagFact:
 
     group: str
     shard: int | None
-    """None: the coordinators' group."""
+    """None: the coordinators' group, or the monitor's."""
     lag: int
     stalled: bool
     """Behind, and its committed offsets did not move while the doctor watched: nobody consumes."""
+    monitor: bool = False
+    """The monitor's group (`ledger monitor run`): only there when a monitor ever ran."""
 
 
 @dataclass(frozen=True, slots=True)

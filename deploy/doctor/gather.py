@@ -180,30 +180,44 @@ async def _postgres(config: LedgerConfig, thresholds: Thresholds, found: _Found)
 # --- Kafka ----------------------------------------------------------------------------------------
 
 
-def consumer_groups(ns: Namespace, shards: Sequence[int]) -> dict[str, tuple[int | None, tuple[str, ...]]]:
-    """group -> (its shard or None for the coordinators, the topics it reads): as the processes
-    name them (coordinator/bootstrap.py, shards/bootstrap.py)."""
-    groups: dict[str, tuple[int | None, tuple[str, ...]]] = {
-        f"{ns.prefix}ledger.coordinator": (None, (ns.transfers, ns.account_commands, ns.shard_replies))
-    }
-    for shard in shards:
-        groups[f"{ns.prefix}ledger.shard.{shard:02d}"] = (shard, (ns.shard_commands(shard),))
-    return groups
+@dataclass(frozen=True)
+class Group:
+    """A consumer group of the ledger, as its processes name it (coordinator/bootstrap.py,
+    shards/bootstrap.py, monitor/adapters/faust_app.py), and the topics it reads."""
+
+    name: str
+    shard: int | None
+    topics: tuple[str, ...]
+    monitor: bool = False
+
+
+def consumer_groups(ns: Namespace, shards: Sequence[int]) -> list[Group]:
+    p = ns.prefix
+    groups = [Group(f"{p}ledger.coordinator", None, (ns.transfers, ns.account_commands, ns.shard_replies))]
+    groups += [Group(f"{p}ledger.shard.{s:02d}", s, (ns.shard_commands(s),)) for s in shards]
+    monitor_topics = (ns.balances, ns.telemetry, ns.results, ns.monitor_commands)
+    return [*groups, Group(f"{p}ledger.monitor", None, monitor_topics, monitor=True)]
+
+
+@dataclass(frozen=True)
+class _Position:
+    lag: int
+    committed: int
+    """The sum of the committed offsets (counted from the log's start where there are none)."""
+    ever_committed: bool
 
 
 async def _positions(
     admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: str, partitions: list[TopicPartition]
-) -> tuple[int, int]:
-    """(records behind, sum of committed offsets) of `group` on `partitions`. A partition it never
-    committed counts from the log's start, where the processes begin (auto_offset_reset earliest)."""
+) -> _Position:
+    """Where `group` stands on `partitions`. A partition it never committed counts from the log's
+    start, where the processes begin (auto_offset_reset earliest)."""
     committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
     ends = await consumer.end_offsets(partitions)
     starts = await consumer.beginning_offsets(partitions)
-    at = {
-        tp: committed[tp].offset if tp in committed and committed[tp].offset >= 0 else starts[tp]
-        for tp in partitions
-    }
-    return sum(max(0, ends[tp] - at[tp]) for tp in partitions), sum(at.values())
+    done = {tp: c.offset for tp, c in committed.items() if c.offset >= 0}
+    at = {tp: done.get(tp, starts[tp]) for tp in partitions}
+    return _Position(sum(max(0, ends[tp] - at[tp]) for tp in partitions), sum(at.values()), bool(done))
 
 
 async def _topic_layout(admin: AIOKafkaAdminClient) -> dict[str, list[int]]:
@@ -228,19 +242,24 @@ async def _lags(
     in between has nobody consuming (aiokafka 0.14 cannot decode Kafka 4's DescribeGroups answer,
     so members are not counted directly)."""
     groups = consumer_groups(ns, shards)
-    partitions = {
-        group: [TopicPartition(t, p) for t in topics for p in layout.get(t, ())]
-        for group, (_shard, topics) in groups.items()
-    }
-    first = {g: await _positions(admin, consumer, g, parts) for g, parts in partitions.items() if parts}
+    partitions = {g: [TopicPartition(t, p) for t in g.topics for p in layout.get(t, ())] for g in groups}
+    first = {g: await _positions(admin, consumer, g.name, parts) for g, parts in partitions.items() if parts}
     await asyncio.sleep(probe_s)
     lags = []
     for group, parts in partitions.items():
         if not parts:
             continue
-        lag, committed = await _positions(admin, consumer, group, parts)
-        stalled = lag > 0 and first[group][0] > 0 and committed == first[group][1]
-        lags.append(LagFact(group, groups[group][0], lag, stalled))
+        now = await _positions(admin, consumer, group.name, parts)
+        if group.monitor and not now.ever_committed:
+            continue  # no monitor was ever run here: nothing to be behind
+        # faust commits every 2.8 s, longer than the probe: a monitor is judged by its lag alone.
+        stalled = (
+            not group.monitor
+            and now.lag > 0
+            and first[group].lag > 0
+            and now.committed == first[group].committed
+        )
+        lags.append(LagFact(group.name, group.shard, now.lag, stalled, group.monitor))
     return tuple(lags)
 
 

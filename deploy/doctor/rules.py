@@ -240,14 +240,23 @@ def sagas(facts: Facts) -> list[Finding]:
 
 
 def _group_name(lag: LagFact) -> str:
+    if lag.monitor:
+        return "the monitor"
     return "the coordinators" if lag.shard is None else f"shard {lag.shard}'s worker"
+
+
+def _lag_subject_and_fix(facts: Facts, lag: LagFact) -> tuple[str, str]:
+    if lag.monitor:  # a local stack runs none: started by hand there too
+        return "monitor", "ledger monitor run"
+    if lag.shard is None:
+        return "coordinator", _restart_coordinator(facts)
+    return f"shard {lag.shard}", _restart_shard(facts, lag.shard)
 
 
 def lags(facts: Facts) -> list[Finding]:
     found = []
     for lag in facts.lags or ():
-        subject = "coordinator" if lag.shard is None else f"shard {lag.shard}"
-        restart = _restart_coordinator(facts) if lag.shard is None else _restart_shard(facts, lag.shard)
+        subject, restart = _lag_subject_and_fix(facts, lag)
         detail = {"group": lag.group, "lag": lag.lag, "stalled": lag.stalled}
         if lag.stalled:
             found.append(

@@ -27,10 +27,11 @@ from deploy.doctor.facts import (
     Unreachable,
     ViolationFact,
 )
-from deploy.doctor.gather import firing_alerts, latest_breakers, stack_processes
+from deploy.doctor.gather import consumer_groups, firing_alerts, latest_breakers, stack_processes
 from deploy.doctor.rules import Finding, diagnose, needs_action
 from schemas.alerts import LiquidityAlert
 from schemas.breaker import BreakerState
+from schemas.topics import Namespace
 from tests.unit.test_domain_purity import forbidden_in, package_of
 
 NOW = 1_800_000_000_000
@@ -134,6 +135,26 @@ def test_consumer_lag_and_a_stalled_group() -> None:
     assert (f.severity, f.code, f.subject, f.fix) == (
         "warning", rules.CONSUMER_STALLED, "coordinator", "ledger coordinator run",
     )  # fmt: skip
+
+
+def test_the_monitor_behind_is_judged_by_its_lag_alone() -> None:
+    behind = LagFact("ledger.monitor", None, 4000, stalled=False, monitor=True)
+    f = _one(replace(HEALTHY, lags=(behind,)))
+    assert (f.code, f.subject, f.fix) == (rules.CONSUMER_LAG, "monitor", "ledger monitor run")
+    assert "the monitor is 4000 records behind" in f.explanation
+    assert diagnose(replace(HEALTHY, lags=(replace(behind, lag=40),))) == []
+
+
+def test_the_groups_read_are_the_processes_own() -> None:
+    groups = {g.name: g for g in consumer_groups(Namespace("t_"), [0, 1])}
+    assert list(groups) == [
+        "t_ledger.coordinator",
+        "t_ledger.shard.00",
+        "t_ledger.shard.01",
+        "t_ledger.monitor",
+    ]
+    assert groups["t_ledger.shard.01"].topics == (Namespace("t_").shard_commands(1),)
+    assert groups["t_ledger.monitor"].monitor
 
 
 def test_outbox_parked_rows_and_a_backlog() -> None:
@@ -275,6 +296,7 @@ EVERY_KIND = replace(
     lags=(
         LagFact("ledger.shard.01", 1, 9, stalled=True),
         LagFact("ledger.coordinator", None, 5000, stalled=False),
+        LagFact("ledger.monitor", None, 5000, stalled=False, monitor=True),
     ),
     outboxes=(
         OutboxFact("ledger_shard_00", 0, 5, 99.0, 1, ("t",)),
