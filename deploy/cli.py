@@ -62,6 +62,7 @@ _ELSEWHERE = {
     "replay": ("shards.audit_cli:replay_command", "Rebuild balances from the journal and compare (exit 1)."),
     "verify": ("shards.audit_cli:verify_command", "Recompute every hash chain (exit 1)."),
     "outbox": ("shards.outbox_cli:outbox", "The outboxes of the shards and the coordinators."),
+    "doctor": ("deploy.doctor.command:doctor_command", "Explain each problem and its fix (exit 1)."),
     "breaker": ("deploy.breaker_cli:breaker_group", "Shards' circuit breakers: status, open, close."),
     "bench": ("deploy.bench.command:bench", "Measure the ledger end to end (exit 1 if the gate fails)."),
     "chaos": ("deploy.chaos.command:chaos", "Faults injected, invariants checked (exit 1 on a violation)."),
@@ -78,7 +79,7 @@ def cli() -> None:
 
     \b
     Exit codes: 0 ok; 1 a check found a problem (reconcile, verify, replay,
-    an unhealthy stack); 2 usage or configuration error; 3 not found (transfer,
+    doctor, an unhealthy stack); 2 usage or configuration error; 3 not found (transfer,
     account, local stack) or rejected; 4 compensated; 5 expired (a hold nobody posted in time,
     or a post or void that came too late); 75 no result yet or a
     temporary failure (try again).

@@ -331,6 +331,12 @@ def test_dev_status_reports_a_healthy_stack(dev_stack: DevStack) -> None:
     assert json.loads(status.stdout)["health"] == {"kafka": "ok", "postgres": "ok"}
 
 
+def test_doctor_finds_nothing_wrong_with_a_healthy_stack(dev_stack: DevStack) -> None:
+    doctor = _run(_bare_env(dev_stack.home), "doctor", "--json")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert json.loads(doctor.stdout)["findings"] == []
+
+
 def test_commands_find_the_local_stack_without_any_setting(dev_stack: DevStack, accounts: Accounts) -> None:
     env = _bare_env(dev_stack.home)
     sent = _run(env, "transfer", "--from", accounts.payer, "--to", accounts.payee, "--amount", "3",

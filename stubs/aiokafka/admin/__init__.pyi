@@ -5,6 +5,7 @@ from aiokafka.admin.config_resource import ConfigResource
 from aiokafka.admin.new_topic import NewTopic as NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.api import Request, Response
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 class AIOKafkaAdminClient:
     _client: AIOKafkaClient  # private; the ledger reads its metadata to ask each broker in turn
@@ -35,6 +36,12 @@ class AIOKafkaAdminClient:
     async def describe_topics(self, topics: list[str] | None = ...) -> list[Any]: ...
     async def describe_cluster(self) -> dict[str, Any]: ...
     async def find_coordinator(self, group_id: str, coordinator_type: int = ...) -> int: ...
+    async def list_consumer_group_offsets(
+        self,
+        group_id: str,
+        group_coordinator_id: int | None = ...,
+        partitions: list[TopicPartition] | None = ...,
+    ) -> dict[TopicPartition, OffsetAndMetadata]: ...
     async def describe_configs(
         self, config_resources: list[ConfigResource], include_synonyms: bool = ...
     ) -> list[Response]: ...
