@@ -163,3 +163,32 @@ async def test_the_audit_loop_audits_until_stopped_and_survives_an_audit_that_ca
     assert [a.check for a in out.ledger_alerts] == [
         "journal_balanced"
     ]  # the failure in between erased nothing
+
+
+async def test_the_audit_figures_are_metrics() -> None:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader  # noqa: PLC0415
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from monitor.adapters.otel_metrics import MonitorMetrics  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)])
+    service = monitor(FakePublisher())
+    MonitorMetrics(provider.get_meter("test")).watch(service.stats)
+    await service.on_audit(report(BROKEN, UNBALANCED), 1_000)
+
+    def value(name: str, **labels: str) -> float:
+        (found,) = [
+            s.value
+            for family in registry.collect()
+            for s in family.samples
+            if s.name == name and labels.items() <= s.labels.items()
+        ]
+        return found
+
+    assert value("ledger_monitor_audit_violations", source="hash_chain") == 1
+    assert value("ledger_monitor_audit_violations", source="reconciliation") == 1
+    assert value("ledger_monitor_audit_seconds", part="chains") == 0.01
+    assert value("ledger_monitor_audits_total", outcome="ok") == 1
+    assert value("ledger_monitor_alerts_total", kind="divergence", state="fired") == 1
