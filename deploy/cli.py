@@ -47,7 +47,7 @@ _ELSEWHERE = {
     "shard": ("shards.cli:shard_group", "Shard worker processes."),
     "coordinator": ("coordinator.cli:coordinator_group", "The saga coordinator."),
     "api": ("coordinator.cli:api_group", "The status API."),
-    "monitor": ("monitor.cli:monitor_group", "Liquidity alerts and the shards' circuit breakers."),
+    "monitor": ("deploy.monitor_cli:monitor_group", "Liquidity alerts, circuit breakers, continuous audit."),
     "transfer": (
         "coordinator.cli:transfer_command",
         "Send a transfer (--pending: a hold); --wait for its result.",

@@ -241,7 +241,7 @@ class LocalStack:
             role = roles.shard(int(number))
         elif name.startswith("coordinator"):
             role = roles.coordinator
-        elif name in ("status-api", "monitor"):  # the monitor uses none, but a config needs a DSN
+        elif name in ("status-api", "monitor"):  # the monitor reads every schema to audit the ledger
             role = roles.reader
         else:
             raise EngineError(f"no database role for a stack process named {name!r}")

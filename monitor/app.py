@@ -1,13 +1,16 @@
 """The monitor process: rebuild its state from the topics, then run the faust app until stopped.
 
-`run_monitor` is what `ledger monitor run` runs (monitor/cli.py reads the configuration) and what
-tests run in-process. Steps, in order:
+`run_monitor` is what `ledger monitor run` runs (deploy/monitor_cli.py reads the configuration)
+and what tests run in-process. Steps, in order:
 
 1. the shards, from the partition map (PostgreSQL, read-only);
-2. every alert on ledger.alerts recalled and every BreakerState on ledger.control resumed, so a
-   restart neither repeats alerts nor resets breakers;
+2. every alert on ledger.alerts recalled (liquidity episodes and the audit's open findings) and
+   every BreakerState on ledger.control resumed, so a restart neither repeats alerts nor resets
+   breakers;
 3. the rules in force: the latest SetLiquidityRules on ledger.monitor-commands, else the rules file;
-4. the faust app: agents over balances, telemetry, results and commands, the breakers' tick.
+4. the faust app: agents over balances, telemetry, results and commands, the breakers' tick;
+5. beside it, when an Auditor is given and `audit_every_s` > 0, the continuous audit
+   (monitor/service/auditing.py).
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ from infra.postgres_pool import open_pool
 from monitor.adapters import records
 from monitor.adapters.faust_app import build_app
 from monitor.adapters.kafka import KafkaPublisher, read_to_end
-from monitor.service.monitor import MonitorService, MonitorSettings
-from schemas.alerts import decode_alert
+from monitor.adapters.otel_metrics import monitor_metrics
+from monitor.service.auditing import audit_forever
+from monitor.service.monitor import MonitorService, MonitorSettings, MonitorStats
+from monitor.service.ports import Auditor
 from schemas.breaker import decode_breaker_state
 from schemas.errors import LedgerError
+from schemas.ledger_alert import decode_any_alert
 from schemas.liquidity_rules import LiquidityRule, SetLiquidityRules
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,10 @@ class MonitorRun:
     tick_s: float = 1.0
     """How often the shards are assessed and the breakers fed."""
     settings: MonitorSettings = field(default_factory=MonitorSettings)
+    audit_every_s: float = 30.0
+    """Seconds between audits of the whole ledger (`--audit-every`, LEDGER_AUDIT_EVERY_S); 0: none."""
+    stats: MonitorStats = field(default_factory=MonitorStats)
+    """What the monitor counts: made at the entry point, which may also serve it as metrics."""
 
 
 class MonitorCrashed(LedgerError):
@@ -71,7 +81,7 @@ async def rebuild(config: LedgerConfig, service: MonitorService, file_rules: Seq
     ns, args = config.namespace, config.kafka_args()
     for record in await read_to_end(args, ns.alerts):
         try:
-            service.recall(decode_alert(record.value or b""))
+            service.recall(decode_any_alert(record.value or b""))
         except LedgerError as e:
             service.on_refused("alert", e)
     for record in await read_to_end(args, ns.control):
@@ -88,28 +98,46 @@ async def rebuild(config: LedgerConfig, service: MonitorService, file_rules: Seq
     await service.begin(rules, _now_ms(), offset)
     source = "file" if offset < 0 else f"command @{offset}"
     episodes = len(service.liquidity.open_episodes())
+    findings = len(service.audit.open_alerts())
     breakers = {s: b.state for s, b in service.breakers.items()}
-    log.info("monitor: %d rules (%s), %d episodes open, breakers %s", len(rules), source, episodes, breakers)
+    log.info(
+        "monitor: %d rules (%s), %d episodes open, %d audit findings open, breakers %s",
+        len(rules), source, episodes, findings, breakers,
+    )  # fmt: skip
 
 
-async def run_monitor(config: LedgerConfig, run: MonitorRun, stop: asyncio.Event) -> None:
+async def run_monitor(
+    config: LedgerConfig, run: MonitorRun, stop: asyncio.Event, auditor: Auditor | None = None
+) -> None:
+    """Until `stop` is set; `auditor` (deploy/ledger_audit.py at the entry point) reads the ledger
+    for the continuous audit, none without one."""
     shards = await ledger_shards(config)
     producer = AIOKafkaProducer(
         **config.kafka_args(), enable_idempotence=True, acks="all", max_request_size=config.max_message_bytes
     )
     await producer.start()
     try:
-        service = MonitorService(shards, KafkaPublisher(producer, config.namespace), _now_ms(), run.settings)
+        publisher = KafkaPublisher(producer, config.namespace)
+        service = MonitorService(shards, publisher, _now_ms(), run.settings, run.stats)
+        monitor_metrics().watch(service.stats)  # no-op unless the entry point serves metrics
         await rebuild(config, service, run.rules)
         app = build_app(config, service, run.tick_s)
         await app.start()
+        auditing: asyncio.Task[None] | None = None
+        if auditor is not None and run.audit_every_s > 0:
+            auditing = asyncio.create_task(audit_forever(service, auditor, run.audit_every_s, stop, _now_ms))
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
                 if app.crashed:
                     raise MonitorCrashed(f"the stream processing stopped: {app.crash_reason!r}")
+                if auditing is not None and auditing.done() and not stop.is_set():
+                    raise MonitorCrashed(f"the audit stopped: {auditing.exception()!r}")
         finally:
+            if auditing is not None:
+                auditing.cancel()
+                await asyncio.gather(auditing, return_exceptions=True)  # its error, if any, is raised above
             await app.stop()
     finally:
         await producer.stop()

@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaError
 from schemas.alerts import LiquidityAlert, encode_alert
 from schemas.breaker import BreakerState, encode_breaker
 from schemas.errors import LedgerError
+from schemas.ledger_alert import Alert, encode_ledger_alert
 from schemas.topics import Namespace
 
 
@@ -31,8 +32,14 @@ class KafkaPublisher:
         self._producer = producer
         self._ns = ns
 
-    async def publish_alerts(self, alerts: Sequence[LiquidityAlert]) -> None:
-        items = [(a.alert_id.encode(), encode_alert(a)) for a in alerts]
+    async def publish_alerts(self, alerts: Sequence[Alert]) -> None:
+        items = [
+            (
+                a.alert_id.encode(),
+                encode_alert(a) if isinstance(a, LiquidityAlert) else encode_ledger_alert(a),
+            )
+            for a in alerts
+        ]
         await self._send("alerts", self._ns.alerts, items)
 
     async def publish_breakers(self, states: Sequence[BreakerState]) -> None:

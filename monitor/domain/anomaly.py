@@ -241,12 +241,30 @@ class AnomalyDetector:
             found[STALE] = last_seen
         return found
 
-    def _verdict(self, shard: int, anomalies: dict[str, int], fleet: set[str], now_ms: int) -> Verdict:
+    def take_divergences(self, now_ms: int) -> dict[int, Verdict]:
+        """The diverged verdicts due at `now_ms`, now rather than at the next `assess` (which then
+        does not repeat them), judging nothing else: a divergence needs no telemetry, and a
+        shard's other verdicts are the tick's to give."""
+        found = {}
+        for shard in self._shards:
+            diverged = self._take_divergence(shard, now_ms)
+            if diverged is not None:
+                found[shard] = diverged
+        return found
+
+    def _take_divergence(self, shard: int, now_ms: int) -> Verdict | None:
         state = self._shards[shard]
         due = [(at, detail) for at, detail in state.divergences if at <= now_ms]
-        if due:
-            state.divergences = [d for d in state.divergences if d[0] > now_ms]
-            return Verdict(shard, DIVERGED, (), "; ".join(detail for _, detail in due)[:500])
+        if not due:
+            return None
+        state.divergences = [d for d in state.divergences if d[0] > now_ms]
+        return Verdict(shard, DIVERGED, (), "; ".join(detail for _, detail in due)[:500])
+
+    def _verdict(self, shard: int, anomalies: dict[str, int], fleet: set[str], now_ms: int) -> Verdict:
+        state = self._shards[shard]
+        diverged = self._take_divergence(shard, now_ms)
+        if diverged is not None:
+            return diverged
         for metric in list(state.sustain_from):
             if metric not in anomalies:
                 del state.sustain_from[metric]  # the episode ended: a new one starts afresh

@@ -19,6 +19,8 @@ opened again since).
 
 Breakers are judged only once some telemetry has arrived since the start: with none at all (no
 process publishes it yet), every shard would be stale and opened by a monitor that sees nothing.
+A divergence found by the continuous audit (`on_audit`, monitor/domain/audit.py) needs none: its
+shard's breaker latches at once, beside the critical alert.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from dataclasses import dataclass, field
 
 from monitor.domain import breaker
 from monitor.domain.anomaly import AnomalyDetector, AnomalyPolicy, TelemetrySample
+from monitor.domain.audit import AuditJudge, AuditReport
 from monitor.domain.breaker import Breaker, BreakerPolicy, HealthObserved, OperatorClosed, OperatorOpened
 from monitor.domain.liquidity import BalanceObserved, LiquidityMonitor
 from monitor.service.ports import Publisher
 from schemas.alerts import LiquidityAlert
 from schemas.breaker import BreakerState, SetBreaker
 from schemas.errors import LedgerError
+from schemas.ledger_alert import Alert, LedgerAlert
 from schemas.liquidity_rules import InvalidLiquidityMessage, LiquidityRule, SetLiquidityRules
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,18 @@ class MonitorSettings:
     """SetBreaker command ids kept to drop a redelivery at once (the seq rule covers older ones)."""
 
 
+@dataclass
+class MonitorStats:
+    """What the monitor counts, for people (its log) and for /metrics
+    (monitor/adapters/otel_metrics.py, which reads these from a scrape's thread: plain numbers)."""
+
+    audits: Counter[str] = field(default_factory=Counter)
+    """Audits by outcome: ok, failed."""
+    last_audit: AuditReport | None = None
+    alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Alerts published, by (kind: liquidity, divergence or violation; fired or cleared)."""
+
+
 class MonitorService:
     def __init__(
         self,
@@ -62,11 +78,14 @@ class MonitorService:
         publisher: Publisher,
         started_ms: int,
         settings: MonitorSettings | None = None,
+        stats: MonitorStats | None = None,
     ) -> None:
         self.settings = settings or MonitorSettings()
+        self.stats = stats or MonitorStats()
         self._publisher = publisher
         self.liquidity = LiquidityMonitor()
         self.detector = AnomalyDetector(shards, started_ms, self.settings.anomaly_policy)
+        self.audit = AuditJudge(set(shards))
         self.breakers: dict[int, Breaker] = {s: breaker.start(s) for s in sorted(set(shards))}
         self.results: Counter[tuple[str, str | None]] = Counter()
         """Results seen, by (state or outcome, reason): a rough count, redeliveries included."""
@@ -75,14 +94,20 @@ class MonitorService:
         self._rules_offset = -1
         self._seen_commands: OrderedDict[str, None] = OrderedDict()
         self._telemetry_seen = False
-        self._unsent_alerts: list[LiquidityAlert] = []
+        self._unsent_alerts: list[Alert] = []
         self._unsent_states: list[BreakerState] = []
         self._breaker_lock = asyncio.Lock()
+        # One publisher at a time: the agents, the tick and the audit all flush, and two flushes
+        # of the same queue would each send it.
+        self._publish_lock = asyncio.Lock()
 
     # --- rebuilding, before anything is consumed -------------------------------------------------
 
-    def recall(self, alert: LiquidityAlert) -> None:
-        self.liquidity.recall(alert)
+    def recall(self, alert: Alert) -> None:
+        if isinstance(alert, LedgerAlert):
+            self.audit.recall(alert)
+        else:
+            self.liquidity.recall(alert)
 
     def resume(self, state: BreakerState) -> None:
         known = self.breakers.get(state.shard)
@@ -151,6 +176,31 @@ class MonitorService:
             for shard, verdict in verdicts.items():
                 await self._decide(shard, HealthObserved(verdict.status, verdict.detail, now_ms))
 
+    async def on_audit(self, report: AuditReport, now_ms: int) -> None:
+        """An audit's report: each shard newly diverged latches its breaker, then the alerts."""
+        self.stats.audits["ok"] += 1
+        self.stats.last_audit = report
+        log.info(
+            "monitor: audit in %.3f s: %d shards' chains (%d entries) in %.3f s, %d broken; %d sagas"
+            " reconciled in %.3f s (%s), %d violations",
+            report.seconds, len(report.chains), report.entries, report.chain_s, len(report.broken),
+            report.sagas, report.reconcile_s, "one snapshot" if report.one_snapshot else "several snapshots",
+            len(report.findings),
+        )  # fmt: skip
+        divergences, alerts = self.audit.judge(report, now_ms)
+        for diverged in divergences:
+            self.detector.divergence(diverged.shard, diverged.detail, now_ms)
+        if divergences:
+            async with self._breaker_lock:
+                for shard, verdict in self.detector.take_divergences(now_ms).items():
+                    await self._decide(shard, HealthObserved(verdict.status, verdict.detail, now_ms))
+        await self._publish_alerts(alerts)
+
+    def on_audit_failed(self, error: LedgerError) -> None:
+        """An audit that could not read the ledger: nothing is judged (nothing fires or clears)."""
+        self.stats.audits["failed"] += 1
+        log.warning("monitor: the audit could not run, again at the next: %s", error)
+
     # --- the parts -------------------------------------------------------------------------------
 
     async def _decide(self, shard: int, event: breaker.Event) -> None:
@@ -161,28 +211,44 @@ class MonitorService:
         self._unsent_states += changes
         await self._flush()
 
-    async def _publish_alerts(self, alerts: list[LiquidityAlert]) -> None:
+    async def _publish_alerts(self, alerts: Sequence[Alert]) -> None:
         for alert in alerts:
-            log.info(
-                "monitor: liquidity %s %s on %s %s",
-                alert.rule_id,
-                alert.state,
-                alert.account_id,
-                alert.currency,
-            )
+            if isinstance(alert, LiquidityAlert):
+                log.info(
+                    "monitor: liquidity %s %s on %s %s",
+                    alert.rule_id,
+                    alert.state,
+                    alert.account_id,
+                    alert.currency,
+                )
+            else:
+                log.log(
+                    logging.CRITICAL if alert.state == "fired" else logging.INFO,
+                    "monitor: %s %s: %s %s %s: %s",
+                    alert.kind, alert.state, "ledger" if alert.shard is None else f"shard {alert.shard}",
+                    alert.check, alert.subject, alert.detail,
+                )  # fmt: skip
         self._unsent_alerts += alerts
         await self._flush()
 
     async def _flush(self) -> None:
+        async with self._publish_lock:
+            await self._flush_queues()
+
+    async def _flush_queues(self) -> None:
         pause = self.settings.retry_pause_s
         while self._unsent_alerts or self._unsent_states:
             try:
-                if self._unsent_alerts:
-                    await self._publisher.publish_alerts(self._unsent_alerts)
-                    self._unsent_alerts = []
-                if self._unsent_states:
-                    await self._publisher.publish_breakers(self._unsent_states)
-                    self._unsent_states = []
+                # What was queued as the send began: a handler may queue more during the await.
+                if alerts := list(self._unsent_alerts):
+                    await self._publisher.publish_alerts(alerts)
+                    del self._unsent_alerts[: len(alerts)]
+                    for alert in alerts:
+                        kind = alert.kind if isinstance(alert, LedgerAlert) else "liquidity"
+                        self.stats.alerts[(kind, alert.state)] += 1
+                if states := list(self._unsent_states):
+                    await self._publisher.publish_breakers(states)
+                    del self._unsent_states[: len(states)]
             except LedgerError as e:
                 if not e.retriable:
                     raise

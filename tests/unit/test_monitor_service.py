@@ -20,6 +20,7 @@ from schemas.alerts import LiquidityAlert, encode_alert, liquidity_alert_id
 from schemas.balances import BalanceChanged, encode_balance
 from schemas.breaker import BY_MONITOR, BY_OPERATOR, CLOSED, OPEN, BreakerState, SetBreaker, encode_breaker
 from schemas.errors import LedgerError
+from schemas.ledger_alert import Alert, LedgerAlert
 from schemas.liquidity_rules import LiquidityRule, SetLiquidityRules, encode_set_rules
 from schemas.telemetry import Sample, Telemetry, encode_telemetry
 
@@ -36,6 +37,7 @@ class FakePublisher:
 
     def __init__(self, fail: int = 0, retriable: bool = True) -> None:
         self.alerts: list[LiquidityAlert] = []
+        self.ledger_alerts: list[LedgerAlert] = []
         self.states: list[BreakerState] = []
         self.fail, self.retriable, self.calls = fail, retriable, 0
 
@@ -47,9 +49,10 @@ class FakePublisher:
             error.retriable = self.retriable
             raise error
 
-    async def publish_alerts(self, alerts: Sequence[LiquidityAlert]) -> None:
+    async def publish_alerts(self, alerts: Sequence[Alert]) -> None:
         self._maybe_fail()
-        self.alerts += alerts
+        self.alerts += [a for a in alerts if isinstance(a, LiquidityAlert)]
+        self.ledger_alerts += [a for a in alerts if isinstance(a, LedgerAlert)]
 
     async def publish_breakers(self, states: Sequence[BreakerState]) -> None:
         self._maybe_fail()

@@ -1,0 +1,45 @@
+"""The continuous audit: every `every_s` seconds the Auditor reads the whole ledger and the
+MonitorService judges what it found (monitor/domain/audit.py).
+
+A plain task beside the faust app (monitor/app.py), not a faust timer: an audit reads every journal
+and may take seconds on a large ledger, and nothing about it is Kafka's (no records, no offsets),
+so it stays out of the app whose crash handling and shutdown are about consuming. The next audit
+starts `every_s` after the last one started (or at once, when it took longer): audits never
+overlap, and a slow one only delays the next. One that cannot read the ledger is counted and
+logged, and judges nothing: an outage clears no alert and confirms no violation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+from monitor.service.monitor import MonitorService
+from monitor.service.ports import Auditor
+from schemas.errors import LedgerError
+
+
+async def audit_forever(
+    service: MonitorService,
+    auditor: Auditor,
+    every_s: float,
+    stop: asyncio.Event,
+    clock_ms: Callable[[], int],
+) -> None:
+    """Audit at once, then every `every_s` seconds, until `stop` is set. A non-retriable error is
+    raised (a bug or a configuration the process cannot outlive); retriable ones are survived."""
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            report = await auditor.audit()
+        except LedgerError as e:
+            if not e.retriable:
+                raise
+            service.on_audit_failed(e)
+        else:
+            await service.on_audit(report, clock_ms())
+        pause = max(0.0, every_s - (time.monotonic() - started))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause)
