@@ -37,6 +37,8 @@ class Figures:
             Sample("rejections_per_s", self.rejections * per_s, self.shard),
             Sample("errors_per_s", self.errors * per_s, self.shard),
         ]
+        if self.commands:  # judged by the monitor, unlike the rates, which a catch-up inflates
+            samples.append(Sample("rejection_pct", 100 * self.rejections / self.commands, self.shard))
         if self.durations_ms:
             ordered = sorted(self.durations_ms)
             samples.append(

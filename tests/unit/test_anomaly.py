@@ -212,3 +212,23 @@ def test_a_backlog_draining_is_recovery_not_a_problem() -> None:
     assert onsets[20] == 20_000  # the jump
     assert onsets[20 + POLICY.clear_ms // 1000] is None  # draining, though still far above normal
     assert baseline.level < 11  # and never learnt
+
+
+def test_a_shard_catching_up_is_not_sick() -> None:
+    """Regression, ledger chaos (seed 3): after a PostgreSQL restart shard 0 applied its backlog at
+    26 commands/s against a level of 3, and a burst of rejections came with it; both opened its
+    breaker while it recovered. Throughput and rejection rates are kept, not judged."""
+    detector = AnomalyDetector(SHARDS, 0, POLICY)
+    for metric in ("commands_per_s", "rejections_per_s"):
+        run(detector, 0, 60, calm(), metric=metric)
+        seen = run(detector, 60, 80, with_rise(calm(), (0,), 60, 80, to=260.0), metric=metric)
+        assert seen[79][0] == HEALTHY, metric
+
+
+def test_a_shard_refusing_everything_is_sick() -> None:
+    detector = AnomalyDetector(SHARDS, 0, POLICY)
+    share = lambda shard, t: 15.0 + (t % 3)  # noqa: E731 - the usual 15-17 % refused
+    run(detector, 0, 60, share, metric="rejection_pct")
+    seen = run(detector, 60, 70, with_rise(share, (2,), 60, 70, to=100.0), metric="rejection_pct")
+    assert seen[69][2] == SICK
+    assert {seen[69][s] for s in (0, 1, 3)} == {HEALTHY}

@@ -35,6 +35,7 @@ def test_a_worker_counts_its_commands_rejections_and_batch_time() -> None:
     assert samples["commands_per_s"].value == 1.0, "2 commands over 2 s"
     assert samples["rejections_per_s"].value == 0.5, "the second had too little left"
     assert samples["batch_size"].value == 2.0
+    assert samples["rejection_pct"].value == 50.0, "the share the monitor judges"
     assert samples["step_p99_ms"].value >= 0
     assert samples["consumer_lag"] == Sample("consumer_lag", 7.0, 0)
     assert {s.shard for s in samples.values()} == {0}
