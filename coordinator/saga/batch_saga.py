@@ -167,6 +167,13 @@ def start(batch: Batch, now_ms: int, policy: SagaPolicy) -> tuple[BatchState, li
     return state, commands_for(state, state.waiting)
 
 
+def refuse(batch: Batch, reason: str, now_ms: int) -> tuple[BatchState, list[Effect]]:
+    """A batch refused before any shard heard of it (a shard's breaker is open): rejected whole,
+    every leg with `reason`, nothing to undo."""
+    state = BatchState(batch, IN_FLIGHT, RESERVING, frozenset(), reason, None, 0, 0, now_ms)
+    return _finish(state, REJECTED)
+
+
 def decide(state: BatchState, event: Event, policy: SagaPolicy) -> tuple[BatchState, list[Effect]]:
     """The next state and what to send. Events for a finished batch change nothing."""
     if state.terminal:

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from coordinator.saga.batch_saga import Batch, BatchLeg, BatchState, command_id, decide, leg_outcomes, start
+from coordinator.saga.batch_saga import (
+    Batch,
+    BatchLeg,
+    BatchState,
+    command_id,
+    decide,
+    leg_outcomes,
+    refuse,
+    start,
+)
 from coordinator.saga.batch_saga import Effect as BatchEffect
 from coordinator.saga.transfer_saga import (
     PublishResult,
@@ -77,10 +86,6 @@ class LinkedBatches:
             )
             for leg in cmd.transfers
         )
-        if refusal := self.refusal({s for leg in legs for s in (leg.debit_shard, leg.credit_shard)}, now):
-            rec.status, rec.reason = "rejected", refusal
-            self.publish(changes, rec)
-            return
         for leg in legs:
             terms = Transfer(
                 leg.transfer_id, leg.debit_account, leg.credit_account, leg.amount, leg.currency,
@@ -91,7 +96,11 @@ class LinkedBatches:
                 terms=terms, batch_id=cmd.batch_id,
             )  # fmt: skip
             changes.records[leg.transfer_id] = changes.changed[leg.transfer_id] = row
-        self.apply(changes, rec, *start(Batch(cmd.batch_id, legs, cmd.pending_timeout_ms), now, self.policy))
+        batch = Batch(cmd.batch_id, legs, cmd.pending_timeout_ms)
+        if refusal := self.refusal({s for leg in legs for s in (leg.debit_shard, leg.credit_shard)}, now):
+            self.apply(changes, rec, *refuse(batch, refusal, now))  # rows and legs, ended at once
+            return
+        self.apply(changes, rec, *start(batch, now, self.policy))
 
     def on_reply(self, changes: BatchChanges, rec: TransferRecord, reply: ShardReply, now: int) -> None:
         state = rec.batch

@@ -96,4 +96,11 @@ def test_a_linked_batch_with_a_leg_on_an_open_shard_is_refused_whole() -> None:
 
     assert _results(store) == {batch.batch_id: ("rejected", "shard_unavailable")}
     assert _to_shards(store) == []
-    assert all(leg.transfer_id not in store.transfers for leg in legs)
+    result = next(orjson.loads(m.payload) for m in store.outbox if m.topic == NS.results)
+    assert [(g["transfer_id"], g["state"], g["reason"]) for g in result["legs"]] == [
+        (leg.transfer_id, "rejected", "shard_unavailable") for leg in legs
+    ], "the result lists every leg, as for any rejected batch (chaos I13, seed 3)"
+    rows = [store.transfers[leg.transfer_id] for leg in legs]
+    assert [(r.status, r.reason, r.batch_id) for r in rows] == [
+        ("rejected", "shard_unavailable", batch.batch_id)
+    ] * 2
