@@ -17,11 +17,10 @@ import asyncpg
 from coordinator.adapters.postgres_reconcile import read_views
 from coordinator.saga.reconciliation import reconcile
 from infra.config import LedgerConfig
-from infra.postgres_control import PostgresControl
-from infra.postgres_pool import TRANSIENT_ERRORS, open_pool
+from infra.postgres_pool import TRANSIENT_ERRORS
 from monitor.domain.audit import AuditReport, ChainVerdict, Finding
 from schemas.errors import LedgerError
-from shards.service.audit import verify_chain
+from shards.adapters.postgres_audit import verify_ledger
 
 
 class AuditUnavailable(LedgerError):
@@ -55,23 +54,9 @@ class PostgresAuditor:
     async def _audit(self) -> AuditReport:
         config = self._config
         started = time.perf_counter()
-        pool = await open_pool(config.database_url, config.namespace.control_schema, max_size=1)
-        try:
-            control = PostgresControl(pool)
-            shards = sorted(set((await control.load_partition_map()).shards))
-            heads = {shard: await control.checkpoints(shard) for shard in shards}
-        finally:
-            await pool.close()
-        chains = []
-        for shard in shards:
-            shard_pool = await open_pool(
-                config.shard_database_url(shard), config.namespace.shard_schema(shard), max_size=1
-            )
-            try:
-                report = await verify_chain(shard_pool, shard, heads[shard])
-            finally:
-                await shard_pool.close()
-            chains.append(ChainVerdict(shard, report.entries, report.first_broken_seq, report.problem))
+        reports = await verify_ledger(config)
+        shards = [r.shard for r in reports]
+        chains = [ChainVerdict(r.shard, r.entries, r.first_broken_seq, r.problem) for r in reports]
         chained = time.perf_counter()
         sagas, views, one_snapshot = await read_views(config, shards)
         violations = reconcile(sagas, views)

@@ -19,13 +19,12 @@ from infra.config import LedgerConfig
 from infra.postgres_control import PostgresControl
 from infra.postgres_pool import open_pool
 from schemas.partitioning import PartitionMap
+from shards.adapters.postgres_audit import verify_ledger
 from shards.service.audit import (
-    ChainReport,
     ReplayReport,
     account_balance,
     balance_at,
     replay_shard,
-    verify_chain,
 )
 
 
@@ -56,18 +55,6 @@ async def _replay_all(config: LedgerConfig, shard_ids: tuple[int, ...]) -> list[
         pool = await _shard_pool(config, shard)
         try:
             reports.append(await replay_shard(pool, shard))
-        finally:
-            await pool.close()
-    return reports
-
-
-async def _verify_all(config: LedgerConfig) -> list[ChainReport]:
-    pmap, checkpoints = await _control(config)
-    reports = []
-    for shard in sorted(set(pmap.shards)):
-        pool = await _shard_pool(config, shard)
-        try:
-            reports.append(await verify_chain(pool, shard, checkpoints[shard]))
         finally:
             await pool.close()
     return reports
@@ -116,7 +103,7 @@ def replay_command(shard_ids: tuple[int, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify_command(as_json: bool) -> None:
     """Recompute every shard's journal hash chain; report the first broken link (exit 1)."""
-    reports = asyncio.run(_verify_all(_config_as("reader")))
+    reports = asyncio.run(verify_ledger(_config_as("reader")))
     if as_json:
         click.echo(json.dumps([asdict(r) | {"ok": r.ok} for r in reports], indent=2))
     else:

@@ -46,7 +46,7 @@ from schemas.alerts import LiquidityAlert, decode_alert
 from schemas.breaker import BreakerState, decode_breaker_state
 from schemas.errors import LedgerError
 from schemas.topics import Namespace
-from shards.service.audit import verify_chain
+from shards.adapters.postgres_audit import verify_ledger
 
 # What a read can fail with when its source is down, refuses us, or lacks a table: reported.
 _POSTGRES_ERRORS = (*TRANSIENT_ERRORS, asyncpg.PostgresError, LedgerError)
@@ -103,24 +103,12 @@ async def _sagas(config: LedgerConfig, stuck_after_s: float, limit: int) -> tupl
 
 
 async def _chains(config: LedgerConfig, shards: Sequence[int]) -> tuple[ChainFact, ...]:
-    pool = await open_pool(config.database_url, config.namespace.control_schema, max_size=1)
-    try:
-        control = PostgresControl(pool)
-        checkpoints = {s: await control.checkpoints(s) for s in shards}
-    finally:
-        await pool.close()
-    broken = []
-    for shard in shards:
-        shard_pool = await open_pool(
-            config.shard_database_url(shard), config.namespace.shard_schema(shard), max_size=1
-        )
-        try:
-            report = await verify_chain(shard_pool, shard, checkpoints[shard])
-        finally:
-            await shard_pool.close()
-        if report.first_broken_seq is not None:
-            broken.append(ChainFact(shard, report.first_broken_seq, report.problem or "broken"))
-    return tuple(broken)
+    reports = await verify_ledger(config, shards)
+    return tuple(
+        ChainFact(r.shard, r.first_broken_seq, r.problem or "broken")
+        for r in reports
+        if r.first_broken_seq is not None
+    )
 
 
 _AGE = "coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8"
