@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # the checker imports this module; its types are only annotat
     from schemas.public import BatchLeg
 
 LINKED_FAILED = "linked_transfer_failed"  # the result contract's reason for the legs that did not fail
-TIMEOUTS = ("reserve_timeout", "credit_timeout")  # a failure no leg is named for
+# Failures no leg is named for: a step that timed out, or a batch a shard's breaker refused whole.
+TIMEOUTS = ("reserve_timeout", "credit_timeout", "shard_unavailable")
 FAILED = ("rejected", "compensated")  # a failed batch names its failed leg
 UNDONE = (*FAILED, "voided", "expired")  # a batch that moved no money
 OPEN = ("in_flight", "pending")
@@ -101,7 +102,7 @@ def _result_problems(sent: Sent, r: Observed) -> Iterable[str]:
                     for leg in r.legs if leg.reason is not None)  # fmt: skip
         return
     if r.failed_leg is None and r.reason not in TIMEOUTS:
-        yield f"result {r.state} ({r.reason}) names no failed leg, and it did not time out"
+        yield f"result {r.state} ({r.reason}) names no failed leg, and it did not time out nor meet a breaker"
     elif r.failed_leg is not None and r.failed_leg not in legs:
         yield f"result {r.state} names failed leg {r.failed_leg}, not one of its legs"
     for leg in r.legs:

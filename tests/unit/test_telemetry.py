@@ -9,7 +9,7 @@ import uuid
 import pytest
 from jsonschema import Draft202012Validator
 
-from infra.figures import MAX_DURATIONS, Figures
+from infra.figures import MAX_DURATIONS, MIN_COMMANDS_FOR_SHARE, Figures
 from schemas.shard_messages import PostTransfer
 from schemas.telemetry import CONTRACT, NotTelemetry, Sample, Telemetry, decode_telemetry, encode_telemetry
 from shards.domain.model import Account
@@ -35,7 +35,7 @@ def test_a_worker_counts_its_commands_rejections_and_batch_time() -> None:
     assert samples["commands_per_s"].value == 1.0, "2 commands over 2 s"
     assert samples["rejections_per_s"].value == 0.5, "the second had too little left"
     assert samples["batch_size"].value == 2.0
-    assert samples["rejection_pct"].value == 50.0, "the share the monitor judges"
+    assert "rejection_pct" not in samples, "a share of 2 commands is noise"
     assert samples["step_p99_ms"].value >= 0
     assert samples["consumer_lag"] == Sample("consumer_lag", 7.0, 0)
     assert {s.shard for s in samples.values()} == {0}
@@ -74,3 +74,9 @@ def test_telemetry_round_trips_and_is_its_json_schema() -> None:
 def test_what_is_not_telemetry_is_refused(payload: bytes) -> None:
     with pytest.raises(NotTelemetry):
         decode_telemetry(payload)
+
+
+def test_the_share_refused_is_sent_once_there_are_enough_commands() -> None:
+    figures = Figures(1)
+    figures.batch_done(MIN_COMMANDS_FOR_SHARE, MIN_COMMANDS_FOR_SHARE // 4, 3.0)
+    assert {s.metric: s.value for s in figures.read(over_s=1.0)}["rejection_pct"] == 25.0
