@@ -80,8 +80,9 @@ def timeline(changes: list[Change], faults: list[dict[str, Any]], shards: int) -
     per_fault = []
     for i, f in enumerate(faults):
         start, healed = f["started_s"], f["healed_s"]
-        until = faults[i + 1]["started_s"] if i + 1 < len(faults) else float("inf")
         shard = _shard_of(f, shards)
+        later = [g["started_s"] for g in faults[i + 1 :] if _shard_of(g, shards) == shard]
+        until = later[0] if later else float("inf")  # the next fault on the same shard
         if shard is not None:
             opened = _first(changes, shard, OPEN, start, healed + OPEN_WITHIN_S)
             closed = _first(changes, shard, CLOSED, healed, until) if opened is not None else None

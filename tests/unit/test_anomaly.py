@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -225,10 +226,21 @@ def test_a_shard_catching_up_is_not_sick() -> None:
         assert seen[79][0] == HEALTHY, metric
 
 
-def test_a_shard_refusing_everything_is_sick() -> None:
-    detector = AnomalyDetector(SHARDS, 0, POLICY)
+def test_a_shard_refusing_everything_is_sick_where_the_share_is_judged() -> None:
+    detector = AnomalyDetector(SHARDS, 0, replace(POLICY, judged=POLICY.judged | {"rejection_pct"}))
     share = lambda shard, t: 15.0 + (t % 3)  # noqa: E731 - the usual 15-17 % refused
     run(detector, 0, 60, share, metric="rejection_pct")
     seen = run(detector, 60, 70, with_rise(share, (2,), 60, 70, to=100.0), metric="rejection_pct")
     assert seen[69][2] == SICK
     assert {seen[69][s] for s in (0, 1, 3)} == {HEALTHY}
+
+
+def test_an_episode_ends_when_its_series_goes_quiet() -> None:
+    """Regression, ledger chaos (seed 3): shard 3's breaker opened on a figure that then stopped
+    coming (an open breaker sends the shard no new transfers), and stayed open to the end."""
+    detector = warmed()
+    run(detector, 60, 70, with_rise(calm(), (3,), 60, 70))
+    assert detector.assess(69_000)[3].status == SICK
+    run(detector, 70, 80, calm(), shards=(0, 1, 2))  # shard 3 sends other figures, not this one
+    detector.observe(TelemetrySample("shard-worker-3", 3, "commands_per_s", 0.0, 79_000))
+    assert detector.assess(79_000)[3].status == HEALTHY

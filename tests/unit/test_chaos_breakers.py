@@ -42,3 +42,9 @@ def test_a_breaker_that_never_opened_has_no_close_either() -> None:
     t = timeline([], [_fault("kill_shard", 0, 1.0, 9.0)], shards=2)
     assert (t["per_fault"][0]["opened_after_s"], t["per_fault"][0]["closed_after_heal_s"]) == (None, None)
     assert t["summary"]["opened"] == 0
+
+
+def test_a_close_after_another_shards_fault_began_still_counts() -> None:
+    faults = [_fault("pause_shard", 1, 6.0, 14.0), _fault("restart_postgres_fast", 0, 20.0, 28.0)]
+    changes = [Change(11.7, 1, "open", "stale", "monitor"), Change(29.4, 1, "closed", "healthy", "monitor")]
+    assert timeline(changes, faults, shards=4)["per_fault"][0]["closed_after_heal_s"] == 15.4
