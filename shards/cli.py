@@ -71,19 +71,24 @@ def shard_group() -> None:
               help="Also publish the outbox (or leave it to `ledger shard relay`).")  # fmt: skip
 @click.option("--metrics-port", type=click.IntRange(0, 65535), envvar="LEDGER_METRICS_PORT",
               help=METRICS_PORT_HELP)  # fmt: skip
-def shard_run(shard_ids: tuple[int, ...], batch_max: int, relay: bool, metrics_port: int | None) -> None:
+@click.option("--balances/--no-balances", default=True, show_default=True, envvar="LEDGER_PUBLISH_BALANCES",
+              help="Publish changed balances (ledger.balances). [env: LEDGER_PUBLISH_BALANCES]")  # fmt: skip
+def shard_run(
+    shard_ids: tuple[int, ...], batch_max: int, relay: bool, metrics_port: int | None, balances: bool
+) -> None:
     """Apply commands from the shards' topics until SIGTERM (which finishes the current batch)."""
     config = _config()
     MessageAuthenticator(config.message_keys)  # no key: refused here, before anything starts
     setup_tracing("ledger-shard", os.environ)
     setup_metrics("ledger-shard", metrics_endpoint(metrics_port, os.environ), os.environ)
 
+    def settings(shard: int) -> WorkerSettings:
+        return WorkerSettings(shard, batch_max=batch_max, publish_balances=balances)
+
     async def main(stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tasks:
             for shard in shard_ids:
-                tasks.create_task(
-                    run_shard(config, WorkerSettings(shard, batch_max=batch_max), stop, with_relay=relay)
-                )
+                tasks.create_task(run_shard(config, settings(shard), stop, with_relay=relay))
 
     run_until_signalled(main)
 
