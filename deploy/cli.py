@@ -235,13 +235,15 @@ def demo(
     Exits non-zero if reconciliation finds any violation.
     """
     from deploy.demo import DemoSettings, run_demo, show  # noqa: PLC0415 - heavy imports, demo only
+    from deploy.demo_monitoring import DEMO_RULES  # noqa: PLC0415
     from deploy.stack import LocalStack, save_state  # noqa: PLC0415
 
     settings = _settings(home, brokers, shards, data_dir)
     stack = LocalStack(settings, tie_to_owner=not keep)
     stack.start()
     try:
-        stack.start_ledger(api_port=free_port(), monitor=True)
+        # The demo's liquidity rule is in force before its account exists (deploy/demo_monitoring.py).
+        stack.start_ledger(api_port=free_port(), monitor=("--rules", str(DEMO_RULES)))
         if keep:
             save_state(home, stack)
         e = stack.endpoints

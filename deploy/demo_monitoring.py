@@ -1,9 +1,10 @@
-"""The demo's monitoring scene (issue 16): a liquidity alert that fires once and clears once, and a
-shard's breaker opened by an operator, refusing a card payment at once, then closed again.
+"""The demo's monitoring scene (issue 16): a liquidity floor crossed and cleared twice, one alert
+per crossing and per clearing, never more; and a shard's breaker opened by an operator, refusing a
+card payment at once, then closed again.
 
-Everything goes through the public topics as an operator would: the rule is a SetLiquidityRules
-on the monitor's command topic, the alerts are read from ledger.alerts, the breaker is `ledger
-breaker`'s SetBreaker, and its state is read from ledger.control.
+Everything goes through the public topics as an operator would: the rule is the monitor's rules
+file (deploy/demo-liquidity-rules.json), the alerts are read from ledger.alerts, the breaker is
+`ledger breaker`'s SetBreaker, and its state is read from ledger.control.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -23,33 +25,29 @@ from infra.config import LedgerConfig
 from schemas.alerts import decode_alert
 from schemas.breaker import SetBreaker
 from schemas.errors import LedgerError
-from schemas.liquidity_rules import LiquidityRule, SetLiquidityRules, encode_set_rules
 from schemas.public import OpenAccountRequest, TransferFunds
 
 SETTLEMENT = "settlement-eur"  # a merchant acquirer's settlement account
 FLOOR = 50_000  # 500.00: below it, treasury wants to know
+RULE_ID = "settlement-floor"
+DEMO_RULES = Path(__file__).with_name("demo-liquidity-rules.json")
+"""The demo monitor's `--rules`: the floor, in force before the account exists. (Sent as a
+SetLiquidityRules instead, it could reach the monitor before or after the account's first
+balances: another topic, so no order between them.)"""
 
 
 async def monitoring(client: LedgerClient, config: LedgerConfig, merchant: str, shard: int) -> Scene:
-    """A floor on the settlement account crossed and cleared (two alerts, no more), then the
-    breaker of `merchant`'s shard opened and closed by an operator around a payment to it."""
+    """A floor on the settlement account crossed and cleared twice (four alerts, no more), then
+    the breaker of `merchant`'s shard opened and closed by an operator around a payment to it."""
     scene = Scene(f"monitoring: a floor of {FLOOR} on {SETTLEMENT}; shard {shard}'s breaker, by hand")
-    ns = config.namespace
-    rule = LiquidityRule(
-        "settlement-floor", "available_below", "warning", "EUR", account_id=SETTLEMENT, floor=FLOOR
-    )
     await client.wait_for(
         await client.send_account_commands([OpenAccountRequest(str(uuid.uuid4()), SETTLEMENT, "EUR", 0, {})])
     )
-    await _move(client, scene, ISSUERS["EUR"], SETTLEMENT, 100_000)  # funded, before the rule
-    await client.send_raw(
-        ns.monitor_commands, [(None, encode_set_rules(SetLiquidityRules(str(uuid.uuid4()), (rule,))))]
-    )
-    scene.steps.append(("rule sent", {"rule_id": rule.rule_id, "kind": rule.kind, "floor": FLOOR}))
-    await asyncio.sleep(2)  # the rule is in force before the money moves (another topic: no order)
-    await _move(client, scene, SETTLEMENT, merchant, 60_000)  # 400.00 left: below the floor
-    await _move(client, scene, ISSUERS["EUR"], SETTLEMENT, 30_000)  # 700.00: above it again
-    for alert in await _alerts(config, rule.rule_id, want=2, within_s=30):  # fired, cleared: no more
+    scene.steps.append(("opened empty: below the floor", 0))
+    await _move(client, scene, ISSUERS["EUR"], SETTLEMENT, 100_000)  # 1,000.00: above it
+    await _move(client, scene, SETTLEMENT, merchant, 60_000)  # 400.00 left: below it again
+    await _move(client, scene, ISSUERS["EUR"], SETTLEMENT, 30_000)  # 700.00: above it
+    for alert in await _alerts(config, RULE_ID, want=4, within_s=30):  # one per crossing, no more
         scene.steps.append((f"alert {alert['state']}", alert))
 
     opened = await set_breaker(config, SetBreaker(str(uuid.uuid4()), shard, "open", "disk check", "demo"), 30)

@@ -173,7 +173,7 @@ def up(
         api_port = (api_port or free_port()) if workers else None
     supervisor: ProcessRecord | None = None
     try:
-        plan = stack.prepare_ledger(api_port=api_port, monitor=True) if workers else []
+        plan = stack.prepare_ledger(api_port=api_port, monitor=()) if workers else []
         write_manifest(stack, workers=workers, api_port=api_port)
         state = stack_state(stack)
         specs = _child_specs(stack, plan)

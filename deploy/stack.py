@@ -166,7 +166,7 @@ class LocalStack:
 
     def start_ledger(
         self, *, api_port: int | None = None, issuance: tuple[str, ...] = ISSUANCE, coordinators: int = 1,
-        separate_relays: int = 0, monitor: bool = False,
+        separate_relays: int = 0, monitor: tuple[str, ...] | None = None,
     ) -> None:  # fmt: skip
         """Create the ledger's schemas and topics, then start one `ledger shard run` per shard,
         `coordinators` coordinators (one consumer group) and, with `api_port`, the status API,
@@ -180,7 +180,7 @@ class LocalStack:
 
     def prepare_ledger(
         self, *, api_port: int | None = None, issuance: tuple[str, ...] = ISSUANCE, coordinators: int = 1,
-        separate_relays: int = 0, monitor: bool = False,
+        separate_relays: int = 0, monitor: tuple[str, ...] | None = None,
     ) -> list[tuple[str, tuple[str, ...]]]:  # fmt: skip
         """Create the ledger's schemas and topics (again: it is idempotent) and return the processes
         `start_ledger` starts, as (name, `ledger` arguments), without starting them (`ledger dev
@@ -198,8 +198,8 @@ class LocalStack:
             name = "coordinator" if coordinators == 1 else f"coordinator-{n}"
             issuers = (f"--issuance-account={a}" for a in issuance)
             plan.append((name, ("coordinator", "run", f"--instance-id={name}", *issuers)))
-        if monitor:  # alerts and breakers (`ledger monitor run`): liquidity rules come as commands
-            plan.append(("monitor", ("monitor", "run")))
+        if monitor is not None:  # alerts and breakers: `ledger monitor run` with these arguments
+            plan.append(("monitor", ("monitor", "run", *monitor)))
         if api_port is not None:
             self.api_token = self._new_api_token()
             plan.append(("status-api", ("api", "run", "--port", str(api_port))))

@@ -44,10 +44,10 @@ def test_the_demo_runs_and_reconciles(tmp_path: Path) -> None:
     assert "exchange:" in out
     assert out.count('"state": "completed", "reason": null, "amount": null') >= 2, "both batches completed"
     assert "reserving:" in out
-    # The monitoring scene: a floor crossed and cleared (one alert each), a breaker by hand.
+    # The monitoring scene: a floor crossed and cleared twice (one alert each time), a breaker.
     assert "monitoring:" in out
-    assert out.count('"state": "fired"') == 1
-    assert out.count('"state": "cleared"') == 1
+    assert out.count('"state": "fired"') == 2
+    assert out.count('"state": "cleared"') == 2
     assert '"reason": "shard_unavailable"' in out, "a payment to the open shard, refused at once"
     assert '"state": "open", "latched": true' in out
     assert "stack stopped" in out
