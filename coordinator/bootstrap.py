@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -20,6 +21,7 @@ from coordinator.adapters.otel_metrics import coordinator_metrics
 from coordinator.adapters.postgres_sagas import PostgresSagaStore
 from coordinator.failpoints import Failpoints
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
+from coordinator.service.figures import FanOutFigures, ReplyTimes
 from coordinator.service.inbound import Inbound
 from coordinator.service.ports import SagaStore, SagaStoreRefused, SagaStoreUnavailable, VersionConflict
 from infra.config import LedgerConfig
@@ -29,6 +31,7 @@ from infra.outbox_relay import OutboxRelay, idempotent_producer
 from infra.postgres_control import PostgresControl
 from infra.postgres_pool import close_pool, open_pool
 from infra.records import Refused
+from infra.telemetry import publish_telemetry
 from schemas.errors import Stalled
 from schemas.message_auth import MessageAuthenticator, TopicSigner
 
@@ -79,10 +82,11 @@ async def run_coordinator(
     producer = idempotent_producer(config.kafka_args(), max_message_bytes=config.max_message_bytes)
     try:
         pmap = await PostgresControl(control_pool).load_partition_map()
-        metered = coordinator_metrics()
+        metered, replies = coordinator_metrics(), ReplyTimes()
         coordinator = Coordinator(
-            settings, ns, pmap, clock_ms=lambda: time.time_ns() // 1_000_000, figures=metered
-        )
+            settings, ns, pmap, clock_ms=lambda: time.time_ns() // 1_000_000,
+            figures=FanOutFigures((metered, replies)),
+        )  # fmt: skip
         metered.follow(lambda: coordinator.breakers.latest, pmap.shard_count)
         decoder = RecordDecoder(ns, authenticator, settings.max_transfer_amount)  # the edge
         store = PostgresSagaStore(pool)
@@ -99,6 +103,10 @@ async def run_coordinator(
             tasks.create_task(relay.run(stop))
             tasks.create_task(follow_breakers(config.kafka_args(), ns.control, coordinator.breakers, stop))
             tasks.create_task(metered.count_open_sagas(pool, stop))
+            tasks.create_task(publish_telemetry(
+                config.kafka_args(), ns.telemetry, f"coordinator-{run.instance_id or uuid.uuid4().hex[:8]}",
+                replies.read, stop,
+            ))  # fmt: skip
     finally:
         with contextlib.suppress(KafkaError, OSError):
             await consumer.stop()

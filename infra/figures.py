@@ -43,13 +43,16 @@ class Figures:
         if self.commands >= MIN_COMMANDS_FOR_SHARE:  # judged by the monitor, unlike the rates
             samples.append(Sample("rejection_pct", 100 * self.rejections / self.commands, self.shard))
         if self.durations_ms:
-            ordered = sorted(self.durations_ms)
-            samples.append(
-                Sample("step_p99_ms", ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)], self.shard)
-            )
+            samples.append(Sample("step_p99_ms", p99(self.durations_ms), self.shard))
             samples.append(Sample("batch_size", self.commands / self.batches, self.shard))
         if lag is not None:
             samples.append(Sample("consumer_lag", float(lag), self.shard))
         self.batches = self.commands = self.rejections = self.errors = 0
         self.durations_ms = []
         return samples
+
+
+def p99(values: list[float]) -> float:
+    """The 99th percentile of `values` (not empty): the nearest rank, no interpolation."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)]

@@ -20,6 +20,9 @@ MAX_BYTES: Final = 32 * 1024
 """256 samples of the longest metric names and numbers fit in 30 KiB."""
 MAX_SAMPLES: Final = 256
 
+REPLY_P99_MS: Final = "reply_p99_ms"
+"""A coordinator's sample per shard: p99 of the time from a saga step decided to its reply read."""
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:

@@ -23,6 +23,7 @@ from monitor.domain.anomaly import (
     TelemetrySample,
     observe,
 )
+from schemas.telemetry import REPLY_P99_MS
 
 SHARDS = (0, 1, 2, 3)
 POLICY = AnomalyPolicy()
@@ -244,3 +245,25 @@ def test_an_episode_ends_when_its_series_goes_quiet() -> None:
     run(detector, 70, 80, calm(), shards=(0, 1, 2))  # shard 3 sends other figures, not this one
     detector.observe(TelemetrySample("shard-worker-3", 3, "commands_per_s", 0.0, 79_000))
     assert detector.assess(79_000)[3].status == HEALTHY
+
+
+def test_a_shard_slow_to_answer_the_coordinators_is_sick_though_its_own_figures_are_calm() -> None:
+    """Regression, ledger chaos (seed 3): a shard worker stopped and resumed in short cycles opened
+    no breaker. Its own batches stay quick (it measures them while it runs); only the coordinators
+    waiting on it see the wait, in their per-shard reply times."""
+    detector = AnomalyDetector(SHARDS, 0, POLICY)
+    rng = random.Random(3)
+
+    def second(t: int, slow: bool) -> dict[int, str]:
+        for shard in SHARDS:
+            detector.observe(
+                TelemetrySample(f"shard-{shard}", shard, STEP_P99_MS, rng.uniform(8, 12), t * 1000)
+            )
+            took = rng.uniform(600, 900) if slow and shard == 1 else rng.uniform(20, 60)
+            detector.observe(TelemetrySample("coordinator-1", shard, REPLY_P99_MS, took, t * 1000))
+        return {shard: v.status for shard, v in detector.assess(t * 1000).items()}
+
+    assert {s for t in range(60) for s in second(t, slow=False).values()} == {HEALTHY}
+    seen = {t: second(t, slow=True) for t in range(60, 70)}
+    assert seen[60 + POLICY.sustain_ms // 1000][1] == SICK
+    assert {seen[69][s] for s in (0, 2, 3)} == {HEALTHY}

@@ -9,9 +9,18 @@ import uuid
 import pytest
 from jsonschema import Draft202012Validator
 
+from coordinator.service.figures import FanOutFigures, ReplyTimes
 from infra.figures import MAX_DURATIONS, MIN_COMMANDS_FOR_SHARE, Figures
 from schemas.shard_messages import PostTransfer
-from schemas.telemetry import CONTRACT, NotTelemetry, Sample, Telemetry, decode_telemetry, encode_telemetry
+from schemas.telemetry import (
+    CONTRACT,
+    REPLY_P99_MS,
+    NotTelemetry,
+    Sample,
+    Telemetry,
+    decode_telemetry,
+    encode_telemetry,
+)
 from shards.domain.model import Account
 from shards.service.worker import ShardWorker, WorkerSettings
 from tests.fakes import FakeCheckpoints, FakeCommandSource, FakeShardStore
@@ -80,3 +89,21 @@ def test_the_share_refused_is_sent_once_there_are_enough_commands() -> None:
     figures = Figures(1)
     figures.batch_done(MIN_COMMANDS_FOR_SHARE, MIN_COMMANDS_FOR_SHARE // 4, 3.0)
     assert {s.metric: s.value for s in figures.read(over_s=1.0)}["rejection_pct"] == 25.0
+
+
+def test_a_coordinator_reads_each_shards_reply_p99_once_and_nothing_for_a_shard_not_waited_on() -> None:
+    replies = ReplyTimes()
+    for took in range(1, 101):  # 1..100 ms from shard 2; one slow reply from shard 0
+        replies.answered(2, took)
+    replies.answered(0, 900)
+    replies.answered(0, -5)  # a clock step back: never a negative time
+    assert replies.read(1.0) == [Sample(REPLY_P99_MS, 900.0, 0), Sample(REPLY_P99_MS, 100.0, 2)]
+    assert replies.read(1.0) == [], "read once, then reset"
+
+
+def test_a_coordinators_figures_reach_its_metrics_and_its_telemetry() -> None:
+    replies, counted = ReplyTimes(), ReplyTimes()
+    both = FanOutFigures((replies, counted))
+    both.answered(1, 40)
+    both.finished("completed", None, 3)
+    assert replies.read(1.0) == counted.read(1.0) == [Sample(REPLY_P99_MS, 40.0, 1)]

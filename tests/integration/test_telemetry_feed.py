@@ -1,0 +1,55 @@
+"""Telemetry on real Kafka (issue 16, item 2): shard workers send their own figures, and the
+coordinator sends each shard's reply time as it waits on it, from which the monitor tells a slow
+shard (a worker stopped and resumed in short cycles keeps its own batches quick)."""
+
+from __future__ import annotations
+
+import uuid
+
+from deploy.ledger_init import init_ledger
+from schemas.public import OpenAccountRequest, TransferFunds, encode_public
+from schemas.telemetry import REPLY_P99_MS, decode_telemetry
+from tests.ledger_harness import (
+    ResultCollector,
+    accounts_on,
+    fresh_config,
+    produce_raw,
+    read_topic,
+    running_ledger,
+)
+
+
+def _id() -> str:
+    return str(uuid.uuid4())
+
+
+async def test_the_coordinator_sends_each_shards_reply_time_and_each_shard_its_own_figures(
+    kafka_bootstrap: str, database_url: str
+) -> None:
+    config = fresh_config(kafka_bootstrap, database_url)
+    pmap = await init_ledger(config, 2)
+    ns = config.namespace
+    (payee,) = accounts_on(pmap, 1 - pmap.shard_for("issuer"), 1, prefix="payee")
+    async with running_ledger(config, [0, 1]), ResultCollector(config) as results:
+        opens = [
+            OpenAccountRequest(_id(), a, "EUR", 10**9 if a == "issuer" else 0, {}) for a in ("issuer", payee)
+        ]
+        await produce_raw(
+            config, ns.account_commands, [(o.account_id.encode(), encode_public(o)) for o in opens]
+        )
+        await results.wait_for([o.command_id for o in opens])
+        moves = [TransferFunds(_id(), "issuer", payee, 100, "EUR") for _ in range(5)]
+        await produce_raw(config, ns.transfers, [(None, encode_public(m)) for m in moves])
+        done = await results.wait_for([m.transfer_id for m in moves])
+        assert {r["state"] for r in done.values()} == {"completed"}
+        records = await read_topic(config, ns.telemetry, want=10**6, within_s=3)
+
+    sent = [decode_telemetry(r.value or b"") for r in records]
+    replies = {
+        (s.shard, s.value) for t in sent if t.process.startswith("coordinator-") for s in t.samples
+        if s.metric == REPLY_P99_MS
+    }  # fmt: skip
+    assert {shard for shard, _ in replies} == {0, 1}, "both shards answered a cross-shard saga"
+    assert all(0 <= took < 60_000 for _, took in replies)
+    own = {(t.process, s.shard) for t in sent if t.process.startswith("shard-") for s in t.samples}
+    assert {shard for _, shard in own} == {0, 1}
