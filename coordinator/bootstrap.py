@@ -104,7 +104,7 @@ async def run_coordinator(
             tasks.create_task(follow_breakers(config.kafka_args(), ns.control, coordinator.breakers, stop))
             tasks.create_task(metered.count_open_sagas(pool, stop))
             tasks.create_task(publish_telemetry(
-                config.kafka_args(), ns.telemetry, f"coordinator-{run.instance_id or uuid.uuid4().hex[:8]}",
+                config.kafka_args(), ns.telemetry, run.instance_id or f"coordinator-{uuid.uuid4().hex[:8]}",
                 replies.read, stop,
             ))  # fmt: skip
     finally:
