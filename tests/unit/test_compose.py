@@ -91,7 +91,10 @@ def test_kafka_authenticates_and_authorizes_every_process_as_its_own_principal()
     assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
     assert "${LEDGER_KAFKA_ADMIN_PASSWORD:?" in kafka["KAFKA_LISTENER_NAME_CLIENT_PLAIN_SASL_JAAS_CONFIG"]
 
-    principals = {"shard-0": "shard-00", "shard-1": "shard-01", "coordinator": "coordinator", "init": "admin"}
+    principals = {
+        "shard-0": "shard-00", "shard-1": "shard-01", "coordinator": "coordinator", "monitor": "monitor",
+        "init": "admin",
+    }  # fmt: skip
     for name, principal in principals.items():
         env = services[name]["environment"]
         assert env["LEDGER_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", name
@@ -108,4 +111,19 @@ def test_kafka_authenticates_and_authorizes_every_process_as_its_own_principal()
     users = re.findall(
         r"([\w-]+)=\$\{LEDGER_KAFKA_PASSWORD_", services["kafka-users"]["environment"]["USERS"]
     )
-    assert set(users) == {"coordinator", "client", "operator", "shard-00", "shard-01"}
+    assert set(users) == {"coordinator", "client", "operator", "monitor", "shard-00", "shard-01"}
+
+
+def test_compose_runs_the_monitor_as_its_own_principal_scraped_by_prometheus() -> None:
+    spec: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    services = spec["services"]
+    monitor = services["monitor"]
+    assert monitor["command"][:2] == ["monitor", "run"]
+    env = monitor["environment"]
+    assert env["LEDGER_KAFKA_USERNAME"] == "monitor"
+    assert "ledger_reader:" in env["LEDGER_DATABASE_URL"], "it audits every schema, read only"
+    assert "LEDGER_MESSAGE_KEYS" not in env, "it writes no money message"
+    assert "monitor=" in services["kafka-users"]["environment"]["USERS"]
+    prometheus = yaml.safe_load((COMPOSE.parent / "deploy" / "prometheus.yml").read_text())
+    targets = {t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    assert "monitor:9464" in targets
