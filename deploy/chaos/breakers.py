@@ -80,8 +80,8 @@ def timeline(changes: list[Change], faults: list[dict[str, Any]], shards: int) -
     per_fault = []
     for i, f in enumerate(faults):
         start, healed = f["started_s"], f["healed_s"]
-        shard = _shard_of(f, shards)
-        later = [g["started_s"] for g in faults[i + 1 :] if _shard_of(g, shards) == shard]
+        shard = shard_of_fault(f, shards)
+        later = [g["started_s"] for g in faults[i + 1 :] if shard_of_fault(g, shards) == shard]
         until = later[0] if later else float("inf")  # the next fault on the same shard
         if shard is not None:
             opened = _first(changes, shard, OPEN, start, healed + OPEN_WITHIN_S)
@@ -115,7 +115,7 @@ def timeline(changes: list[Change], faults: list[dict[str, Any]], shards: int) -
     }
 
 
-def _shard_of(fault: dict[str, Any], shards: int) -> int | None:
+def shard_of_fault(fault: dict[str, Any], shards: int) -> int | None:
     if fault["kind"] in ONE_SHARD:
         return int(fault["target"])
     if fault["kind"] in ("cut_kafka", "cut_postgres") and int(fault["target"]) < shards:

@@ -107,7 +107,7 @@ def table(report: dict[str, Any]) -> str:
     lines.extend(_breaker_lines(report.get("breakers")))
     for window, lat in sorted(report["latency_ms"].items()):
         lines.append(
-            f"  latency {window:>13}: p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms"
+            f"  latency {window:>28}: p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms"
             f" (n={lat['n']})"
         )
     lines.append("  invariants:")

@@ -10,11 +10,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from hdrh.histogram import HdrHistogram
-
-from deploy.chaos.breakers import BreakerWatch, timeline
+from deploy.chaos.breakers import BreakerWatch, shard_of_fault, timeline
 from deploy.chaos.checker import INVARIANTS, PENDING, REUSED, History, Observed, check
 from deploy.chaos.iptables import sweep_stale, unavailable_reason
+from deploy.chaos.latency import FaultWindow, latency_by_window
 from deploy.chaos.nemesis import Nemesis
 from deploy.chaos.postgres_state import read_ledger, stuck_sessions, wait_sagas_end
 from deploy.chaos.schedule import CUT_KINDS, FAULT_KINDS, plan
@@ -111,7 +110,7 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
             "stuck_sessions": stuck,  # when sagas were left open: the transactions PostgreSQL still had
             "violations": {k: {"invariant": INVARIANTS[k], "count": len(v), "examples": v[:5]}
                            for k, v in violations.items()},
-            "latency_ms": _latency(client, t0, nemesis),
+            "latency_ms": _latency(client, t0, nemesis, shards),
             "completed_per_s": _per_second([at - t0 for at in client.completed_at]),
             "passed": not any(violations.values()),
         }  # fmt: skip
@@ -220,20 +219,18 @@ def _per_second(times: list[float]) -> list[int]:
     return [counts.get(second, 0) for second in range(max(counts, default=-1) + 1)]
 
 
-def _latency(client: ChaosClient, t0: float, nemesis: Nemesis) -> dict[str, dict[str, float]]:
-    """Send -> first result, for transfers sent during a fault window and during calm."""
-    windows = [(f.started_s, f.healed_s or f.started_s) for f in nemesis.injected]
-    found: dict[str, HdrHistogram] = {}
-    for transfer_id, sent in client.sent_at.items():
-        if (answered := client.answered_at.get(transfer_id)) is None:
-            continue
-        s = sent - t0
-        key = "during_faults" if any(a <= s <= b for a, b in windows) else "calm"
-        found.setdefault(key, HdrHistogram(1, 3_600_000, 3)).record_value(
-            max(1, round((answered - sent) * 1000))
+def _latency(client: ChaosClient, t0: float, nemesis: Nemesis, shards: int) -> dict[str, dict[str, int]]:
+    windows = [
+        FaultWindow(
+            f.started_s,
+            f.healed_s or f.started_s,
+            shard_of_fault({"kind": f.kind, "target": f.target}, shards),
         )
-    return {
-        k: {"n": h.get_total_count(), "p50": h.get_value_at_percentile(50),
-            "p99": h.get_value_at_percentile(99), "max": h.get_max_value()}
-        for k, h in found.items()
-    }  # fmt: skip
+        for f in nemesis.injected
+    ]
+    took = {
+        t: round((client.answered_at[t] - sent) * 1000)
+        for t, sent in client.sent_at.items()
+        if t in client.answered_at
+    }
+    return latency_by_window({t: s - t0 for t, s in client.sent_at.items()}, took, client.shards_of, windows)

@@ -33,6 +33,7 @@ from schemas.partitioning import PartitionMap
 from schemas.public import (
     FreezeAccount,
     OpenAccountRequest,
+    TransferBatch,
     TransferCommand,
     TransferFunds,
     UnfreezeAccount,
@@ -92,6 +93,9 @@ class ChaosClient:
         self.sent_at: dict[str, float] = {}
         """Transfer id -> when it was first sent (monotonic); answered_at: its first result."""
         self.answered_at: dict[str, float] = {}
+        self.shards_of: dict[str, frozenset[int]] = {}
+        """Transfer id -> the shards it touches (a post or void: its hold's)."""
+        self._pmap = pmap
         self.completed_at: list[float] = []
         """When each distinct completed result arrived (monotonic): recovery is to the first new one."""
         self.frozen: str | None = None
@@ -216,7 +220,18 @@ class ChaosClient:
     async def send(self, command: TransferCommand, kind: str = "original") -> None:
         self.sent.append(sent_record(command, kind))
         self.sent_at.setdefault(command.transfer_id, time.monotonic())
+        self.shards_of.setdefault(command.transfer_id, self._touched(command))
         await self.ledger.send_until_acknowledged(command)
+
+    def _touched(self, command: TransferCommand) -> frozenset[int]:
+        accounts: tuple[str, ...]
+        if isinstance(command, TransferFunds):
+            accounts = (command.debit_account, command.credit_account)
+        elif isinstance(command, TransferBatch):
+            accounts = tuple(a for leg in command.transfers for a in (leg.debit_account, leg.credit_account))
+        else:
+            return self.shards_of.get(command.pending_id, frozenset())
+        return frozenset(self._pmap.shard_for(a) for a in accounts)
 
     async def read_balances(self, count: int = 3) -> None:
         """Read a few accounts' available balance and limit from their shards (a failed read, as
