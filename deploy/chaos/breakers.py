@@ -4,6 +4,9 @@ and, for each fault, what the breakers did about it.
 A fault on one shard (its worker killed, paused, slowed, cut off, or its connections ended) should
 open that shard's breaker within 10 s of its onset and close it within 30 s of the heal; a fault
 of the whole fleet (a broker or the controller killed, PostgreSQL restarted) should open none.
+A corrupted shard (a journal row altered) must be isolated and alerted while it is corrupted: its
+breaker latched open and a critical hash_chain alert fired before the row is restored (D1, a
+detection the run fails without); the operator closes the latch after the heal.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,14 +23,20 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from infra.config import LedgerConfig
-from schemas.breaker import CLOSED, OPEN, decode_breaker_state
+from schemas.breaker import BY_MONITOR, CLOSED, OPEN, decode_breaker_state
 from schemas.errors import LedgerError
+from schemas.ledger_alert import HASH_CHAIN, LedgerAlert, decode_any_alert
 
 log = logging.getLogger(__name__)
-ONE_SHARD = ("kill_shard", "pause_shard", "slow_shard", "terminate_backends")
+ONE_SHARD = ("kill_shard", "pause_shard", "slow_shard", "terminate_backends", "corrupt_shard")
 """Kinds whose target is a shard (cuts target a shard only below the shard count)."""
 FLEET = ("kill_broker", "kill_controller", "restart_postgres_fast", "restart_postgres_immediate")
 OPEN_WITHIN_S, CLOSE_WITHIN_S = 10.0, 30.0
+CORRUPT = "corrupt_shard"
+DETECTIONS = {
+    "D1": "a corrupted shard is isolated and alerted while corrupted: its breaker latched open and a"
+    " critical hash_chain alert fired between the alteration and the restore"
+}
 
 
 @dataclass(frozen=True)
@@ -37,19 +47,42 @@ class Change:
     state: str
     reason: str
     changed_by: str
+    latched: bool = False
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    """A LedgerAlert (the monitor's audit) fired or cleared; liquidity alerts are not kept."""
+
+    at_s: float
+    shard: int | None
+    kind: str
+    check: str
+    state: str
+    severity: str
+    subject: str
 
 
 class BreakerWatch:
-    """Reads ledger.control from its start for the whole run, timing each change."""
+    """Reads ledger.control and ledger.alerts from their start for the whole run, timing each
+    breaker change and each ledger alert."""
 
     def __init__(self, config: LedgerConfig, t0: float) -> None:
         self.config, self.t0 = config, t0
         self.changes: list[Change] = []
+        self.alerts: list[AlertChange] = []
+
+    def alert_since(self, shard: int, state: str, after_s: float) -> bool:
+        """Whether a hash_chain alert on `shard` reached `state` at or after `after_s` (as timed)."""
+        return any(
+            a.shard == shard and a.check == HASH_CHAIN and a.state == state and a.at_s >= after_s
+            for a in self.alerts
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
-        topic = self.config.namespace.control
+        control, alerts = self.config.namespace.control, self.config.namespace.alerts
         consumer = AIOKafkaConsumer(
-            topic, **self.config.kafka_args(), group_id=None, auto_offset_reset="earliest",
+            control, alerts, **self.config.kafka_args(), group_id=None, auto_offset_reset="earliest",
             enable_auto_commit=False,
         )  # fmt: skip
         await consumer.start()
@@ -65,18 +98,25 @@ class BreakerWatch:
                 for records in batch.values():
                     for r in records:
                         with contextlib.suppress(LedgerError):
-                            s = decode_breaker_state(r.value or b"")
-                            self.changes.append(
-                                Change(round(now, 2), s.shard, s.state, s.reason, s.changed_by)
-                            )
+                            self._read(r.topic == control, r.value or b"", round(now, 2))
         finally:
             with contextlib.suppress(KafkaError, OSError):
                 await consumer.stop()
 
+    def _read(self, is_control: bool, raw: bytes, at_s: float) -> None:
+        if is_control:
+            s = decode_breaker_state(raw)
+            self.changes.append(Change(at_s, s.shard, s.state, s.reason, s.changed_by, s.latched))
+        elif isinstance(a := decode_any_alert(raw), LedgerAlert):
+            self.alerts.append(AlertChange(at_s, a.shard, a.kind, a.check, a.state, a.severity, a.subject))
 
-def timeline(changes: list[Change], faults: list[dict[str, Any]], shards: int) -> dict[str, Any]:
+
+def timeline(
+    changes: list[Change], faults: list[dict[str, Any]], shards: int, alerts: Sequence[AlertChange] = ()
+) -> dict[str, Any]:
     """Per fault, the breaker changes it caused: for a one-shard fault, how long until its shard's
-    breaker opened (from the onset) and closed again (from the heal); for a fleet fault, any open."""
+    breaker opened (from the onset) and closed again (from the heal); for a fleet fault, any open.
+    A corrupted shard counts only a latched open, and adds its hash_chain alert's timing."""
     per_fault = []
     for i, f in enumerate(faults):
         start, healed = f["started_s"], f["healed_s"]
@@ -84,13 +124,21 @@ def timeline(changes: list[Change], faults: list[dict[str, Any]], shards: int) -
         later = [g["started_s"] for g in faults[i + 1 :] if shard_of_fault(g, shards) == shard]
         until = later[0] if later else float("inf")  # the next fault on the same shard
         if shard is not None:
-            opened = _first(changes, shard, OPEN, start, healed + OPEN_WITHIN_S)
+            opens = (
+                [c for c in changes if c.latched and c.changed_by == BY_MONITOR]
+                if f["kind"] == CORRUPT
+                else changes
+            )
+            opened = _first(opens, shard, OPEN, start, healed + OPEN_WITHIN_S)
             closed = _first(changes, shard, CLOSED, healed, until) if opened is not None else None
-            per_fault.append({
+            entry = {
                 "kind": f["kind"], "shard": shard, "started_s": start, "healed_s": healed,
                 "opened_after_s": None if opened is None else round(opened - start, 2),
                 "closed_after_heal_s": None if closed is None else round(closed - healed, 2),
-            })  # fmt: skip
+            }  # fmt: skip
+            if f["kind"] == CORRUPT:
+                entry |= _corruption(alerts, shard, start, healed, until, opened)
+            per_fault.append(entry)
         elif f["kind"] in FLEET:
             opens = [c for c in changes if c.state == OPEN and start <= c.at_s <= healed + OPEN_WITHIN_S]
             per_fault.append({
@@ -98,8 +146,10 @@ def timeline(changes: list[Change], faults: list[dict[str, Any]], shards: int) -
                 "opened": sorted({c.shard for c in opens}),
             })  # fmt: skip
     shard_faults = [p for p in per_fault if "shard" in p]
+    corrupted = [p for p in per_fault if p["kind"] == CORRUPT]
     return {
         "changes": [c.__dict__ for c in changes],
+        "alerts": [a.__dict__ for a in alerts],
         "per_fault": per_fault,
         "summary": {
             "shard_faults": len(shard_faults),
@@ -111,7 +161,39 @@ def timeline(changes: list[Change], faults: list[dict[str, Any]], shards: int) -
             ),
             "fleet_faults": sum("opened" in p for p in per_fault),
             "fleet_faults_that_opened_a_breaker": sum(bool(p.get("opened")) for p in per_fault),
+            "corrupted": len(corrupted),
+            "corrupted_isolated_and_alerted": sum(p["isolated_and_alerted"] for p in corrupted),
         },
+    }
+
+
+def detections(breakers: dict[str, Any]) -> dict[str, list[str]]:
+    """D1's failures, one line each: a corrupted shard not isolated and alerted while corrupted."""
+    return {
+        "D1": [
+            f"shard {p['shard']} corrupted {p['started_s']} s to {p['healed_s']} s: breaker latched after"
+            f" {p['opened_after_s']} s, hash_chain alert fired after {p['alert_fired_after_s']} s"
+            for p in breakers["per_fault"]
+            if p["kind"] == CORRUPT and not p["isolated_and_alerted"]
+        ]
+    }
+
+
+def _corruption(
+    alerts: Sequence[AlertChange], shard: int, start: float, healed: float, until: float, opened: float | None
+) -> dict[str, Any]:
+    chain = [a for a in alerts if a.shard == shard and a.check == HASH_CHAIN]
+    fired = next((a.at_s for a in chain if a.state == "fired" and a.severity == "critical"
+                  and start <= a.at_s <= healed + OPEN_WITHIN_S), None)  # fmt: skip
+    cleared = next((a.at_s for a in chain if a.state == "cleared" and healed <= a.at_s <= until), None)
+    return {
+        "alert_fired_after_s": None if fired is None else round(fired - start, 2),
+        "alert_cleared_after_heal_s": None if cleared is None else round(cleared - healed, 2),
+        # while corrupted: detected after the restore is too late to have isolated anything
+        "isolated_and_alerted": opened is not None
+        and opened <= healed
+        and fired is not None
+        and fired <= healed,
     }
 
 

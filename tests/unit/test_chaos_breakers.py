@@ -3,7 +3,7 @@ its breaker took to open and to close again; per fleet fault, any breaker it ope
 
 from __future__ import annotations
 
-from deploy.chaos.breakers import Change, timeline
+from deploy.chaos.breakers import AlertChange, Change, detections, timeline
 
 
 def _fault(kind: str, target: int, started: float, healed: float) -> dict[str, object]:
@@ -26,6 +26,7 @@ def test_a_paused_shard_is_timed_from_onset_to_open_and_from_heal_to_close() -> 
     assert t["summary"] == {
         "shard_faults": 1, "opened": 1, "opened_within_10s": 1, "closed_within_30s_of_heal": 1,
         "fleet_faults": 1, "fleet_faults_that_opened_a_breaker": 0,
+        "corrupted": 0, "corrupted_isolated_and_alerted": 0,
     }  # fmt: skip
 
 
@@ -48,3 +49,52 @@ def test_a_close_after_another_shards_fault_began_still_counts() -> None:
     faults = [_fault("pause_shard", 1, 6.0, 14.0), _fault("restart_postgres_fast", 0, 20.0, 28.0)]
     changes = [Change(11.7, 1, "open", "stale", "monitor"), Change(29.4, 1, "closed", "healthy", "monitor")]
     assert timeline(changes, faults, shards=4)["per_fault"][0]["closed_after_heal_s"] == 15.4
+
+
+def _alert(at: float, shard: int, state: str, check: str = "hash_chain") -> AlertChange:
+    return AlertChange(at, shard, "divergence", check, state, "critical", "seq 41")
+
+
+def test_a_corrupted_shard_is_isolated_and_alerted_while_corrupted_then_closed_by_the_operator() -> None:
+    faults = [_fault("corrupt_shard", 3, 20.0, 25.0)]
+    changes = [
+        Change(22.4, 3, "open", "divergence: hash_chain seq 41", "monitor", latched=True),
+        Change(29.0, 3, "closed", "chaos: row restored, chain verified", "operator"),
+    ]
+    alerts = [_alert(22.3, 3, "fired"), _alert(27.1, 3, "cleared")]
+    t = timeline(changes, faults, shards=4, alerts=alerts)
+    assert t["per_fault"][0] == {
+        "kind": "corrupt_shard", "shard": 3, "started_s": 20.0, "healed_s": 25.0,
+        "opened_after_s": 2.4, "closed_after_heal_s": 4.0,
+        "alert_fired_after_s": 2.3, "alert_cleared_after_heal_s": 2.1, "isolated_and_alerted": True,
+    }  # fmt: skip
+    assert t["summary"]["corrupted"] == 1
+    assert t["summary"]["corrupted_isolated_and_alerted"] == 1
+    assert detections(t) == {"D1": []}
+    assert [a["state"] for a in t["alerts"]] == ["fired", "cleared"]
+
+
+def test_a_corrupted_shard_not_latched_or_not_alerted_within_its_window_is_a_detection_failure() -> None:
+    faults = [
+        _fault("corrupt_shard", 1, 10.0, 15.0),  # opened, but not latched: the anomaly detector's
+        _fault("corrupt_shard", 2, 30.0, 35.0),  # latched and alerted only after the row was restored
+        _fault("corrupt_shard", 0, 50.0, 55.0),  # latched, alerted about another check
+    ]
+    changes = [
+        Change(12.0, 1, "open", "stale", "monitor"),
+        Change(36.0, 2, "open", "divergence", "monitor", latched=True),
+        Change(52.0, 0, "open", "divergence", "monitor", latched=True),
+    ]
+    alerts = [_alert(12.0, 1, "fired"), _alert(36.0, 2, "fired"), _alert(52.0, 0, "fired", "reconcile")]
+    t = timeline(changes, faults, shards=4, alerts=alerts)
+    assert [p["isolated_and_alerted"] for p in t["per_fault"]] == [False, False, False]
+    assert t["per_fault"][0]["opened_after_s"] is None, "only a latched open isolates a corrupted shard"
+    found = detections(t)["D1"]
+    assert len(found) == 3
+    assert "shard 2 corrupted 30.0 s to 35.0 s" in found[1]
+
+
+def test_other_faults_have_no_detection_to_make() -> None:
+    t = timeline([], [_fault("pause_shard", 0, 1.0, 9.0)], shards=2)
+    assert detections(t) == {"D1": []}
+    assert t["summary"]["corrupted"] == 0
