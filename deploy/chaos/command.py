@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from deploy.chaos.run import RELAY_PROCESSES, ChaosSettings, run_chaos
+from deploy.chaos.run import AUDIT_EVERY_S, RELAY_PROCESSES, ChaosSettings, run_chaos
 from deploy.chaos.schedule import FAULT_KINDS
 from deploy.stack import LocalStack, StackSettings
 
@@ -57,8 +57,10 @@ def chaos(
     stack_settings = StackSettings.from_env(os.environ, home=home, brokers=3, shards=4, data_dir=data_dir)
     with LocalStack(stack_settings) as stack:
         # Half the shards with a relay process to kill, half sending from the worker's memory.
-        # With the monitor, whose breakers the report times.
-        stack.start_ledger(coordinators=2, separate_relays=RELAY_PROCESSES, monitor=("--tick", "0.5"))
+        # With the monitor, whose breakers the report times, auditing often enough to catch a
+        # corrupted shard within its fault window.
+        monitor = ("--tick", "0.5", "--audit-every", f"{AUDIT_EVERY_S:g}")
+        stack.start_ledger(coordinators=2, separate_relays=RELAY_PROCESSES, monitor=monitor)
         _log_to(stack.logs_dir / "chaos.log")
         report = asyncio.run(run_chaos(stack, settings))
     click.echo(table(report))
@@ -114,6 +116,9 @@ def table(report: dict[str, Any]) -> str:
     for name, v in report["violations"].items():
         lines.append(f"    {name:<3} {v['count']:>4} violations  {v['invariant']}")
         lines.extend(f"         {example}" for example in v["examples"])
+    for name, v in report.get("detections", {}).items():
+        lines.append(f"    {name:<3} {v['count']:>4} failures    {v['check']}")
+        lines.extend(f"         {example}" for example in v["examples"])
     lines.append(f"  {'PASSED' if report['passed'] else 'FAILED'}")
     return "\n".join(lines)
 
@@ -146,10 +151,20 @@ def _breaker_lines(b: dict[str, Any] | None) -> list[str]:
         f"  breakers: {len(b['changes'])} changes; of {s['shard_faults']} faults on one shard,"
         f" {s['opened']} opened its breaker ({s['opened_within_10s']} within 10 s of the onset),"
         f" {s['closed_within_30s_of_heal']} closed within 30 s of the heal;"
-        f" {s['fleet_faults_that_opened_a_breaker']} of {s['fleet_faults']} fleet faults opened one",
+        f" {s['fleet_faults_that_opened_a_breaker']} of {s['fleet_faults']} fleet faults opened one;"
+        f" {s.get('corrupted_isolated_and_alerted', 0)} of {s.get('corrupted', 0)} corrupted shards"
+        " isolated and alerted while corrupted",
     ]
     for p in b["per_fault"]:
-        if "shard" in p:
+        if "isolated_and_alerted" in p:
+            lines.append(
+                f"    {p['started_s']:6.1f}s {p['kind']:<27} shard {p['shard']}: latched after"
+                f" {p['opened_after_s']} s, alert fired after {p['alert_fired_after_s']} s"
+                f" (isolated and alerted: {p['isolated_and_alerted']}); alert cleared"
+                f" {p['alert_cleared_after_heal_s']} s and breaker closed {p['closed_after_heal_s']} s"
+                " after the heal"
+            )
+        elif "shard" in p:
             lines.append(
                 f"    {p['started_s']:6.1f}s {p['kind']:<27} shard {p['shard']}: opened after"
                 f" {p['opened_after_s']} s, closed {p['closed_after_heal_s']} s after the heal"

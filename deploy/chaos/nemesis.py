@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from deploy.chaos.breakers import BreakerWatch
+from deploy.chaos.corruption import give_back, restore, tamper
 from deploy.chaos.iptables import LoopbackCut
 from deploy.chaos.schedule import CUT_KINDS, PlannedFault
 from deploy.kafka_local import LocalKafka
@@ -36,9 +38,11 @@ class InjectedFault:
 
 
 class Nemesis:
-    def __init__(self, stack: LocalStack, config: LedgerConfig) -> None:
+    def __init__(self, stack: LocalStack, config: LedgerConfig, watch: BreakerWatch) -> None:
         self.stack = stack
         self.config = config
+        self.watch = watch
+        """What the monitor said so far: a corrupted shard is given back once it agrees."""
         self.injected: list[InjectedFault] = []
 
     async def run(self, planned: list[PlannedFault], t0: float) -> None:
@@ -49,11 +53,15 @@ class Nemesis:
             self.injected.append(record)
             log.warning("nemesis: %s %d", fault.kind, fault.target)
             try:
-                record.detail = await self._inject(fault)
+                if fault.kind == "corrupt_shard":
+                    record.detail = await self._corrupt(fault, record, t0)
+                else:
+                    record.detail = await self._inject(fault)
             except Exception as e:  # a fault that could not be injected is reported, not fatal
                 record.error = f"{type(e).__name__}: {e}"
                 log.exception("nemesis: %s failed", fault.kind)
-            record.healed_s = time.monotonic() - t0
+            if record.healed_s is None:
+                record.healed_s = time.monotonic() - t0
 
     async def _inject(self, fault: PlannedFault) -> str | None:
         kind, target, hold = fault.kind, fault.target, fault.hold_s
@@ -89,6 +97,18 @@ class Nemesis:
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
         return None
+
+    async def _corrupt(self, fault: PlannedFault, record: InjectedFault, t0: float) -> str:
+        """Healed when the row is restored (the report times the operator's close from then);
+        the fault's window goes on until the breaker is closed."""
+        tampering = await tamper(self.config, fault.target)
+        try:
+            await asyncio.sleep(fault.hold_s)
+        finally:
+            await restore(self.config, tampering)
+            record.healed_s = time.monotonic() - t0
+        said = await give_back(self.config, fault.target, self.watch, record.started_s)
+        return f"journal seq {tampering.seq} message_id altered, restored; {said}"
 
     async def _kill_broker(self, target: int, hold: float, *, controller: bool) -> str:
         kafka = self.stack.kafka

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from deploy.chaos.breakers import BreakerWatch, shard_of_fault, timeline
+from deploy.chaos.breakers import DETECTIONS, BreakerWatch, detections, shard_of_fault, timeline
 from deploy.chaos.checker import INVARIANTS, PENDING, REUSED, History, Observed, check
 from deploy.chaos.iptables import sweep_stale, unavailable_reason
 from deploy.chaos.latency import FaultWindow, latency_by_window
@@ -39,6 +39,10 @@ class ChaosSettings:
 
 RELAY_PROCESSES = 2
 """Shards (from 0) whose outbox relay runs as a process of its own, for `kill_relay`."""
+AUDIT_EVERY_S = 2.0
+"""The monitor's audit period under chaos (`--audit-every`): a corrupted shard must be caught well
+within a fault window (5 s in CI's short run). One audit of a chaos-sized ledger takes well under
+a second; the report's breaker timeline shows how soon it was caught."""
 
 
 async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any]:
@@ -47,7 +51,9 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
     pmap = await init_ledger(stack.ledger_config(), shards)  # as admin: it applies the ACLs
     coordinators = sum(p.name.startswith("coordinator") for p in stack.extra_processes)
     targets = {
-        **dict.fromkeys(("kill_shard", "pause_shard", "slow_shard", "terminate_backends"), shards),
+        **dict.fromkeys(
+            ("kill_shard", "pause_shard", "slow_shard", "terminate_backends", "corrupt_shard"), shards
+        ),
         "kill_relay": RELAY_PROCESSES,  # shards 0 and 1 have one; 2 and 3 publish in process
         **dict.fromkeys(("kill_coordinator", "pause_coordinator"), coordinators),
         **dict.fromkeys(CUT_KINDS, shards + coordinators),
@@ -57,13 +63,13 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
     kinds = tuple(k for k in settings.kinds if k not in skipped)
     planned = plan(settings.seed, settings.duration_s, settings.fault_s, settings.calm_s, kinds, targets)
     sweep_stale()
-    nemesis = Nemesis(stack, config)
     workload = replace(settings.workload, seed=settings.seed)
     async with ChaosClient(config, pmap, workload) as client:
         await client.prepare()
         t0 = time.monotonic()
         watch, watching = BreakerWatch(config, t0), asyncio.Event()
         watcher = asyncio.create_task(watch.run(watching))
+        nemesis = Nemesis(stack, config, watch)
         faults = asyncio.create_task(nemesis.run(planned, t0))
         sent, next_read, next_freeze = 0, t0, t0
         every = settings.workload.freeze_every_s
@@ -95,10 +101,12 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
             asdict(f) | recovery(client.sent_at, client.answered_at, client.completed_at, t0 + f.healed_s)
             for f in nemesis.injected if f.healed_s is not None
         ]  # fmt: skip
+        breakers = timeline(watch.changes, injected, shards, watch.alerts)
+        missed = detections(breakers)
         return {
             "seed": settings.seed, "duration_s": settings.duration_s, "settings": asdict(settings),
             "faults": injected,
-            "breakers": timeline(watch.changes, injected, shards),
+            "breakers": breakers,
             "faults_by_kind": {k: sum(f.kind == k for f in nemesis.injected) for k in kinds},
             "skipped_kinds": skipped,
             "transfers": _counts(history, answered) | {
@@ -110,9 +118,12 @@ async def run_chaos(stack: LocalStack, settings: ChaosSettings) -> dict[str, Any
             "stuck_sessions": stuck,  # when sagas were left open: the transactions PostgreSQL still had
             "violations": {k: {"invariant": INVARIANTS[k], "count": len(v), "examples": v[:5]}
                            for k, v in violations.items()},
+            # The monitor's, beside the ledger's invariants: a run fails on these too.
+            "detections": {k: {"check": DETECTIONS[k], "count": len(v), "examples": v[:5]}
+                           for k, v in missed.items()},
             "latency_ms": _latency(client, t0, nemesis, shards),
             "completed_per_s": _per_second([at - t0 for at in client.completed_at]),
-            "passed": not any(violations.values()),
+            "passed": not any(violations.values()) and not any(missed.values()),
         }  # fmt: skip
 
 

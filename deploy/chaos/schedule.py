@@ -20,6 +20,7 @@ FAULT_KINDS = (
     "terminate_backends",  # pg_terminate_backend on one shard's connections
     "cut_kafka",  # iptables drops what one worker (shard or coordinator) sends to every broker
     "cut_postgres",  # ... or to PostgreSQL
+    "corrupt_shard",  # a shard's journal row altered behind its back, restored, its latch closed
 )
 CUT_KINDS = ("cut_kafka", "cut_postgres")
 
@@ -62,3 +63,9 @@ def plan(
         faults.append(PlannedFault(at, kind, target, fault_s))
         at += fault_s + calm_s
     return faults
+
+
+def every_kind_once_s(kinds: int, fault_s: float, calm_s: float) -> float:
+    """The shortest `duration_s` whose plan brings each of `kinds` kinds once: the first calm,
+    then a fault window and a calm per kind, the last calm not needed."""
+    return calm_s + kinds * (fault_s + calm_s) - calm_s

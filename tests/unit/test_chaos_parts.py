@@ -10,7 +10,7 @@ from pathlib import Path
 
 from deploy.bench.workload import Workload, WorkloadSettings
 from deploy.chaos.run import recovery
-from deploy.chaos.schedule import FAULT_KINDS, plan
+from deploy.chaos.schedule import FAULT_KINDS, every_kind_once_s, plan
 from deploy.kafka_local import LocalKafka
 from schemas.partitioning import PartitionMap
 
@@ -27,6 +27,14 @@ def test_every_kind_comes_once_before_any_comes_twice_and_a_seed_repeats_its_sch
     # Brokers other than the controller are killed in turn, so that each is.
     assert [f.target for f in faults if f.kind == "kill_broker"][:4] == [0, 1, 0, 1]
     assert all(0 <= f.target < 6 for f in faults if f.kind == "cut_kafka")
+
+
+def test_the_shortest_run_that_brings_every_kind_once_is_every_kind_once_s() -> None:
+    shortest = every_kind_once_s(len(FAULT_KINDS), fault_s=5, calm_s=2)
+    assert shortest == 2 + 7 * len(FAULT_KINDS) - 2
+    assert {f.kind for f in plan(7, shortest, 5, 2, FAULT_KINDS, TARGETS)} == set(FAULT_KINDS)
+    assert len(plan(7, shortest - 1, 5, 2, FAULT_KINDS, TARGETS)) == len(FAULT_KINDS) - 1
+    assert "corrupt_shard" in FAULT_KINDS
 
 
 def test_recovery_is_measured_to_the_first_completion_and_until_the_backlog_settled() -> None:
