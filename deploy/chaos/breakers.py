@@ -140,7 +140,11 @@ def timeline(
                 entry |= _corruption(alerts, shard, start, healed, until, opened)
             per_fault.append(entry)
         elif f["kind"] in FLEET:
-            opens = [c for c in changes if c.state == OPEN and start <= c.at_s <= healed + OPEN_WITHIN_S]
+            opens = [
+                c for c in changes
+                if c.state == OPEN and start <= c.at_s <= healed + OPEN_WITHIN_S
+                and not _explained(c, faults, shards)
+            ]  # fmt: skip
             per_fault.append({
                 "kind": f["kind"], "started_s": start, "healed_s": healed,
                 "opened": sorted({c.shard for c in opens}),
@@ -195,6 +199,16 @@ def _corruption(
         and fired is not None
         and fired <= healed,
     }
+
+
+def _explained(change: Change, faults: list[dict[str, Any]], shards: int) -> bool:
+    """Whether a fault on that one shard, before or after a fleet fault, accounts for this change
+    (it came within that fault's own window): a fleet fault is not charged with it."""
+    return any(
+        shard_of_fault(f, shards) == change.shard
+        and f["started_s"] <= change.at_s <= f["healed_s"] + OPEN_WITHIN_S
+        for f in faults
+    )
 
 
 def shard_of_fault(fault: dict[str, Any], shards: int) -> int | None:

@@ -98,3 +98,23 @@ def test_other_faults_have_no_detection_to_make() -> None:
     t = timeline([], [_fault("pause_shard", 0, 1.0, 9.0)], shards=2)
     assert detections(t) == {"D1": []}
     assert t["summary"]["corrupted"] == 0
+
+
+def test_an_open_a_one_shard_fault_explains_is_not_charged_to_a_fleet_fault_beside_it() -> None:
+    # Seen in a short run: the controller's kill healed at 104.0, a corruption of shard 3 began
+    # then and latched its breaker at 106.4, within the 10 s a fleet fault's opens are looked for;
+    # a slow shard 0 opened its breaker just after its heal, while PostgreSQL was restarting.
+    faults = [
+        _fault("slow_shard", 0, 87.4, 92.9),
+        _fault("restart_postgres_immediate", 0, 92.9, 98.8),
+        _fault("kill_controller", 0, 98.8, 104.0),
+        _fault("corrupt_shard", 3, 104.0, 109.0),
+    ]
+    changes = [
+        Change(94.1, 0, "open", "sick", "monitor"),
+        Change(110.0, 1, "open", "stale", "monitor"),  # unexplained: the controller's
+        Change(106.4, 3, "open", "diverged", "monitor", latched=True),
+    ]
+    t = timeline(changes, faults, shards=4)
+    assert [p.get("opened") for p in t["per_fault"]] == [None, [], [1], None]
+    assert t["summary"]["fleet_faults_that_opened_a_breaker"] == 1
