@@ -11,10 +11,13 @@ changes)`, where `changes` are the BreakerStates to publish on `ledger.control` 
     any       --operator open-->               open, latched         (by the operator)
     any       --operator close-->              closed                (the only way out of a latch)
 
-Jitter and fleet_wide never open a breaker. Healing is counted in unbroken runs of healthy
-verdicts: any other verdict starts the count again (open: the cool-down; half-open: the probe; a
-half-open breaker goes back to open only on sick, stale or diverged). A latched breaker ignores the
-monitor. Every change gets the next `seq` of its shard, so readers can ignore a stale record.
+Jitter and fleet_wide never open a breaker. Healing is counted in runs of healthy verdicts that
+no verdict of the shard's own breaks: jitter, sick or stale starts the count again (open: the
+cool-down; half-open: the probe; a half-open breaker goes back to open only on sick, stale or
+diverged). A fleet_wide verdict neither counts nor breaks it: it says nothing of this shard, and
+under ledger chaos a PostgreSQL restart 6 s after a shard's heal kept its breaker open 34.5 s.
+A latched breaker ignores the monitor. Every change gets the next `seq` of its shard, so readers
+can ignore a stale record.
 
 With the defaults a healed shard (first healthy verdict at H) is half-open at H+5 s and closed at
 H+15 s: within the 30 s the issue asks, with room for the detector's `clear_ms`.
@@ -25,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final
 
-from monitor.domain.anomaly import DIVERGED, HEALTHY, SICK, STALE, VERDICTS
+from monitor.domain.anomaly import DIVERGED, FLEET_WIDE, HEALTHY, SICK, STALE, VERDICTS
 from schemas.breaker import BY_MONITOR, BY_OPERATOR, CLOSED, HALF_OPEN, OPEN, BreakerState, closed
 
 
@@ -131,7 +134,9 @@ def _on_health(
         if breaker.state == OPEN:
             return replace(breaker, healthy_since_ms=None), []
         return _change(breaker, OPEN, False, why, BY_MONITOR, now)
-    if verdict != HEALTHY:  # jitter, fleet_wide (or stale, when it does not open): not healed
+    if verdict == FLEET_WIDE:  # says nothing of this shard: the healing clock neither runs nor restarts
+        return breaker, []
+    if verdict != HEALTHY:  # jitter (or stale, when it does not open): not healed
         return replace(breaker, healthy_since_ms=None), []
     since = now if breaker.healthy_since_ms is None else breaker.healthy_since_ms
     healed_for = now - since
