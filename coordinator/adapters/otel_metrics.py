@@ -45,7 +45,8 @@ class CoordinatorMetrics:
         )  # fmt: skip
         self._step = meter.create_histogram(
             "ledger.coordinator.step.duration", unit="s",
-            description="From a saga step's command being decided to its shard's reply being read",
+            description="From a saga step's command being decided to its shard's reply being read, "
+                        "both by this coordinator",
             explicit_bucket_boundaries_advisory=list(LATENCY_BUCKETS_S),
         )  # fmt: skip
         meter.create_observable_gauge(

@@ -26,8 +26,10 @@ class BatchChanges:
     outbox: list[OutboxMessage] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     """Inbox ids already recorded: by an earlier batch (read from the store) or by this one."""
-    answered: list[tuple[int, int]] = field(default_factory=list)
-    """(shard, ms from a step's first send to its reply): for the metrics, once written."""
+    decided: list[str] = field(default_factory=list)
+    """Step commands sent (their ids), and replies read (shard, the command answered): timed by the
+    coordinator's StepClock once written."""
+    replied: list[tuple[int, str]] = field(default_factory=list)
 
     def first_time(self, message_id: str) -> bool:
         """Inbox dedupe: whether this is the first time the ledger handles `message_id` (it is
@@ -43,6 +45,7 @@ class BatchChanges:
         (so its reply comes back to the saga's coordinator), and into the step history."""
         self.outbox.append(OutboxMessage(topic, transfer_id.encode(), encode(command), current_headers()))
         self.steps.append(StepUpdate(transfer_id, step, shard, command.message_id))
+        self.decided.append(command.message_id)
 
 
 M = TypeVar("M", bound=Message)

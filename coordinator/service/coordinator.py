@@ -45,6 +45,7 @@ from coordinator.service.figures import NoFigures, SagaFigures
 from coordinator.service.inbound import Inbound
 from coordinator.service.linked import LinkedBatches
 from coordinator.service.ports import SagaTransaction, StepUpdate, TransferRecord
+from coordinator.service.step_clock import StepClock
 from infra import envelopes
 from infra.outbox import OutboxMessage
 from infra.records import Origin, Refused
@@ -102,6 +103,7 @@ class Coordinator:
     ) -> None:
         self.settings = settings
         self.figures = figures or NoFigures()
+        self.step_clock = StepClock()
         self.ns = namespace
         self.pmap = partition_map
         self.clock_ms = clock_ms
@@ -206,8 +208,10 @@ class Coordinator:
         ended = Counter((r.status, r.reason) for r in changes.changed.values() if r.status in TERMINAL)
         for (state, reason), count in ended.items():
             self.figures.finished(state, reason, count)
-        for shard, took_ms in changes.answered:
+        now = self.clock_ms()
+        for shard, took_ms in self.step_clock.replied(changes.replied, now):
             self.figures.answered(shard, took_ms)
+        self.step_clock.decided(changes.decided, now)
 
     def _shard_topic(self, message: OutboxMessage) -> str | None:
         internal = self.ns.is_internal(message.topic) and message.topic != self.ns.shard_replies
@@ -351,6 +355,7 @@ class Coordinator:
     def _on_reply(self, changes: BatchChanges, reply: ShardReply, origin: Origin, now: int) -> None:
         if not changes.first_time(reply.message_id):
             return
+        changes.replied.append((reply.shard, reply.in_reply_to))
         if reply.transfer_id is None:
             self.accounts.on_reply(changes, reply)
             return
@@ -368,9 +373,6 @@ class Coordinator:
                     rec.transfer_id, state.step, reply.shard, reply.in_reply_to, reply.outcome, reply.reason
                 )
             )
-            if state.attempts == 1:  # sent once, at its first due time less one backoff (transfer_saga)
-                sent = state.next_attempt_ms - self.settings.policy.base_backoff_ms
-                changes.answered.append((reply.shard, now - sent))
         self._apply(changes, rec, *decide(state, ReplyArrived(reply, now), self.settings.policy))
 
     def _dead_letter(self, changes: BatchChanges, refusal: Refused, origin: Origin, now: int) -> None:

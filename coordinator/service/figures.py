@@ -22,7 +22,8 @@ class SagaFigures(Protocol):
         """`count` transfers of a batch reached this final state (completed, rejected, ...)."""
 
     def answered(self, shard: int, took_ms: int) -> None:
-        """A shard answered a saga step's first send `took_ms` after it was decided."""
+        """A shard answered a saga step's command `took_ms` after this process decided it
+        (coordinator/service/step_clock.py: another process's steps are not timed)."""
 
 
 class NoFigures:

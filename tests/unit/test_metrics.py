@@ -113,14 +113,42 @@ def test_a_finished_transfer_is_counted_once_though_its_batch_was_retried() -> N
     rec = live_saga()  # started at 1000 ms; the reply is read at 2000 ms
     store = FakeSagaStore([rec])
     store.fail_next_write(VersionConflict("another coordinator changed a saga (fake)"))
-    batch = decoded([reply_record(rejection_of(rec), 7)])
-    work = functools.partial(_handle, store, _coordinator(metered), batch, Failpoints(), lambda rows: None)
+    reply = rejection_of(rec)
+    batch = decoded([reply_record(reply, 7)])
+    coordinator = _coordinator(metered)
+    coordinator.step_clock.decided([reply.in_reply_to], 1_000)  # this process sent the step
+    work = functools.partial(_handle, store, coordinator, batch, Failpoints(), lambda rows: None)
     asyncio.run(_with_retries(work, asyncio.Event(), RunSettings(max_backoff_s=0.01)))
 
     finished = "ledger_coordinator_transfers_finished_total"
     assert value(registry, finished, state="rejected", reason="insufficient_funds") == 1
     assert value(registry, "ledger_coordinator_step_duration_seconds_count", shard="0") == 1
     assert value(registry, "ledger_coordinator_step_duration_seconds_sum", shard="0") == 1.0
+
+
+def test_a_reply_to_a_step_another_coordinator_sent_is_not_timed() -> None:
+    """Regression, ledger chaos (seed 3): a coordinator that took over a dead one's partitions
+    timed their replies from the saga rows, so every shard looked slow to it at once, and that
+    fleet-wide "anomaly" hid a slow shard next to it."""
+    registry, provider = _exporter()
+    metered = CoordinatorMetrics(provider.get_meter("ledger.coordinator"))
+    rec = live_saga()  # its step was decided by another process at 1000 ms
+    batch = decoded([reply_record(rejection_of(rec), 7)])
+    work = functools.partial(
+        _handle, FakeSagaStore([rec]), _coordinator(metered), batch, Failpoints(), lambda rows: None
+    )
+    asyncio.run(_with_retries(work, asyncio.Event(), RunSettings(max_backoff_s=0.01)))
+
+    assert (
+        value(
+            registry,
+            "ledger_coordinator_transfers_finished_total",
+            state="rejected",
+            reason="insufficient_funds",
+        )
+        == 1
+    )
+    assert value(registry, "ledger_coordinator_step_duration_seconds_count", shard="0") in (None, 0)
 
 
 def test_reasons_are_capped_to_the_known_codes() -> None:
