@@ -9,8 +9,14 @@ and what tests run in-process. Steps, in order:
    breakers;
 3. the rules in force: the latest SetLiquidityRules on ledger.monitor-commands, else the rules file;
 4. the faust app: agents over balances, telemetry, results and commands, the breakers' tick;
-5. beside it, when an Auditor is given and `audit_every_s` > 0, the continuous audit
-   (monitor/service/auditing.py).
+5. beside it, the same three topics followed as they grow (monitor/adapters/kafka_follower.py:
+   what other monitors wrote, and rule changes), and, when an Auditor is given and
+   `audit_every_s` > 0, the continuous audit (monitor/service/auditing.py), run while on duty.
+
+Several monitors share the work through faust's group: each takes a share of the balances and
+results partitions; the one given ledger.telemetry's partition decides the breakers
+(monitor/adapters/faust_app.py). One that stops hands its partitions to the others at the next
+rebalance; the new holder of the duty catches up on ledger.control first.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from infra.postgres_control import PostgresControl
 from infra.postgres_pool import open_pool
 from monitor.adapters import records
 from monitor.adapters.faust_app import build_app
-from monitor.adapters.kafka import KafkaPublisher, read_to_end
+from monitor.adapters.kafka import KafkaPublisher
+from monitor.adapters.kafka_follower import KafkaFollower
 from monitor.adapters.otel_metrics import monitor_metrics
 from monitor.service.auditing import audit_forever
 from monitor.service.monitor import MonitorService, MonitorSettings, MonitorStats
@@ -76,21 +83,27 @@ async def ledger_shards(config: LedgerConfig) -> list[int]:
     return sorted(set(pmap.shards))
 
 
-async def rebuild(config: LedgerConfig, service: MonitorService, file_rules: Sequence[LiquidityRule]) -> None:
+async def rebuild(
+    config: LedgerConfig,
+    service: MonitorService,
+    follower: KafkaFollower,
+    file_rules: Sequence[LiquidityRule],
+) -> None:
     """Steps 2 and 3 of the module's docstring."""
-    ns, args = config.namespace, config.kafka_args()
-    for record in await read_to_end(args, ns.alerts):
+    ns = config.namespace
+    got = await follower.read_to_now()
+    for record in (r for r in got if r.topic == ns.alerts):
         try:
             service.recall(decode_any_alert(record.value or b""))
         except LedgerError as e:
             service.on_refused("alert", e)
-    for record in await read_to_end(args, ns.control):
+    for record in (r for r in got if r.topic == ns.control):
         try:
             service.resume(decode_breaker_state(record.value or b""))
         except LedgerError as e:
             service.on_refused("breaker state", e)
     rules, offset = tuple(file_rules), -1
-    for record in await read_to_end(args, ns.monitor_commands):
+    for record in (r for r in got if r.topic == ns.monitor_commands):
         with contextlib.suppress(LedgerError):  # counted when the agent meets it again
             command = records.monitor_command(record.value or b"")
             if isinstance(command, SetLiquidityRules):
@@ -116,12 +129,15 @@ async def run_monitor(
         **config.kafka_args(), enable_idempotence=True, acks="all", max_request_size=config.max_message_bytes
     )
     await producer.start()
+    follower = KafkaFollower(config.kafka_args(), config.namespace)
     try:
+        await follower.start()
         publisher = KafkaPublisher(producer, config.namespace)
         service = MonitorService(shards, publisher, _now_ms(), run.settings, run.stats)
         monitor_metrics().watch(service.stats)  # no-op unless the entry point serves metrics
-        await rebuild(config, service, run.rules)
-        app = build_app(config, service, run.tick_s)
+        await rebuild(config, service, follower, run.rules)
+        following = asyncio.create_task(follower.follow(service, stop))
+        app = build_app(config, service, follower.caught_up, run.tick_s)
         await app.start()
         auditing: asyncio.Task[None] | None = None
         if auditor is not None and run.audit_every_s > 0:
@@ -134,10 +150,14 @@ async def run_monitor(
                     raise MonitorCrashed(f"the stream processing stopped: {app.crash_reason!r}")
                 if auditing is not None and auditing.done() and not stop.is_set():
                     raise MonitorCrashed(f"the audit stopped: {auditing.exception()!r}")
+                if following.done() and not stop.is_set():
+                    raise MonitorCrashed(f"following the control topics stopped: {following.exception()!r}")
         finally:
-            if auditing is not None:
-                auditing.cancel()
-                await asyncio.gather(auditing, return_exceptions=True)  # its error, if any, is raised above
+            for task in (auditing, following):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)  # its error, if any, is raised above
             await app.stop()
     finally:
+        await follower.stop()
         await producer.stop()

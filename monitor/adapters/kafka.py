@@ -1,13 +1,13 @@
-"""The monitor's plain Kafka clients: the Publisher (alerts, breaker states) and the reader that
-rebuilds state from a topic before the stream processing starts."""
+"""The monitor's Publisher (alerts, breaker states) on a plain Kafka producer. What it reads
+outside faust's group is kafka_follower.py's."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from schemas.alerts import LiquidityAlert, encode_alert
@@ -52,28 +52,3 @@ class KafkaPublisher:
             await asyncio.gather(*sent)
         except KafkaError as e:
             raise PublishFailed(what, e) from e
-
-
-async def read_to_end(kafka_args: Mapping[str, Any], topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of `topic` from its start to its end as of now, partition by partition, without
-    a consumer group (nothing is committed)."""
-    consumer = AIOKafkaConsumer(**kafka_args, enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        await consumer.topics()  # a metadata request: the partitions are known from here on
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        got: list[ConsumerRecord[bytes, bytes]] = []
-        behind = set(tps)
-        while behind:
-            for records in (await consumer.getmany(*tps, timeout_ms=500)).values():
-                got += records
-            behind = {tp for tp in behind if await consumer.position(tp) < ends[tp]}
-        return got
-    finally:
-        await consumer.stop()

@@ -209,9 +209,13 @@ class LiquidityMonitor:
 
     def recall(self, alert: LiquidityAlert) -> None:
         """Rebuild episodes from the alerts this monitor (or a predecessor) wrote, in their order
-        on ledger.alerts; then replace_rules, then observe. Emits nothing."""
+        on ledger.alerts; then replace_rules, then observe. Emits nothing. Also while running, for
+        the alerts other monitors write (several share the balances): one about an observation this
+        monitor has judged itself, or an earlier one, tells it nothing it does not know better."""
         key = (alert.account_id, alert.currency)
         subject = self._subjects.get(key)
+        if subject is not None and alert.journal_seq <= subject.last_seq:
+            return
         if alert.state == "cleared":
             if subject is not None:
                 subject.episodes.pop(alert.rule_id, None)

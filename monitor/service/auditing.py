@@ -6,7 +6,8 @@ and may take seconds on a large ledger, and nothing about it is Kafka's (no reco
 so it stays out of the app whose crash handling and shutdown are about consuming. The next audit
 starts `every_s` after the last one started (or at once, when it took longer): audits never
 overlap, and a slow one only delays the next. One that cannot read the ledger is counted and
-logged, and judges nothing: an outage clears no alert and confirms no violation.
+logged, and judges nothing: an outage clears no alert and confirms no violation. Only the monitor
+on breaker duty audits (monitor/service/monitor.py): the others skip their turns.
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ async def audit_forever(
     while not stop.is_set():
         started = time.monotonic()
         try:
-            report = await auditor.audit()
+            # Off duty another monitor audits: reading every journal twice would find nothing more.
+            report = await auditor.audit() if service.on_duty else None
         except LedgerError as e:
             if not e.retriable:
                 raise
             service.on_audit_failed(e)
         else:
-            await service.on_audit(report, clock_ms())
+            if report is not None:
+                await service.on_audit(report, clock_ms())
         pause = max(0.0, every_s - (time.monotonic() - started))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), pause)

@@ -17,10 +17,18 @@ skipped (a replay of older rules would clear and fire alerts for nothing), and a
 than its breaker's last change is skipped (a redelivered close must not close a breaker the monitor
 opened again since).
 
-Breakers are judged only once some telemetry has arrived since the start: with none at all (no
-process publishes it yet), every shard would be stale and opened by a monitor that sees nothing.
-A divergence found by the continuous audit (`on_audit`, monitor/domain/audit.py) needs none: its
-shard's breaker latches at once, beside the critical alert.
+Breaker duty. Several monitors may run; one decides the breakers: the one on duty, which the
+adapter makes the holder of ledger.telemetry's partition (`take_duty`, `drop_duty`). Only it
+judges the shards, obeys SetBreaker, audits and publishes the clears a rule change implies, so
+each shard's BreakerStates come from one writer at a time and their seqs keep rising. Every
+monitor follows ledger.control and ledger.alerts as they grow (`resume`, `recall`), and one takes
+duty only once it has read them to their end: its next change follows the last one written,
+whoever wrote it.
+
+Breakers are judged only once some telemetry has arrived since duty was taken: with none at all
+(no process publishes it yet), every shard would be stale and opened by a monitor that sees
+nothing. A divergence found by the continuous audit (`on_audit`, monitor/domain/audit.py) needs
+none: its shard's breaker latches at once, beside the critical alert.
 """
 
 from __future__ import annotations
@@ -83,10 +91,15 @@ class MonitorService:
         self.settings = settings or MonitorSettings()
         self.stats = stats or MonitorStats()
         self._publisher = publisher
+        self._shards = sorted(set(shards))
+        self.on_duty = False
+        """Whether this monitor decides the breakers (see the module's docstring)."""
+        self._inputs_open = asyncio.Event()
+        self._inputs_open.set()
         self.liquidity = LiquidityMonitor()
-        self.detector = AnomalyDetector(shards, started_ms, self.settings.anomaly_policy)
-        self.audit = AuditJudge(set(shards))
-        self.breakers: dict[int, Breaker] = {s: breaker.start(s) for s in sorted(set(shards))}
+        self.detector = AnomalyDetector(self._shards, started_ms, self.settings.anomaly_policy)
+        self.audit = AuditJudge(set(self._shards))
+        self.breakers: dict[int, Breaker] = {s: breaker.start(s) for s in self._shards}
         self.results: Counter[tuple[str, str | None]] = Counter()
         """Results seen, by (state or outcome, reason): a rough count, redeliveries included."""
         self.refused: Counter[str] = Counter()
@@ -96,17 +109,22 @@ class MonitorService:
         self._telemetry_seen = False
         self._unsent_alerts: list[Alert] = []
         self._unsent_states: list[BreakerState] = []
+        self._rule_clears: dict[str, LiquidityAlert] = {}
+        """Clears a rule change implied while off duty, by alert id: the monitor on duty publishes
+        them; one that takes duty publishes those it has not seen on ledger.alerts by then."""
         self._breaker_lock = asyncio.Lock()
         # One publisher at a time: the agents, the tick and the audit all flush, and two flushes
         # of the same queue would each send it.
         self._publish_lock = asyncio.Lock()
 
-    # --- rebuilding, before anything is consumed -------------------------------------------------
+    # --- rebuilding, then following ledger.alerts and ledger.control -----------------------------
 
     def recall(self, alert: Alert) -> None:
         if isinstance(alert, LedgerAlert):
-            self.audit.recall(alert)
+            if not self.on_duty:  # on duty, this monitor is the only auditor: its judge is ahead
+                self.audit.recall(alert)
         else:
+            self._rule_clears.pop(alert.alert_id, None)
             self.liquidity.recall(alert)
 
     def resume(self, state: BreakerState) -> None:
@@ -120,9 +138,44 @@ class MonitorService:
         self._rules_offset = rules_offset
         await self._publish_alerts(self.liquidity.replace_rules(rules, now_ms))
 
+    # --- duty -------------------------------------------------------------------------------------
+
+    async def take_duty(self, now_ms: int, held_before: bool) -> None:
+        """Decide the breakers from now on; the caller has read ledger.control and ledger.alerts to
+        their end. `held_before`: this monitor had duty until the rebalance that gave it again, so
+        nobody else changed a breaker meanwhile and its baselines and healing clocks still hold;
+        otherwise both start afresh (what it knew of the shards may be minutes old)."""
+        async with self._breaker_lock:
+            if not held_before:
+                self.detector = AnomalyDetector(self._shards, now_ms, self.settings.anomaly_policy)
+                self.breakers = {s: breaker.resume(b.published) for s, b in self.breakers.items()}
+            self._telemetry_seen = False  # the partition was paused: judge once its figures flow again
+            self.on_duty = True
+            clears, self._rule_clears = list(self._rule_clears.values()), {}
+        log.info("monitor: on breaker duty (%s)", "again" if held_before else "taken over")
+        await self._publish_alerts(clears)
+
+    def hold_inputs(self) -> None:
+        """Partitions were just assigned: balances and SetBreakers wait (faust may resume the
+        partitions at once) until `release_inputs`, once what other monitors wrote is heard of
+        and the duty, if it came, taken: an episode carries on where its last monitor left it,
+        an operator's command lands on the breakers as they are."""
+        self._inputs_open.clear()
+
+    def release_inputs(self) -> None:
+        self._inputs_open.set()
+
+    async def drop_duty(self) -> None:
+        """Stop deciding the breakers: once a decision under way is written (the lock), nothing
+        more; the next monitor on duty reads it on ledger.control."""
+        async with self._breaker_lock:
+            self.on_duty = False
+        log.info("monitor: off breaker duty")
+
     # --- inputs ----------------------------------------------------------------------------------
 
     async def on_balance(self, observed: BalanceObserved) -> None:
+        await self._inputs_open.wait()
         await self._publish_alerts(self.liquidity.observe(observed))
 
     def on_telemetry(self, sample: TelemetrySample) -> None:
@@ -146,12 +199,19 @@ class MonitorService:
             return
         self._rules_offset = offset
         log.info("monitor: %d liquidity rules in force (command %s)", len(command.rules), command.command_id)
-        await self._publish_alerts(alerts)
+        if self.on_duty:
+            await self._publish_alerts(alerts)
+        else:
+            self._rule_clears.update((a.alert_id, a) for a in alerts)
 
     async def on_set_breaker(self, command: SetBreaker, at_ms: int) -> None:
         if command.command_id in self._seen_commands:
             return
+        await self._inputs_open.wait()
         async with self._breaker_lock:
+            if not self.on_duty:  # faust gives the command partition with the duty: not met
+                log.error("monitor: SetBreaker %s reached a monitor off duty, left", command.command_id)
+                return
             current = self.breakers.get(command.shard)
             if current is None:
                 log.warning("monitor: SetBreaker for shard %d, not one of the ledger's", command.shard)
@@ -169,32 +229,36 @@ class MonitorService:
     async def tick(self, now_ms: int) -> None:
         """Once a second: assess every shard and feed its breaker (see the module's docstring)."""
         await self._flush()  # whatever a failed publish left behind, whether or not judged below
-        if not self._telemetry_seen:
-            return
-        verdicts = self.detector.assess(now_ms)
         async with self._breaker_lock:
+            if not (self.on_duty and self._telemetry_seen):
+                return
+            verdicts = self.detector.assess(now_ms)
             for shard, verdict in verdicts.items():
                 await self._decide(shard, HealthObserved(verdict.status, verdict.detail, now_ms))
 
     async def on_audit(self, report: AuditReport, now_ms: int) -> None:
-        """An audit's report: each shard newly diverged latches its breaker, then the alerts."""
-        self.stats.audits["ok"] += 1
-        self.stats.last_audit = report
-        log.info(
-            "monitor: audit in %.3f s: %d shards' chains (%d entries) in %.3f s, %d broken; %d sagas"
-            " reconciled in %.3f s (%s), %d violations",
-            report.seconds, len(report.chains), report.entries, report.chain_s, len(report.broken),
-            report.sagas, report.reconcile_s, "one snapshot" if report.one_snapshot else "several snapshots",
-            len(report.findings),
-        )  # fmt: skip
-        divergences, alerts = self.audit.judge(report, now_ms)
-        for diverged in divergences:
-            self.detector.divergence(diverged.shard, diverged.detail, now_ms)
-        if divergences:
-            async with self._breaker_lock:
+        """An audit's report: each shard newly diverged latches its breaker, then the alerts.
+        Judged on duty only, under the breakers' lock: a monitor losing duty meanwhile finishes
+        this judgement (its alerts written) before the next one takes over."""
+        async with self._breaker_lock:
+            if not self.on_duty:
+                return
+            self.stats.audits["ok"] += 1
+            self.stats.last_audit = report
+            log.info(
+                "monitor: audit in %.3f s: %d shards' chains (%d entries) in %.3f s, %d broken; %d sagas"
+                " reconciled in %.3f s (%s), %d violations",
+                report.seconds, len(report.chains), report.entries, report.chain_s, len(report.broken),
+                report.sagas, report.reconcile_s,
+                "one snapshot" if report.one_snapshot else "several snapshots", len(report.findings),
+            )  # fmt: skip
+            divergences, alerts = self.audit.judge(report, now_ms)
+            for diverged in divergences:
+                self.detector.divergence(diverged.shard, diverged.detail, now_ms)
+            if divergences:
                 for shard, verdict in self.detector.take_divergences(now_ms).items():
                     await self._decide(shard, HealthObserved(verdict.status, verdict.detail, now_ms))
-        await self._publish_alerts(alerts)
+            await self._publish_alerts(alerts)
 
     def on_audit_failed(self, error: LedgerError) -> None:
         """An audit that could not read the ledger: nothing is judged (nothing fires or clears)."""

@@ -103,3 +103,10 @@ async def test_the_monitor_alerts_once_per_crossing_and_clearing_and_obeys_an_op
             await asyncio.sleep(8)  # it rejoins the group, replays what was not committed, ticks
         assert len(await _alerts(config, want=3, within_s=3)) == 2
         assert len(await read_topic(config, ns.control, want=2, within_s=3)) == 1
+
+        # Restarted, it knows the breaker it opened: an operator's close is that breaker's next change.
+        async with running_monitor(as_monitor, run):
+            command = SetBreaker(_id(), 0, "close", "maintenance done", "alice")
+            await produce_raw(as_operator, ns.monitor_commands, [(b"0", encode_breaker(command))])
+            records = await read_topic(config, ns.control, want=2, within_s=60)
+        assert [decode_breaker_state(r.value or b"").seq for r in records] == [1, 2]

@@ -25,13 +25,16 @@ def report(chains: tuple[ChainVerdict, ...] = INTACT, *findings: Finding) -> Aud
     return AuditReport(chains, tuple(findings), sagas=10, one_snapshot=True, chain_s=0.01, reconcile_s=0.02)
 
 
-def monitor(out: FakePublisher) -> MonitorService:
-    return MonitorService([0, 1], out, started_ms=0, settings=SETTINGS)
+async def monitor(out: FakePublisher, on_duty: bool = True) -> MonitorService:
+    service = MonitorService([0, 1], out, started_ms=0, settings=SETTINGS)
+    if on_duty:  # the only monitor: it decides the breakers
+        await service.take_duty(0, held_before=False)
+    return service
 
 
 async def test_a_broken_chain_latches_its_shard_open_at_once_with_one_critical_alert() -> None:
     out = FakePublisher()
-    service = monitor(out)
+    service = await monitor(out)
     await service.on_audit(report(BROKEN), 1_000)  # no telemetry at all: a divergence needs none
     (state,) = out.states
     assert (state.shard, state.state, state.latched, state.changed_by) == (1, OPEN, True, BY_MONITOR)
@@ -49,7 +52,7 @@ async def test_a_broken_chain_latches_its_shard_open_at_once_with_one_critical_a
 
 async def test_a_reconciliation_violation_seen_once_is_not_a_divergence_seen_twice_it_is() -> None:
     out = FakePublisher()
-    service = monitor(out)
+    service = await monitor(out)
     await service.on_audit(report(INTACT, UNBALANCED), 1_000)
     await service.on_audit(report(INTACT), 31_000)  # gone: a torn read, say
     await service.on_audit(report(INTACT, UNBALANCED), 61_000)
@@ -65,7 +68,7 @@ async def test_a_reconciliation_violation_seen_once_is_not_a_divergence_seen_twi
 
 async def test_a_violation_of_no_single_shard_alerts_and_opens_no_breaker() -> None:
     out = FakePublisher()
-    service = monitor(out)
+    service = await monitor(out)
     for at in (1_000, 31_000, 61_000):
         await service.on_audit(report(INTACT, TORN), at)
     assert out.states == []
@@ -82,7 +85,7 @@ async def test_a_finding_clears_once_when_an_audit_no_longer_finds_it_and_a_fail
     None
 ):
     out = FakePublisher()
-    service = monitor(out)
+    service = await monitor(out)
     await service.on_audit(report(BROKEN), 1_000)
     service.on_audit_failed(Flaky("database unreachable"))
     await service.on_audit(report(INTACT), 31_000)
@@ -101,16 +104,17 @@ async def test_a_finding_clears_once_when_an_audit_no_longer_finds_it_and_a_fail
 
 async def test_a_restarted_monitor_recalls_open_findings_and_fires_nothing_again() -> None:
     first = FakePublisher()
-    before = monitor(first)
+    before = await monitor(first)
     for at in (1_000, 31_000):
         await before.on_audit(report(BROKEN, UNBALANCED, TORN), at)
     assert len(first.ledger_alerts) == 3  # the chain at once, the two violations at their second sighting
     out = FakePublisher()
-    after = monitor(out)
+    after = await monitor(out, on_duty=False)
     for alert in first.ledger_alerts:  # as rebuild reads them back from ledger.alerts
         after.recall(alert)
     for state in first.states:
         after.resume(state)
+    await after.take_duty(61_000, held_before=False)
     await after.on_audit(report(BROKEN, UNBALANCED, TORN), 61_000)  # one sighting keeps an open one open
     assert (out.states, out.ledger_alerts) == ([], [])
     await after.on_audit(report(BROKEN), 91_000)
@@ -152,7 +156,7 @@ class FakeAuditor:
 
 async def test_the_audit_loop_audits_until_stopped_and_survives_an_audit_that_cannot_read() -> None:
     out = FakePublisher()
-    service = monitor(out)
+    service = await monitor(out)
     stop = asyncio.Event()
     auditor = FakeAuditor(
         stop, report(INTACT, UNBALANCED), Flaky("connection refused"), report(INTACT, UNBALANCED)
@@ -174,7 +178,7 @@ async def test_the_audit_figures_are_metrics() -> None:
 
     registry = CollectorRegistry()
     provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)])
-    service = monitor(FakePublisher())
+    service = await monitor(FakePublisher())
     MonitorMetrics(provider.get_meter("test")).watch(service.stats)
     await service.on_audit(report(BROKEN, UNBALANCED), 1_000)
 

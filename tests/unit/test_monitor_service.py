@@ -66,6 +66,7 @@ def balance(available: int, seq: int, account: str = "acct") -> BalanceObserved:
 async def service(publisher: FakePublisher, rules: Sequence[LiquidityRule] = (FLOOR,)) -> MonitorService:
     monitor = MonitorService([0, 1], publisher, started_ms=0, settings=SETTINGS)
     await monitor.begin(rules, now_ms=0)
+    await monitor.take_duty(0, held_before=False)  # the only monitor: faust gives it every partition
     return monitor
 
 
@@ -134,6 +135,7 @@ def samples(shards: Sequence[int], t: int) -> list[TelemetrySample]:
 async def test_breakers_wait_for_telemetry_then_a_silent_shard_opens() -> None:
     out = FakePublisher()
     alone = MonitorService([0], out, started_ms=0, settings=SETTINGS)  # one shard: stale is its own
+    await alone.take_duty(0, held_before=False)
     for t in range(1, 30):  # no telemetry at all: nothing is judged, nothing opens
         await alone.tick(t * 1000)
     assert out.states == []
@@ -159,6 +161,7 @@ async def test_a_restarted_monitor_repeats_no_alert_and_keeps_its_breakers() -> 
     for state in first_out.states:
         again.resume(state)
     await again.begin((FLOOR,), now_ms=10_000)
+    await again.take_duty(10_000, held_before=False)
     await again.on_balance(balance(50, 1))  # the compacted topic's latest, read again
     await again.on_balance(balance(60, 2))
     assert again_out.alerts == []
