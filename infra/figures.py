@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from schemas.telemetry import Sample
+from schemas.telemetry import LOOP_LAG_MS, Sample
 
 MIN_COMMANDS_FOR_SHARE = 20
 """A share of fewer commands is noise (1 of 3 is 33 %): under ledger chaos (seed 3), a half-open
@@ -32,8 +32,9 @@ class Figures:
         if len(self.durations_ms) < MAX_DURATIONS:
             self.durations_ms.append(took_ms)
 
-    def read(self, over_s: float, lag: int | None = None) -> list[Sample]:
-        """Rates over the last `over_s` seconds, the p99 of its batch durations, then reset."""
+    def read(self, over_s: float, lag: int | None = None, loop_lag_ms: float | None = None) -> list[Sample]:
+        """Rates over the last `over_s` seconds, the p99 of its batch durations, its consumer lag
+        and event loop lag when known, then reset."""
         per_s = 1 / over_s if over_s > 0 else 0.0
         samples = [
             Sample("commands_per_s", self.commands * per_s, self.shard),
@@ -47,6 +48,8 @@ class Figures:
             samples.append(Sample("batch_size", self.commands / self.batches, self.shard))
         if lag is not None:
             samples.append(Sample("consumer_lag", float(lag), self.shard))
+        if loop_lag_ms is not None:
+            samples.append(Sample(LOOP_LAG_MS, loop_lag_ms, self.shard))
         self.batches = self.commands = self.rejections = self.errors = 0
         self.durations_ms = []
         return samples

@@ -21,6 +21,8 @@ MAX_BYTES: Final = 32 * 1024
 MAX_SAMPLES: Final = 256
 
 REPLY_P99_MS: Final = "reply_p99_ms"
+LOOP_LAG_MS: Final = "loop_lag_ms"
+"""A shard worker's: the longest its event loop ran late in the last second (infra/loop_lag.py)."""
 """A coordinator's sample per shard: p99 of the time from a saga step decided to its reply read."""
 
 

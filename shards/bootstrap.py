@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from aiokafka.errors import KafkaError
 
 from infra.config import LedgerConfig
+from infra.loop_lag import LoopLag
 from infra.outbox_relay import OutboxRelay, idempotent_producer
 from infra.postgres_control import PostgresControl
 from infra.postgres_pool import close_pool, open_pool
@@ -76,11 +77,13 @@ async def run_shard(
         metered.watch(shard, worker.stats, source.lag)
         if started is not None:
             started.put_nowait(RunningShard(worker, relay))
+        loop_lag = LoopLag()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(worker.run(stop))
+            tasks.create_task(loop_lag.run(stop))
             tasks.create_task(publish_telemetry(
                 config.kafka_args(), ns.telemetry, f"shard-{shard:02d}",
-                lambda over_s: worker.figures.read(over_s, source.lag()), stop,
+                lambda over_s: worker.figures.read(over_s, source.lag(), loop_lag.read_ms()), stop,
             ))  # fmt: skip
             if relay is not None:
                 tasks.create_task(relay.run(stop))

@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from schemas.telemetry import REPLY_P99_MS
+from schemas.telemetry import LOOP_LAG_MS, REPLY_P99_MS
 
 HEALTHY: Final = "healthy"
 JITTER: Final = "jitter"
@@ -83,13 +83,14 @@ class AnomalyPolicy:
     min_spread_fraction: float = 0.1
     """Floor of the spread as a share of the level: a p99 of 10 ms alarms from 16 ms on, whatever
     how flat it was (a rise of 60 %), never on ordinary noise."""
-    judged: frozenset[str] = frozenset({STEP_P99_MS, REPLY_P99_MS, ERRORS_PER_S, CONSUMER_LAG})
-    """The metrics that can make a shard sick, each bad when high. A shard's reply time, as the
-    coordinators see it, is how a slow shard shows: one stopped and resumed in short cycles keeps
-    its own batches quick (ledger chaos, seed 3: no breaker opened on slow_shard). Under ledger
-    chaos (seed 3) the others opened the breakers of healthy shards: throughput and rejections per
-    second rise when a shard catches up after a pause (its recovery), and the share of commands
-    refused moves with the business (accounts frozen on one shard), not with the shard's health.
+    judged: frozenset[str] = frozenset({STEP_P99_MS, REPLY_P99_MS, LOOP_LAG_MS, ERRORS_PER_S, CONSUMER_LAG})
+    """The metrics that can make a shard sick, each bad when high. A shard worker stopped and
+    resumed in short cycles keeps its own batches quick (ledger chaos, seed 3: no breaker opened on
+    slow_shard); it shows in its loop lag, and in its reply time as the coordinators see it.
+    Under ledger chaos (seed 3) the others opened the breakers of healthy shards: throughput and
+    rejections per second rise when a shard catches up after a pause (its recovery), and the share
+    of commands refused moves with the business (accounts frozen on one shard), not with the
+    shard's health.
     They are kept (a policy may judge them), not judged by default."""
     warmup_samples: int = 10
     """A series learns from its first samples without judging them."""

@@ -8,7 +8,7 @@ import uuid
 
 from deploy.ledger_init import init_ledger
 from schemas.public import OpenAccountRequest, TransferFunds, encode_public
-from schemas.telemetry import REPLY_P99_MS, decode_telemetry
+from schemas.telemetry import LOOP_LAG_MS, REPLY_P99_MS, decode_telemetry
 from tests.ledger_harness import (
     ResultCollector,
     accounts_on,
@@ -51,5 +51,6 @@ async def test_the_coordinator_sends_each_shards_reply_time_and_each_shard_its_o
     }  # fmt: skip
     assert {shard for shard, _ in replies} == {0, 1}, "both shards answered a cross-shard saga"
     assert all(0 <= took < 60_000 for _, took in replies)
-    own = {(t.process, s.shard) for t in sent if t.process.startswith("shard-") for s in t.samples}
-    assert {shard for _, shard in own} == {0, 1}
+    own = {(s.shard, s.metric) for t in sent if t.process.startswith("shard-") for s in t.samples}
+    assert {shard for shard, _ in own} == {0, 1}
+    assert {(0, LOOP_LAG_MS), (1, LOOP_LAG_MS)} <= own, "each worker says how late its loop ran"

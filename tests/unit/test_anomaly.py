@@ -23,7 +23,7 @@ from monitor.domain.anomaly import (
     TelemetrySample,
     observe,
 )
-from schemas.telemetry import REPLY_P99_MS
+from schemas.telemetry import LOOP_LAG_MS, REPLY_P99_MS
 
 SHARDS = (0, 1, 2, 3)
 POLICY = AnomalyPolicy()
@@ -267,3 +267,22 @@ def test_a_shard_slow_to_answer_the_coordinators_is_sick_though_its_own_figures_
     seen = {t: second(t, slow=True) for t in range(60, 70)}
     assert seen[60 + POLICY.sustain_ms // 1000][1] == SICK
     assert {seen[69][s] for s in (0, 2, 3)} == {HEALTHY}
+
+
+def test_a_shard_whose_event_loop_keeps_stopping_is_sick() -> None:
+    """Regression, ledger chaos (seed 5): a shard worker stopped and resumed in 0.6 s / 0.3 s cycles
+    opened no breaker: its batches and its replies stayed within the noise of a ledger under
+    faults. Its own loop lag does not: it wakes late by up to 0.6 s every second."""
+    detector = AnomalyDetector(SHARDS, 0, POLICY)
+    rng = random.Random(5)
+
+    def second(t: int, stopping: bool) -> dict[int, str]:
+        for shard in SHARDS:
+            late = rng.uniform(450, 600) if stopping and shard == 2 else rng.uniform(1, 30)
+            detector.observe(TelemetrySample(f"shard-{shard}", shard, LOOP_LAG_MS, late, t * 1000))
+        return {shard: v.status for shard, v in detector.assess(t * 1000).items()}
+
+    assert {s for t in range(60) for s in second(t, stopping=False).values()} == {HEALTHY}
+    seen = {t: second(t, stopping=True) for t in range(60, 70)}
+    assert seen[60 + POLICY.sustain_ms // 1000][2] == SICK
+    assert {seen[69][s] for s in (0, 1, 3)} == {HEALTHY}
