@@ -71,6 +71,9 @@ class BreakerWatch:
         self.config, self.t0 = config, t0
         self.changes: list[Change] = []
         self.alerts: list[AlertChange] = []
+        self.closed = asyncio.Event()
+        """Set while every breaker seen so far is closed."""
+        self.closed.set()
 
     def alert_since(self, shard: int, state: str, after_s: float) -> bool:
         """Whether a hash_chain alert on `shard` reached `state` at or after `after_s` (as timed)."""
@@ -78,6 +81,11 @@ class BreakerWatch:
             a.shard == shard and a.check == HASH_CHAIN and a.state == state and a.at_s >= after_s
             for a in self.alerts
         )
+
+    def all_closed(self) -> bool:
+        """Whether every breaker seen so far is closed now (its latest change)."""
+        latest = {c.shard: c.state for c in self.changes}
+        return all(state == CLOSED for state in latest.values())
 
     async def run(self, stop: asyncio.Event) -> None:
         control, alerts = self.config.namespace.control, self.config.namespace.alerts
@@ -107,6 +115,10 @@ class BreakerWatch:
         if is_control:
             s = decode_breaker_state(raw)
             self.changes.append(Change(at_s, s.shard, s.state, s.reason, s.changed_by, s.latched))
+            if self.all_closed():
+                self.closed.set()
+            else:
+                self.closed.clear()
         elif isinstance(a := decode_any_alert(raw), LedgerAlert):
             self.alerts.append(AlertChange(at_s, a.shard, a.kind, a.check, a.state, a.severity, a.subject))
 

@@ -3,7 +3,11 @@ its breaker took to open and to close again; per fleet fault, any breaker it ope
 
 from __future__ import annotations
 
-from deploy.chaos.breakers import AlertChange, Change, detections, timeline
+from typing import cast
+
+from deploy.chaos.breakers import AlertChange, BreakerWatch, Change, detections, timeline
+from infra.config import LedgerConfig
+from schemas.breaker import BY_MONITOR, CLOSED, OPEN, BreakerState, encode_breaker
 
 
 def _fault(kind: str, target: int, started: float, healed: float) -> dict[str, object]:
@@ -118,3 +122,22 @@ def test_an_open_a_one_shard_fault_explains_is_not_charged_to_a_fleet_fault_besi
     t = timeline(changes, faults, shards=4)
     assert [p.get("opened") for p in t["per_fault"]] == [None, [], [1], None]
     assert t["summary"]["fleet_faults_that_opened_a_breaker"] == 1
+
+
+def test_the_watch_knows_when_every_breaker_it_saw_is_closed() -> None:
+    watch = BreakerWatch(cast(LedgerConfig, None), 0.0)
+    assert watch.all_closed(), "none seen: none open"
+    assert watch.closed.is_set()
+
+    def read(at_s: float, shard: int, state: str, seq: int) -> None:
+        raw = encode_breaker(BreakerState(shard, state, False, "test", BY_MONITOR, seq, int(at_s * 1000)))
+        watch._read(True, raw, at_s)
+
+    read(1.0, 0, OPEN, 1)
+    read(2.0, 1, OPEN, 1)
+    read(9.0, 0, CLOSED, 2)
+    assert not watch.all_closed()
+    assert not watch.closed.is_set()
+    read(12.0, 1, CLOSED, 2)
+    assert watch.all_closed()
+    assert watch.closed.is_set()
