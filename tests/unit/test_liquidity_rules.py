@@ -249,6 +249,17 @@ def test_an_account_opened_below_a_floor_fires_at_seq_0_and_the_alert_decodes_ba
     assert decode_any_alert(raw) == fired  # what a restarted monitor and the followers read
 
 
+def test_an_episode_fired_and_cleared_at_seq_0_is_recalled_closed() -> None:
+    first = LiquidityMonitor([FLOOR])
+    written = first.observe(opened()) + first.replace_rules([], at_ms=2_000)
+    assert [(a.state, a.journal_seq) for a in written] == [("fired", 0), ("cleared", 0)]
+    restarted = LiquidityMonitor()
+    for alert in written:
+        restarted.recall(decode_alert(encode_alert(alert)))
+    assert restarted.open_episodes() == {}
+    assert restarted.replace_rules([], at_ms=3_000) == []  # no second clear of the same episode
+
+
 # --- rule changes --------------------------------------------------------------------------------------
 
 
