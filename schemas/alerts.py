@@ -62,7 +62,8 @@ class LiquidityAlert:
     """What it is compared to, in minor units: the floor, the limit, or share_bp/10000 of posted
     rounded down (so `observed > threshold` exactly when the share is exceeded)."""
     journal_seq: int
-    """The seq of the balance observation that decided this alert (for a rule removed, the last seen)."""
+    """The seq of the balance observation that decided this alert (for a rule removed, the last seen).
+    0 is one: a shard whose journal is still empty publishes the accounts it opens at seq 0."""
     at_ms: int
     reason: str | None = None
     """Only on a cleared alert the balance did not clear: rule_removed or rule_changed."""
@@ -91,7 +92,7 @@ _CHECKS: Final[dict[str, Callable[[Any], bool]]] = {
     "kind": lambda v: v in KINDS,
     "observed": _int64,
     "threshold": _int64,
-    "journal_seq": lambda v: _int64(v) and v >= 1,
+    "journal_seq": lambda v: _int64(v) and v >= 0,  # as balance-changed.json, whose seq it carries
     "at_ms": lambda v: _int64(v) and v >= 0,
     "reason": lambda v: v in CLEAR_REASONS,
 }

@@ -82,10 +82,14 @@ class _Episode:
     threshold: int
 
 
+UNSEEN: Final = -1
+"""The last seq of a subject known only from recalled alerts: below every journal seq, since a
+shard publishes the accounts it opens before its first journal entry at seq 0."""
+
+
 @dataclass(slots=True)
 class _Subject:
-    last_seq: int = 0
-    """0 until observed (a subject known only from a recalled alert)."""
+    last_seq: int = UNSEEN
     last_at_ms: int = 0
     last: BalanceObserved | None = None
     points: deque[tuple[int, int]] = field(default_factory=deque)
@@ -202,7 +206,7 @@ class LiquidityMonitor:
                 else:
                     continue
                 del subject.episodes[rule_id]
-                seq = subject.last_seq or episode.start_seq
+                seq = episode.start_seq if subject.last_seq == UNSEEN else subject.last_seq
                 alerts.append(self._alert(rule_id, key, episode, "cleared", seq, at_ms, reason))
         self._install(new)
         return alerts

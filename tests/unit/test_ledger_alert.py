@@ -41,6 +41,11 @@ def test_the_reader_of_the_topic_tells_liquidity_alerts_apart() -> None:
         "available_below", 50, 100, 2, 2_000,
     )  # fmt: skip
     assert decode_any_alert(encode_alert(liquidity)) == liquidity
+    opened = LiquidityAlert(  # an account a shard opened before its first journal entry: seq 0
+        liquidity_alert_id("floor", "acct", "EUR", 0, "fired"), "floor", "fired", "warning", "acct", "EUR",
+        "available_below", 0, 100, 0, 2_000,
+    )  # fmt: skip
+    assert decode_any_alert(encode_alert(opened)) == opened
 
 
 @pytest.mark.parametrize(

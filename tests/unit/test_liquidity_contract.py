@@ -249,7 +249,12 @@ def alert(**changes: Any) -> LiquidityAlert:
 
 @pytest.mark.parametrize(
     "value",
-    [alert(), alert(state="cleared", reason="rule_removed"), alert(observed=-(2**63), threshold=2**63 - 1)],
+    [
+        alert(),
+        alert(state="cleared", reason="rule_removed"),
+        alert(observed=-(2**63), threshold=2**63 - 1),
+        alert(journal_seq=0, observed=0),  # an account a shard opened before its first journal entry
+    ],
 )
 def test_an_alert_round_trips_and_satisfies_the_schema(value: LiquidityAlert) -> None:
     raw = encode_alert(value)
@@ -272,7 +277,8 @@ BAD_ALERTS: list[tuple[str, dict[str, Any], str]] = [
     ("state open", {**valid_alert(), "state": "open"}, "invalid_field"),
     ("observed a float", {**valid_alert(), "observed": 1.5}, "invalid_field"),
     ("observed above int64", {**valid_alert(), "observed": 2**63}, "invalid_field"),
-    ("journal seq 0", {**valid_alert(), "journal_seq": 0}, "invalid_field"),
+    ("journal seq negative", {**valid_alert(), "journal_seq": -1}, "invalid_field"),
+    ("journal seq above int64", {**valid_alert(), "journal_seq": 2**63}, "invalid_field"),
     ("at_ms negative", {**valid_alert(), "at_ms": -1}, "invalid_field"),
     ("unknown currency", {**valid_alert(), "currency": "EURO"}, "invalid_field"),
     ("unknown kind", {**valid_alert(), "kind": "balance_below"}, "invalid_field"),
@@ -289,6 +295,30 @@ def test_a_bad_alert_is_refused_by_decoder_and_schema(payload: dict[str, Any], r
     assert refusal(decode_alert, payload) == reason
     with pytest.raises(InvalidLiquidityMessage):
         alert_from_dict(payload)
+
+
+BALANCE = _load("balance-changed.json")["properties"]
+CARRIED = [("journal_seq", "journal_seq"), ("observed", "available"), ("observed", "pending_debits")]
+"""(alert field, the balance-changed.json field whose value it carries): an available_below alert
+observes available, a pending_above_share one pending_debits, every alert the balance's seq."""
+
+
+@pytest.mark.parametrize(("field", "source"), CARRIED)
+def test_an_alert_takes_every_value_a_balance_may_carry_into_it(field: str, source: str) -> None:
+    """The alert is read back by every monitor and `ledger doctor`: what a valid BalanceChanged
+    puts into it must be a valid alert, to the schema and to the decoder alike."""
+    low, high = BALANCE[source]["minimum"], BALANCE[source]["maximum"]
+    for value in (low, high):
+        payload = {**valid_alert(), field: value}
+        assert ALERTS.is_valid(payload), f"{field} {value}: {source} of a balance"
+        assert refusal(decode_alert, payload) is None, f"{field} {value}: {source} of a balance"
+
+
+def test_an_alert_journal_seq_has_the_bounds_of_the_balance_seq_it_carries() -> None:
+    seq, balance_seq = _load("liquidity-alert.json")["properties"]["journal_seq"], BALANCE["journal_seq"]
+    assert (seq["minimum"], seq["maximum"]) == (balance_seq["minimum"], balance_seq["maximum"])
+    below = {**valid_alert(), "journal_seq": balance_seq["minimum"] - 1}
+    assert refusal(decode_alert, below) == "invalid_field"
 
 
 def test_an_alert_too_large_or_nested_is_refused() -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from monitor.domain.liquidity import BalanceObserved, LiquidityMonitor
 from schemas.alerts import LiquidityAlert, decode_alert, encode_alert, liquidity_alert_id
+from schemas.ledger_alert import decode_any_alert
 from schemas.liquidity_rules import InvalidLiquidityMessage, LiquidityRule
 
 FLOOR = LiquidityRule("floor", "available_below", "critical", "EUR", account_id="bank.eur", floor=1000)
@@ -233,6 +234,30 @@ def test_a_recalled_episode_of_a_rule_removed_meanwhile_is_cleared() -> None:
     (cleared,) = restarted.replace_rules([SHARE], at_ms=5)
     assert (cleared.state, cleared.reason, cleared.journal_seq) == ("cleared", "rule_removed", 11)
     assert cleared.alert_id == liquidity_alert_id("floor", "bank.eur", "EUR", 11, "cleared")
+
+
+def opened(available: int = 0, seq: int = 0, at_ms: int = 1_000) -> BalanceObserved:
+    """bank.eur as a fresh shard opened it: no journal entry yet, so journal seq 0."""
+    return BalanceObserved("bank.eur", "EUR", available, 0, 0, available, seq, 0, at_ms)
+
+
+def test_an_account_opened_below_a_floor_fires_at_seq_0_and_the_alert_decodes_back() -> None:
+    (fired,) = LiquidityMonitor([FLOOR]).observe(opened())
+    assert (fired.state, fired.observed, fired.journal_seq) == ("fired", 0, 0)
+    raw = encode_alert(fired)
+    assert decode_alert(raw) == fired
+    assert decode_any_alert(raw) == fired  # what a restarted monitor and the followers read
+
+
+def test_an_episode_fired_and_cleared_at_seq_0_is_recalled_closed() -> None:
+    first = LiquidityMonitor([FLOOR])
+    written = first.observe(opened()) + first.replace_rules([], at_ms=2_000)
+    assert [(a.state, a.journal_seq) for a in written] == [("fired", 0), ("cleared", 0)]
+    restarted = LiquidityMonitor()
+    for alert in written:
+        restarted.recall(decode_alert(encode_alert(alert)))
+    assert restarted.open_episodes() == {}
+    assert restarted.replace_rules([], at_ms=3_000) == []  # no second clear of the same episode
 
 
 # --- rule changes --------------------------------------------------------------------------------------

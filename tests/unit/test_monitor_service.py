@@ -4,6 +4,8 @@ applied once, breakers judged only from telemetry, and a restart that repeats no
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Sequence
 
 import pytest
@@ -20,9 +22,13 @@ from schemas.alerts import LiquidityAlert, encode_alert, liquidity_alert_id
 from schemas.balances import BalanceChanged, encode_balance
 from schemas.breaker import BY_MONITOR, BY_OPERATOR, CLOSED, OPEN, BreakerState, SetBreaker, encode_breaker
 from schemas.errors import LedgerError
-from schemas.ledger_alert import Alert, LedgerAlert
+from schemas.ledger_alert import Alert, LedgerAlert, decode_any_alert
 from schemas.liquidity_rules import LiquidityRule, SetLiquidityRules, encode_set_rules
+from schemas.shard_messages import CreditFunds, OpenAccount, ShardCommand
 from schemas.telemetry import Sample, Telemetry, encode_telemetry
+from shards.service.worker import ShardWorker, WorkerSettings
+from tests.fakes import FakeCheckpoints, FakeCommandSource, FakeShardStore
+from tests.unit.test_internal_auth_edges import ALICE, NS, PMAP, command_record
 
 FLOOR = LiquidityRule("floor", "available_below", "warning", "EUR", account_id="acct", floor=100)
 SETTINGS = MonitorSettings(retry_pause_s=0.0)
@@ -171,6 +177,39 @@ async def test_a_restarted_monitor_repeats_no_alert_and_keeps_its_breakers() -> 
     (cleared,) = again_out.alerts
     fired = first_out.alerts[0]
     assert cleared.alert_id == liquidity_alert_id("floor", "acct", "EUR", fired.journal_seq, "cleared")
+
+
+async def shard_balances(store: FakeShardStore, *commands: ShardCommand) -> list[bytes]:
+    """The BalanceChanged records shard 0's worker publishes for one batch of `commands`."""
+    worker = ShardWorker(WorkerSettings(0), NS, store, FakeCommandSource(), FakeCheckpoints(), PMAP)
+    before = len(store.outbox)
+    await worker.process([command_record(c, i) for i, c in enumerate(commands)], asyncio.Event())
+    return [m.payload for m in store.outbox[before:] if m.topic == NS.balances]
+
+
+async def test_an_account_opened_below_its_floor_alerts_once_and_a_restart_recalls_it() -> None:
+    store = FakeShardStore()  # a fresh shard: its journal is empty, so an opened account is at seq 0
+    (opened,) = await shard_balances(store, OpenAccount(str(uuid.uuid4()), ALICE, "EUR"))
+    credit = CreditFunds(str(uuid.uuid4()), str(uuid.uuid4()), ALICE, 500, "EUR")
+    (credited,) = await shard_balances(store, credit)
+    floor = LiquidityRule("floor", "available_below", "warning", "EUR", account_id=ALICE, floor=100)
+    first_out = FakePublisher()
+    first = await service(first_out, (floor,))
+    await first.on_balance(records.balance_observed(opened, 1_000))
+    (fired,) = first_out.alerts
+    assert (fired.state, fired.observed, fired.journal_seq) == ("fired", 0, 0)
+
+    again_out = FakePublisher()
+    again = MonitorService([0, 1], again_out, started_ms=10_000, settings=SETTINGS)
+    for alert in first_out.alerts:  # as a restarted monitor reads them back from ledger.alerts
+        again.recall(decode_any_alert(encode_alert(alert)))
+    await again.begin((floor,), now_ms=10_000)
+    await again.take_duty(10_000, held_before=False)
+    await again.on_balance(records.balance_observed(opened, 1_000))  # the compacted topic's latest
+    assert again_out.alerts == []
+    await again.on_balance(records.balance_observed(credited, 2_000))
+    (cleared,) = again_out.alerts
+    assert cleared.alert_id == liquidity_alert_id("floor", ALICE, "EUR", 0, "cleared")
 
 
 # --- the edges: records decoded before the service sees them; faust's credentials ----------------
