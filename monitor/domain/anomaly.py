@@ -33,7 +33,7 @@ that bookkeeping.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -80,6 +80,11 @@ class AnomalyPolicy:
     min_spread: float = 1.0
     """Floor of the spread, in the metric's unit: a series flat at 0 (no rejections) is not alarmed
     by its first 2 rejections a second (score 2/1 = 2)."""
+    min_spread_of: Mapping[str, float] = field(default_factory=lambda: {LOOP_LAG_MS: 50.0})
+    """A metric's own floor of the spread, instead of `min_spread`: a loop lag alarms from 300 ms
+    above its level on. Under ledger chaos (seed 3) a process starting beside a shard (Python's
+    start-up on 2 cores) lagged its loop by tens of ms every second or two, against a level of 7
+    ms: a healthy shard's breaker opened. A stopped one wakes up to 600 ms late every second."""
     min_spread_fraction: float = 0.1
     """Floor of the spread as a share of the level: a p99 of 10 ms alarms from 16 ms on, whatever
     how flat it was (a rise of 60 %), never on ordinary noise."""
@@ -138,12 +143,13 @@ class Verdict:
     """For people: what was seen, e.g. 'step_p99_ms 84 (level 10, score 74) for 6 s'."""
 
 
-def score(baseline: Baseline, value: float, policy: AnomalyPolicy) -> float:
-    return (value - baseline.level) / spread_of(baseline, policy)
+def score(baseline: Baseline, value: float, policy: AnomalyPolicy, metric: str = "") -> float:
+    return (value - baseline.level) / spread_of(baseline, policy, metric)
 
 
-def spread_of(baseline: Baseline, policy: AnomalyPolicy) -> float:
-    return max(baseline.spread, policy.min_spread, policy.min_spread_fraction * abs(baseline.level))
+def spread_of(baseline: Baseline, policy: AnomalyPolicy, metric: str = "") -> float:
+    floor = policy.min_spread_of.get(metric, policy.min_spread)
+    return max(baseline.spread, floor, policy.min_spread_fraction * abs(baseline.level))
 
 
 def observe(baseline: Baseline, sample: TelemetrySample, policy: AnomalyPolicy) -> Baseline:
@@ -152,7 +158,8 @@ def observe(baseline: Baseline, sample: TelemetrySample, policy: AnomalyPolicy) 
         return baseline
     value, now = sample.value, sample.at_ms
     judged = baseline.samples >= policy.warmup_samples
-    high = judged and sample.metric in policy.judged and score(baseline, value, policy) > policy.threshold
+    watched = judged and sample.metric in policy.judged
+    high = watched and score(baseline, value, policy, sample.metric) > policy.threshold
     # A lag falling back is a backlog draining: recovery, not the problem (it is not learnt either).
     draining = sample.metric == CONSUMER_LAG and value < baseline.last_value
     anomalous = high and not draining

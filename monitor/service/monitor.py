@@ -107,6 +107,7 @@ class MonitorService:
         self._rules_offset = -1
         self._seen_commands: OrderedDict[str, None] = OrderedDict()
         self._telemetry_seen = False
+        self._verdicts: dict[int, str] = {}
         self._unsent_alerts: list[Alert] = []
         self._unsent_states: list[BreakerState] = []
         self._rule_clears: dict[str, LiquidityAlert] = {}
@@ -234,6 +235,9 @@ class MonitorService:
                 return
             verdicts = self.detector.assess(now_ms)
             for shard, verdict in verdicts.items():
+                if self._verdicts.get(shard) != verdict.status:  # why a breaker did (not) move, later
+                    log.info("monitor: shard %d %s %s", shard, verdict.status, verdict.detail)
+                    self._verdicts[shard] = verdict.status
                 await self._decide(shard, HealthObserved(verdict.status, verdict.detail, now_ms))
 
     async def on_audit(self, report: AuditReport, now_ms: int) -> None:
