@@ -11,11 +11,13 @@ changes)`, where `changes` are the BreakerStates to publish on `ledger.control` 
     any       --operator open-->               open, latched         (by the operator)
     any       --operator close-->              closed                (the only way out of a latch)
 
-Jitter and fleet_wide never open a breaker. Healing is counted in runs of healthy verdicts that
-no verdict of the shard's own breaks: jitter, sick or stale starts the count again (open: the
-cool-down; half-open: the probe; a half-open breaker goes back to open only on sick, stale or
-diverged). A fleet_wide verdict neither counts nor breaks it: it says nothing of this shard, and
-under ledger chaos a PostgreSQL restart 6 s after a shard's heal kept its breaker open 34.5 s.
+Jitter and fleet_wide never open a breaker. Healing is counted from the first healthy verdict
+after the shard's last problem: sick or stale starts the count again (open: the cool-down;
+half-open: the probe; a half-open breaker goes back to open only on sick, stale or diverged), and
+a change happens only on a healthy verdict. Jitter and fleet_wide neither count nor break it: they
+are what the detector calls not this shard's problem. Under ledger chaos (seed 3) a PostgreSQL
+restart 6 s after a shard's heal, then the short anomalies of its catching up, each restarted its
+probe, and its breaker closed 34.5 and 35.6 s after the heal.
 A latched breaker ignores the monitor. Every change gets the next `seq` of its shard, so readers
 can ignore a stale record.
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final
 
-from monitor.domain.anomaly import DIVERGED, FLEET_WIDE, HEALTHY, SICK, STALE, VERDICTS
+from monitor.domain.anomaly import DIVERGED, FLEET_WIDE, HEALTHY, JITTER, SICK, STALE, VERDICTS
 from schemas.breaker import BY_MONITOR, BY_OPERATOR, CLOSED, HALF_OPEN, OPEN, BreakerState, closed
 
 
@@ -134,9 +136,12 @@ def _on_health(
         if breaker.state == OPEN:
             return replace(breaker, healthy_since_ms=None), []
         return _change(breaker, OPEN, False, why, BY_MONITOR, now)
-    if verdict == FLEET_WIDE:  # says nothing of this shard: the healing clock neither runs nor restarts
+    if verdict in (
+        FLEET_WIDE,
+        JITTER,
+    ):  # not this shard's problem: the healing clock neither runs nor restarts
         return breaker, []
-    if verdict != HEALTHY:  # jitter (or stale, when it does not open): not healed
+    if verdict != HEALTHY:  # stale, when it does not open: not healed
         return replace(breaker, healthy_since_ms=None), []
     since = now if breaker.healthy_since_ms is None else breaker.healthy_since_ms
     healed_for = now - since

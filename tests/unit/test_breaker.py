@@ -91,8 +91,8 @@ def test_open_goes_half_open_after_the_cool_down_then_closes_after_the_probe() -
     assert [(s.state, s.seq, s.latched, s.changed_by) for s in published] == [(CLOSED, 3, False, BY_MONITOR)]
 
 
-@pytest.mark.parametrize("interruption", [JITTER, SICK, STALE])
-def test_anything_of_its_own_restarts_the_cool_down(interruption: str) -> None:
+@pytest.mark.parametrize("interruption", [SICK, STALE])
+def test_a_problem_of_its_own_restarts_the_cool_down(interruption: str) -> None:
     breaker, published = step(
         opened(10), *healthy_from(11, 14), health(interruption, 15), *healthy_from(16, 20)
     )
@@ -106,10 +106,21 @@ def test_half_open_reopens_only_when_sick_again(verdict: str, state: str) -> Non
     breaker, published = step(breaker, health(verdict, 20))
     assert breaker.state == state
     assert [s.seq for s in published] == ([3] if state == OPEN else [])
-    if state == HALF_OPEN:  # the probe starts again at the next healthy verdict
-        breaker, published = step(breaker, *healthy_from(21, 30))
-        assert (breaker.state, published) == (HALF_OPEN, [])
-        assert step(breaker, health(HEALTHY, 31))[0].state == CLOSED
+
+
+def test_jitter_neither_heals_a_shard_nor_restarts_its_healing() -> None:
+    """Regression, ledger chaos (seed 3, 150 s): a paused shard, catching up after its heal beside
+    two PostgreSQL restarts, gave short anomalies of its own (batch p99 58 and 66 ms against 19)
+    every few seconds; each restarted its probe, and its breaker closed 35.6 s after the heal.
+    Jitter is what the detector calls not a problem: it neither counts nor breaks the healing."""
+    breaker, _ = step(opened(10), *healthy_from(11, 13), health(JITTER, 14), *healthy_from(15, 15))
+    assert breaker.state == OPEN
+    breaker, published = step(breaker, health(HEALTHY, 16))  # healthy since 11 s, jitter or not
+    assert [s.state for s in published] == [HALF_OPEN]
+    breaker, _ = step(breaker, *healthy_from(17, 20), health(JITTER, 21), *healthy_from(22, 25))
+    assert step(breaker, health(HEALTHY, 26))[0].state == CLOSED
+    breaker, _ = step(opened(10), health(JITTER, 11), *[health(JITTER, t) for t in range(12, 30)])
+    assert breaker.state == OPEN, "a shard never seen healthy since it opened has not begun to heal"
 
 
 def test_a_fleet_wide_event_neither_heals_a_shard_nor_restarts_its_healing() -> None:
