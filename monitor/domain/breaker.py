@@ -136,10 +136,7 @@ def _on_health(
         if breaker.state == OPEN:
             return replace(breaker, healthy_since_ms=None), []
         return _change(breaker, OPEN, False, why, BY_MONITOR, now)
-    if verdict in (
-        FLEET_WIDE,
-        JITTER,
-    ):  # not this shard's problem: the healing clock neither runs nor restarts
+    if verdict in (FLEET_WIDE, JITTER):  # not this shard's problem: its healing clock just waits
         return breaker, []
     if verdict != HEALTHY:  # stale, when it does not open: not healed
         return replace(breaker, healthy_since_ms=None), []
