@@ -11,7 +11,7 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from infra.config import KafkaSecurity, LedgerConfig
 from schemas import envelopes
 from schemas.message_auth import MessageAuthenticator
 from schemas.partitioning import PartitionMap
+from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from schemas.shard_messages import ShardCommand, ShardReply, encode
 from schemas.topics import Namespace
 from shards.bootstrap import RunningShard, run_shard
@@ -210,6 +211,20 @@ async def produce_raw(
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+async def open_and_pay(
+    config: LedgerConfig, results: ResultCollector, funds: Mapping[str, int], payee: str, payments: int
+) -> dict[str, dict[str, Any]]:
+    """Open the accounts of `funds` in EUR, then pay `payee` from "issuer" `payments` times (100,
+    101, ...): the first results of the payments, once every one has one."""
+    ns = config.namespace
+    opens = [OpenAccountRequest(new_id(), account, "EUR", amount, {}) for account, amount in funds.items()]
+    await produce_raw(config, ns.account_commands, [(o.account_id.encode(), encode_public(o)) for o in opens])
+    await results.wait_for([o.command_id for o in opens])
+    moves = [TransferFunds(new_id(), "issuer", payee, 100 + i, "EUR") for i in range(payments)]
+    await produce_raw(config, ns.transfers, [(None, encode_public(m)) for m in moves])
+    return await results.wait_for([m.transfer_id for m in moves])
 
 
 async def dead_letters(config: LedgerConfig, want: int, within_s: float = 30) -> list[dict[str, Any]]:

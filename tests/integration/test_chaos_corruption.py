@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import uuid
 from typing import Any
 
 import asyncpg
@@ -22,13 +21,8 @@ from deploy.ledger_init import init_ledger
 from monitor.app import MonitorRun, run_monitor
 from monitor.service.monitor import MonitorStats
 from schemas.breaker import CLOSED, OPEN
-from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from shards.adapters.postgres_audit import verify_ledger
-from tests.ledger_harness import ResultCollector, accounts_on, fresh_config, produce_raw, running_ledger
-
-
-def _id() -> str:
-    return str(uuid.uuid4())
+from tests.ledger_harness import ResultCollector, accounts_on, fresh_config, open_and_pay, running_ledger
 
 
 async def _until(condition: Any, within_s: float) -> None:
@@ -55,7 +49,6 @@ async def test_a_corrupted_shard_is_latched_and_alerted_then_restored_exactly_an
 ) -> None:
     config = fresh_config(kafka_bootstrap, database_url)
     pmap = await init_ledger(config, 2)
-    ns = config.namespace
     as_monitor = dataclasses.replace(config, kafka_security=kafka_principal("monitor"))
     as_operator = dataclasses.replace(config, kafka_security=kafka_principal("operator"))  # as chaos runs
     shard = pmap.shard_for("issuer")
@@ -63,17 +56,7 @@ async def test_a_corrupted_shard_is_latched_and_alerted_then_restored_exactly_an
     stats = MonitorStats()
     stop, watching = asyncio.Event(), asyncio.Event()
     async with running_ledger(config, [0, 1]), ResultCollector(config) as results:
-        opens = [
-            OpenAccountRequest(_id(), "issuer", "EUR", 10_000, {}),
-            OpenAccountRequest(_id(), payee, "EUR", 0, {}),
-        ]
-        await produce_raw(
-            config, ns.account_commands, [(o.account_id.encode(), encode_public(o)) for o in opens]
-        )
-        await results.wait_for([o.command_id for o in opens])
-        moves = [TransferFunds(_id(), "issuer", payee, 100 + i, "EUR") for i in range(5)]
-        await produce_raw(config, ns.transfers, [(None, encode_public(m)) for m in moves])
-        await results.wait_for([m.transfer_id for m in moves])
+        await open_and_pay(config, results, {"issuer": 10_000, payee: 0}, payee, payments=5)
 
         t0 = time.monotonic()
         watch = BreakerWatch(as_operator, t0)

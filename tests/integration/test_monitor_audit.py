@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import uuid
 from typing import Any
 
 import asyncpg
@@ -18,19 +17,14 @@ from monitor.app import MonitorRun, run_monitor
 from monitor.service.monitor import MonitorStats
 from schemas.breaker import BY_MONITOR, OPEN, decode_breaker_state
 from schemas.ledger_alert import DIVERGENCE, HASH_CHAIN, LedgerAlert, decode_any_alert
-from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from tests.ledger_harness import (
     ResultCollector,
     accounts_on,
     fresh_config,
-    produce_raw,
+    open_and_pay,
     read_topic,
     running_ledger,
 )
-
-
-def _id() -> str:
-    return str(uuid.uuid4())
 
 
 async def _until(condition: Any, within_s: float) -> None:
@@ -53,17 +47,7 @@ async def test_the_monitor_audit_latches_a_shard_whose_journal_was_altered_and_a
     run = MonitorRun(tick_s=0.2, audit_every_s=1.0, stats=stats)
     stop = asyncio.Event()
     async with running_ledger(config, [0, 1]), ResultCollector(config) as results:
-        opens = [
-            OpenAccountRequest(_id(), "issuer", "EUR", 10_000, {}),
-            OpenAccountRequest(_id(), payee, "EUR", 0, {}),
-        ]
-        await produce_raw(
-            config, ns.account_commands, [(o.account_id.encode(), encode_public(o)) for o in opens]
-        )
-        await results.wait_for([o.command_id for o in opens])
-        moves = [TransferFunds(_id(), "issuer", payee, 100 + i, "EUR") for i in range(5)]
-        await produce_raw(config, ns.transfers, [(None, encode_public(m)) for m in moves])
-        done = await results.wait_for([m.transfer_id for m in moves])
+        done = await open_and_pay(config, results, {"issuer": 10_000, payee: 0}, payee, payments=5)
         assert {r["state"] for r in done.values()} == {"completed"}
 
         monitor = asyncio.create_task(run_monitor(as_monitor, run, stop, PostgresAuditor(config)))

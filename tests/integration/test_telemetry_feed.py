@@ -4,23 +4,16 @@ shard (a worker stopped and resumed in short cycles keeps its own batches quick)
 
 from __future__ import annotations
 
-import uuid
-
 from deploy.ledger_init import init_ledger
-from schemas.public import OpenAccountRequest, TransferFunds, encode_public
 from schemas.telemetry import LOOP_LAG_MS, REPLY_P99_MS, decode_telemetry
 from tests.ledger_harness import (
     ResultCollector,
     accounts_on,
     fresh_config,
-    produce_raw,
+    open_and_pay,
     read_topic,
     running_ledger,
 )
-
-
-def _id() -> str:
-    return str(uuid.uuid4())
 
 
 async def test_the_coordinator_sends_each_shards_reply_time_and_each_shard_its_own_figures(
@@ -31,16 +24,7 @@ async def test_the_coordinator_sends_each_shards_reply_time_and_each_shard_its_o
     ns = config.namespace
     (payee,) = accounts_on(pmap, 1 - pmap.shard_for("issuer"), 1, prefix="payee")
     async with running_ledger(config, [0, 1]), ResultCollector(config) as results:
-        opens = [
-            OpenAccountRequest(_id(), a, "EUR", 10**9 if a == "issuer" else 0, {}) for a in ("issuer", payee)
-        ]
-        await produce_raw(
-            config, ns.account_commands, [(o.account_id.encode(), encode_public(o)) for o in opens]
-        )
-        await results.wait_for([o.command_id for o in opens])
-        moves = [TransferFunds(_id(), "issuer", payee, 100, "EUR") for _ in range(5)]
-        await produce_raw(config, ns.transfers, [(None, encode_public(m)) for m in moves])
-        done = await results.wait_for([m.transfer_id for m in moves])
+        done = await open_and_pay(config, results, {"issuer": 10**9, payee: 0}, payee, payments=5)
         assert {r["state"] for r in done.values()} == {"completed"}
         records = await read_topic(config, ns.telemetry, want=10**6, within_s=3)
 
