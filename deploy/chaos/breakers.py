@@ -1,7 +1,8 @@
 """The breakers under chaos (issue 16): every BreakerState the monitor published during a run,
 and, for each fault, what the breakers did about it.
 
-A fault on one shard (its worker killed, paused, slowed, cut off, or its connections ended) should
+A fault on one shard (its worker killed, paused, slowed, cut off, its connections ended, or its
+relay killed) should
 open that shard's breaker within 10 s of its onset and close it within 30 s of the heal; a fault
 of the whole fleet (a broker or the controller killed, PostgreSQL restarted) should open none.
 A corrupted shard (a journal row altered) must be isolated and alerted while it is corrupted: its
@@ -28,8 +29,9 @@ from schemas.errors import LedgerError
 from schemas.ledger_alert import HASH_CHAIN, LedgerAlert, decode_any_alert
 
 log = logging.getLogger(__name__)
-ONE_SHARD = ("kill_shard", "pause_shard", "slow_shard", "terminate_backends", "corrupt_shard")
-"""Kinds whose target is a shard (cuts target a shard only below the shard count)."""
+ONE_SHARD = ("kill_shard", "pause_shard", "slow_shard", "terminate_backends", "corrupt_shard", "kill_relay")
+"""Kinds whose target is a shard (cuts target a shard only below the shard count; relay N is shard
+N's outbox relay: killed, that shard's replies cannot get out)."""
 FLEET = ("kill_broker", "kill_controller", "restart_postgres_fast", "restart_postgres_immediate")
 OPEN_WITHIN_S, CLOSE_WITHIN_S = 10.0, 30.0
 CORRUPT = "corrupt_shard"

@@ -141,3 +141,12 @@ def test_the_watch_knows_when_every_breaker_it_saw_is_closed() -> None:
     read(12.0, 1, CLOSED, 2)
     assert watch.all_closed()
     assert watch.closed.is_set()
+
+
+def test_a_killed_relay_is_a_fault_on_its_shard() -> None:
+    """Seen in ledger chaos (seed 3): relay 1 killed, shard 1's replies could not get out, and its
+    breaker opened; the report listed the relay kill as neither a shard's fault nor a fleet's."""
+    faults = [_fault("kill_relay", 1, 48.0, 56.0)]
+    changes = [Change(54.6, 1, "open", "sick", "monitor"), Change(71.3, 1, "closed", "healthy", "monitor")]
+    (fault,) = timeline(changes, faults, shards=4)["per_fault"]
+    assert (fault["shard"], fault["opened_after_s"], fault["closed_after_heal_s"]) == (1, 6.6, 15.3)
