@@ -3,10 +3,11 @@ and, for each fault, what the breakers did about it.
 
 A fault on one shard (its worker killed, paused, slowed, cut off, its connections ended, or its
 relay killed) should open that shard's breaker within 10 s of its onset and close it within 30 s
-of the heal; a fault of the whole fleet (a broker or the controller killed, PostgreSQL restarted) should open none.
-A corrupted shard (a journal row altered) must be isolated and alerted while it is corrupted: its
-breaker latched open and a critical hash_chain alert fired before the row is restored (D1, a
-detection the run fails without); the operator closes the latch after the heal.
+of the heal; a fault of the whole fleet (a broker or the controller killed, PostgreSQL
+restarted) should open none. A corrupted shard (a journal row altered) must be isolated and
+alerted while it is corrupted: its breaker latched open and a critical hash_chain alert fired
+before the row is restored (D1, a detection the run fails without); the operator closes the
+latch after the heal.
 """
 
 from __future__ import annotations
