@@ -1,6 +1,6 @@
 """Bounds a JSON payload is held to before any parser reads it: nesting, found in one linear pass.
 
-Both codecs use it (schemas/public.py, schemas/shard_messages.py): a recursive parser given
+Both codecs use it (schemas/json_reading.py, schemas/shard_messages.py): a recursive parser given
 100,000 open brackets fails deep in its own stack, with a reason nobody can act on.
 """
 

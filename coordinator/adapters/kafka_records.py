@@ -17,7 +17,8 @@ from infra.records import Origin, Refused
 from infra.tracing import context_from_headers, context_from_traceparent
 from schemas import envelopes
 from schemas.message_auth import MessageAuthenticator, Unauthenticated
-from schemas.public import PublicRejection, parse_account_command, parse_transfer
+from schemas.public import PublicRejection
+from schemas.public_parse import parse_account_command, parse_transfer
 from schemas.shard_messages import InvalidMessage, ShardReply
 from schemas.topics import Namespace
 

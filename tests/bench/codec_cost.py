@@ -12,7 +12,8 @@ import argparse
 import time
 from collections.abc import Callable
 
-from schemas.public import PublicRejection, parse_account_command, parse_transfer
+from schemas.public import PublicRejection
+from schemas.public_parse import parse_account_command, parse_transfer
 from schemas.shard_messages import ReserveFunds, ShardReply, decode_command, decode_reply, encode, reply_id
 from tests.bad_inputs import TEST_MAX_AMOUNT, encoded, transfer, with_literal
 

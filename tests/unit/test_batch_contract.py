@@ -8,14 +8,8 @@ from typing import Any
 
 import pytest
 
-from schemas.public import (
-    MAX_PAYLOAD_BYTES,
-    BatchLeg,
-    PublicRejection,
-    TransferBatch,
-    encode_public,
-    parse_transfer,
-)
+from schemas.public import MAX_PAYLOAD_BYTES, BatchLeg, PublicRejection, TransferBatch, encode_public
+from schemas.public_parse import parse_transfer
 from tests.bad_inputs import TEST_MAX_AMOUNT, encoded, padded_to, transfer_id_for
 
 BATCH_ID = transfer_id_for("batch")

@@ -1,6 +1,6 @@
 """The compiled contract (fastjsonschema over schemas/json) is only a shortcut to acceptance: every
 public command gets exactly the verdict, reason, ids and detail that the jsonschema validator alone
-gives, the reference path schemas/public.py keeps (issue 14, item 3)."""
+gives, the reference path schemas/public_parse.py keeps (issue 14, item 3)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import public
+from schemas import public, public_parse
 from schemas.currencies import CURRENCIES
-from schemas.public import PublicRejection, encode_public, parse_account_command, parse_transfer
+from schemas.public import PublicRejection, encode_public
+from schemas.public_parse import parse_account_command, parse_transfer
 from tests.bad_inputs import BAD_TRANSFERS, TEST_MAX_AMOUNT, VALID_TRANSFER, BadInput, encoded, transfer
 from tests.unit.test_public_contract import BAD_ACCOUNT_COMMANDS, STRICTER, VALID_TRANSFERS, transfers
 
@@ -35,8 +36,8 @@ def _refuse(data: dict[str, Any]) -> bool:
 def reference_only() -> Iterator[None]:
     """The parsers as they were before the compiled check: jsonschema judges every command."""
     with (
-        mock.patch.object(public, "_TRANSFER_CHECK", _refuse),
-        mock.patch.dict(public._ACCOUNT_CHECKS, dict.fromkeys(public._ACCOUNT_CHECKS, _refuse)),
+        mock.patch.object(public_parse, "_TRANSFER_CHECK", _refuse),
+        mock.patch.dict(public_parse._ACCOUNT_CHECKS, dict.fromkeys(public_parse._ACCOUNT_CHECKS, _refuse)),
     ):
         yield
 
@@ -47,10 +48,10 @@ def jsonschema_forbidden() -> Iterator[None]:
         raise AssertionError(f"the jsonschema validator was consulted for {data!r:.200}")
 
     with (
-        mock.patch.object(public, "_TRANSFER_VALIDATOR", mock.Mock(iter_errors=called)),
+        mock.patch.object(public_parse, "_TRANSFER_VALIDATOR", mock.Mock(iter_errors=called)),
         mock.patch.dict(
-            public._ACCOUNT_VALIDATORS,
-            {name: mock.Mock(iter_errors=called) for name in public._ACCOUNT_VALIDATORS},
+            public_parse._ACCOUNT_VALIDATORS,
+            {name: mock.Mock(iter_errors=called) for name in public_parse._ACCOUNT_VALIDATORS},
         ),
     ):
         yield
@@ -121,7 +122,7 @@ def test_the_compiled_check_leaves_the_payload_as_it_was() -> None:
     """fastjsonschema writes a schema's defaults into the data unless told not to (overdraft_limit)."""
     data = {"type": "OpenAccount", "v": 1, "command_id": transfer("d")["transfer_id"], "account_id": "a",
             "currency": "EUR"}  # fmt: skip
-    assert public._ACCOUNT_CHECKS["OpenAccount"](data)
+    assert public_parse._ACCOUNT_CHECKS["OpenAccount"](data)
     assert "overdraft_limit" not in data
 
 

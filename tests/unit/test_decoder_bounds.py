@@ -14,12 +14,8 @@ from hypothesis import strategies as st
 from schemas.currencies import JSON_DIR
 from schemas.dead_letters import DEAD_LETTER_REASONS, DeadLetter
 from schemas.message_auth import HEADER, MessageAuthenticator, Unauthenticated
-from schemas.public import (
-    MAX_PAYLOAD_BYTES,
-    PublicRejection,
-    parse_account_command,
-    parse_transfer,
-)
+from schemas.public import MAX_PAYLOAD_BYTES, PublicRejection
+from schemas.public_parse import parse_account_command, parse_transfer
 from schemas.shard_messages import (
     COMMAND_TYPES,
     MAX_INTERNAL_BYTES,

@@ -13,9 +13,9 @@ from schemas.public import (
     TransferResult,
     VoidPendingTransfer,
     encode_public,
-    parse_transfer,
     request_fingerprint,
 )
+from schemas.public_parse import parse_transfer
 from tests.bad_inputs import TEST_MAX_AMOUNT, encoded, pending_command, transfer, transfer_id_for
 
 

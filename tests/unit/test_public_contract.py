@@ -1,4 +1,4 @@
-"""The public contract: schemas/public.py reads what payment services send exactly as the JSON
+"""The public contract: schemas/public_parse.py reads what payment services send exactly as the JSON
 Schema files say, with one stable reason for every way a command can be wrong (tests/bad_inputs.py).
 """
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from schemas import public
+from schemas import public, public_parse
 from schemas.currencies import CURRENCIES, JSON_DIR
 from schemas.errors import LedgerError
 from schemas.public import (
@@ -36,10 +36,9 @@ from schemas.public import (
     TransferResult,
     UnfreezeAccount,
     encode_public,
-    parse_account_command,
-    parse_transfer,
     request_fingerprint,
 )
+from schemas.public_parse import parse_account_command, parse_transfer
 from tests.bad_inputs import (
     BAD_TRANSFERS,
     TEST_MAX_AMOUNT,
@@ -164,7 +163,7 @@ def test_the_inlined_validator_reports_the_same_first_error_as_the_file(case: Ba
     except (ValueError, RecursionError):
         return  # never reaches a validator
     if isinstance(payload, dict):
-        assert _first_error(public._TRANSFER_VALIDATOR, payload) == _first_error(TRANSFERS, payload)
+        assert _first_error(public_parse._TRANSFER_VALIDATOR, payload) == _first_error(TRANSFERS, payload)
 
 
 # --- valid commands ---------------------------------------------------------------------------------
@@ -301,7 +300,7 @@ def test_every_field_has_a_reason() -> None:
     for name in PENDING_COMMAND_TYPES:
         properties |= set(SCHEMAS["pending-command.json"]["$defs"][name]["properties"])
     properties |= set(SCHEMAS["batch-command.json"]["properties"])
-    assert properties == set(public._FIELD_REASONS)
+    assert properties == set(public_parse._FIELD_REASONS)
 
 
 @pytest.mark.parametrize("name", ["uuid", "account_id", "amount", "limit", "metadata"])

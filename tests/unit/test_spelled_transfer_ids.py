@@ -22,7 +22,8 @@ from referencing import Registry, Resource
 
 from coordinator.service.coordinator import Coordinator, CoordinatorSettings
 from schemas.currencies import JSON_DIR
-from schemas.public import PublicRejection, TransferFunds, encode_public, parse_transfer
+from schemas.public import PublicRejection, TransferFunds, encode_public
+from schemas.public_parse import parse_transfer
 from tests.bad_inputs import encoded, transfer
 from tests.fakes import FakeSagaStore, handle_batch
 from tests.unit.test_internal_auth_edges import NS, PMAP, decoded, record
