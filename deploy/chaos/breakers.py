@@ -84,6 +84,19 @@ class BreakerWatch:
             for a in self.alerts
         )
 
+    def isolated_since(self, shard: int, onset_s: float) -> bool:
+        """Whether, since `onset_s`, `shard`'s breaker latched open and a critical hash_chain alert
+        on it fired (a corrupted shard caught)."""
+        latched = any(
+            c.shard == shard and c.state == OPEN and c.latched and c.at_s >= onset_s for c in self.changes
+        )
+        alerted = any(
+            a.shard == shard and a.check == HASH_CHAIN and a.state == "fired" and a.severity == "critical"
+            and a.at_s >= onset_s
+            for a in self.alerts
+        )  # fmt: skip
+        return latched and alerted
+
     def all_closed(self) -> bool:
         """Whether every breaker seen so far is closed now (its latest change)."""
         latest = {c.shard: c.state for c in self.changes}

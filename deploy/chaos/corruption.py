@@ -37,6 +37,8 @@ CLOSE_REASON = "chaos: row restored, chain verified"
 RESTORE_WITHIN_S = 60.0
 """A restore that meets PostgreSQL down (the next fault never overlaps, but a connection may
 still fail) tries again for this long: the row must come back, or I6 fails the run."""
+DETECT_WITHIN_S = 30.0
+"""Longest the row stays altered waiting for the monitor to catch it; not caught by then fails D1."""
 AGREE_WITHIN_S = 30.0
 """How long the operator waits for the chain to verify and for the monitor to clear its alert."""
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from deploy.chaos.breakers import BreakerWatch
-from deploy.chaos.corruption import give_back, restore, tamper
+from deploy.chaos.corruption import DETECT_WITHIN_S, give_back, restore, tamper
 from deploy.chaos.iptables import LoopbackCut
 from deploy.chaos.schedule import CUT_KINDS, PlannedFault
 from deploy.kafka_local import LocalKafka
@@ -100,10 +100,17 @@ class Nemesis:
 
     async def _corrupt(self, fault: PlannedFault, record: InjectedFault, t0: float) -> str:
         """Healed when the row is restored (the report times the operator's close from then);
-        the fault's window goes on until the breaker is closed."""
+        the fault's window goes on until the breaker is closed. The row stays altered for the
+        fault's hold, and longer until the monitor has caught it (at most DETECT_WITHIN_S): an
+        audit's time grows with the ledger, and one caught only after the restore latches a
+        breaker no operator is left to close (ledger chaos, seed 12, 900 s)."""
         tampering = await tamper(self.config, fault.target)
         try:
             await asyncio.sleep(fault.hold_s)
+            for _ in range(int(max(0.0, DETECT_WITHIN_S - fault.hold_s) / 0.2)):
+                if self.watch.isolated_since(fault.target, record.started_s):
+                    break
+                await asyncio.sleep(0.2)
         finally:
             await restore(self.config, tampering)
             record.healed_s = time.monotonic() - t0

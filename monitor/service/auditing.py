@@ -4,8 +4,10 @@ MonitorService judges what it found (monitor/domain/audit.py).
 A plain task beside the faust app (monitor/app.py), not a faust timer: an audit reads every journal
 and may take seconds on a large ledger, and nothing about it is Kafka's (no records, no offsets),
 so it stays out of the app whose crash handling and shutdown are about consuming. The next audit
-starts `every_s` after the last one started (or at once, when it took longer): audits never
-overlap, and a slow one only delays the next. One that cannot read the ledger is counted and
+starts `every_s` after the last one started, but never sooner than twice the last one's time
+after it ended: audits never overlap, and they take at most a third of the monitor's time, which
+is also its event loop's (ledger chaos, seed 12: 2-3.5 s audits every 2 s on a grown ledger left
+its telemetry unread for 40 s). One that cannot read the ledger is counted and
 logged, and judges nothing: an outage clears no alert and confirms no violation. Only the monitor
 on breaker duty audits (monitor/service/monitor.py): the others skip their turns.
 """
@@ -43,6 +45,14 @@ async def audit_forever(
         else:
             if report is not None:
                 await service.on_audit(report, clock_ms())
-        pause = max(0.0, every_s - (time.monotonic() - started))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), pause)
+            await asyncio.wait_for(stop.wait(), pause_after(every_s, time.monotonic() - started))
+
+
+REST_PER_AUDIT = 2.0
+"""Seconds of rest per second an audit took, at least: a third of the time auditing, at most."""
+
+
+def pause_after(every_s: float, took_s: float) -> float:
+    """How long to wait after an audit that took `took_s`, for one every `every_s`."""
+    return max(every_s - took_s, REST_PER_AUDIT * took_s)

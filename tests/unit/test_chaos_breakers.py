@@ -150,3 +150,16 @@ def test_a_killed_relay_is_a_fault_on_its_shard() -> None:
     changes = [Change(54.6, 1, "open", "sick", "monitor"), Change(71.3, 1, "closed", "healthy", "monitor")]
     (fault,) = timeline(changes, faults, shards=4)["per_fault"]
     assert (fault["shard"], fault["opened_after_s"], fault["closed_after_heal_s"]) == (1, 6.6, 15.3)
+
+
+def test_a_corrupted_shard_counts_as_caught_once_latched_and_alerted_since_its_onset() -> None:
+    watch = BreakerWatch(cast(LedgerConfig, None), 0.0)
+    watch.changes.append(Change(5.0, 1, OPEN, "diverged", BY_MONITOR, latched=True))  # an earlier one
+    watch.alerts.append(_alert(5.1, 1, "fired"))
+    assert not watch.isolated_since(1, onset_s=10.0)
+    watch.changes.append(Change(12.0, 1, OPEN, "sick", BY_MONITOR))  # not latched: not the audit's
+    watch.alerts.append(_alert(12.5, 1, "fired"))
+    assert not watch.isolated_since(1, onset_s=10.0)
+    watch.changes.append(Change(13.0, 1, OPEN, "diverged", BY_MONITOR, latched=True))
+    assert watch.isolated_since(1, onset_s=10.0)
+    assert not watch.isolated_since(2, onset_s=10.0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from monitor.domain.audit import AuditJudge, AuditReport, ChainVerdict, Finding, shard_named
-from monitor.service.auditing import audit_forever
+from monitor.service.auditing import audit_forever, pause_after
 from monitor.service.monitor import MonitorService
 from schemas.breaker import BY_MONITOR, OPEN
 from schemas.errors import LedgerError
@@ -196,3 +196,12 @@ async def test_the_audit_figures_are_metrics() -> None:
     assert value("ledger_monitor_audit_seconds", part="chains") == 0.01
     assert value("ledger_monitor_audits_total", outcome="ok") == 1
     assert value("ledger_monitor_alerts_total", kind="divergence", state="fired") == 1
+
+
+def test_audits_take_at_most_a_third_of_the_monitors_time() -> None:
+    """Regression, ledger chaos (seed 12, 900 s, audits every 2 s): on a grown ledger an audit took
+    2-3.5 s, so they ran back to back on the monitor's event loop, its telemetry went unread for
+    40 s (every shard stale, fleet-wide) and a paused shard went unseen."""
+    assert pause_after(every_s=30.0, took_s=1.0) == 29.0, "the period, as long as audits are short"
+    assert pause_after(every_s=2.0, took_s=0.5) == 1.5
+    assert pause_after(every_s=2.0, took_s=3.0) == 6.0, "twice the audit's time: a third of the time auditing"
